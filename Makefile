@@ -1,0 +1,48 @@
+# xview_localizer: one-command setup and test on a bare Debian / Python 3.11 machine.
+#   make setup   create .venv and install everything (stamp files make re-runs instant)
+#   make test    setup, then run the test suite
+#   make lint    ruff
+# CUDA users: make setup TORCH_SPEC="torch==2.13.0" TORCH_PIP_ARGS="--index-url <pytorch CUDA index>"
+
+PYTHON        ?= python3
+VENV          ?= .venv
+TORCH_SPEC    ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+PYTEST_ARGS   ?=
+BIN           := $(VENV)/bin
+STAMPS        := $(VENV)/.stamps
+
+.PHONY: setup test lint clean-venv
+
+setup: $(STAMPS)/tf2_msgs
+
+$(STAMPS)/venv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/torch: $(STAMPS)/venv
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
+	@touch $@
+
+$(STAMPS)/deps: $(STAMPS)/torch requirements.txt requirements-dev.txt setup.py
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+
+$(STAMPS)/tf2_msgs: $(STAMPS)/deps scripts/build_tf2_msgs.sh
+	@if $(BIN)/python -c "import tf2_msgs.msg" 2>/dev/null; then \
+	  echo "tf2_msgs already importable"; \
+	else \
+	  VENV=$(VENV) bash scripts/build_tf2_msgs.sh; \
+	fi
+	@touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) test
+
+lint: setup
+	$(BIN)/ruff check xview_localizer test scripts
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,41 @@
+"""The ROS-free core must import in a process where importing rclpy fails."""
+
+import subprocess
+import sys
+import textwrap
+
+CORE_MODULES = [
+    "xview_localizer.errors",
+    "xview_localizer.geo",
+    "xview_localizer.se2",
+]
+
+
+def test_core_imports_without_rclpy():
+    code = textwrap.dedent(
+        f"""
+        import sys
+
+        class _Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "rclpy" or name.startswith("rclpy."):
+                    raise ImportError("rclpy blocked for this test")
+                return None
+
+        sys.meta_path.insert(0, _Block())
+        try:
+            import rclpy  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("the rclpy blocker did not work")
+        import importlib
+        for name in {CORE_MODULES!r}:
+            importlib.import_module(name)
+        assert not any(m == "rclpy" or m.startswith("rclpy.") for m in sys.modules), "rclpy leaked in"
+        print("OK")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("OK")

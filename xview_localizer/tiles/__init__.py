@@ -1,0 +1,1 @@
+"""xview_localizer.tiles"""
