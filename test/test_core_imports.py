@@ -8,6 +8,7 @@ CORE_MODULES = [
     "xview_localizer.errors",
     "xview_localizer.geo",
     "xview_localizer.se2",
+    "xview_localizer.camera",
 ]
 
 
