@@ -8,7 +8,12 @@ CORE_MODULES = [
     "xview_localizer.errors",
     "xview_localizer.geo",
     "xview_localizer.se2",
+    "xview_localizer.procrustes",
+    "xview_localizer.matcher.base",
     "xview_localizer.camera",
+    "xview_localizer.tiles.cache",
+    "xview_localizer.tiles.server",
+    "xview_localizer.tiles.cli",
 ]
 
 

@@ -10,7 +10,8 @@ Conventions
   ``256 * 2**z`` pixels wide. Tile ``(x, y)`` covers global pixels
   ``[256 x, 256 (x+1)) x [256 y, 256 (y+1))``.
 * Meridian convergence ``gamma`` is the angle from grid north to true north, measured
-  clockwise... see :func:`UtmProjection.convergence_rad` for the sign used here.
+  counter-clockwise positive from grid north to true north (positive east of the central
+  meridian in the northern hemisphere); see :meth:`UtmProjection.convergence_rad`.
 
 All functions accept numpy arrays (broadcasting) or Python floats.
 """
@@ -25,6 +26,7 @@ import numpy as np
 from pyproj import CRS, Transformer
 
 from .errors import GeometryError
+from .se2 import wrap_angle_rad
 
 TILE_SIZE_PX = 256
 #: Web-Mercator ground resolution at the equator and zoom 0 (m/px, 256-px tiles).
@@ -207,12 +209,6 @@ def true_to_grid_yaw_rad(yaw_true_rad, gamma_rad):
 def grid_to_true_yaw_rad(yaw_grid_rad, gamma_rad):
     """Inverse of :func:`true_to_grid_yaw_rad`."""
     return wrap_angle_rad(np.asarray(yaw_grid_rad, float) - gamma_rad)
-
-
-def wrap_angle_rad(angle_rad):
-    """Wrap angles to [-pi, pi)."""
-    a = (np.asarray(angle_rad, dtype=float) + math.pi) % (2.0 * math.pi) - math.pi
-    return float(a) if a.ndim == 0 else a
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,12 @@ import numpy as np
 from .errors import GeometryError
 
 
-def wrap_angle_rad(angle_rad: float) -> float:
-    """Wrap one angle to [-pi, pi)."""
-    a = (float(angle_rad) + math.pi) % (2.0 * math.pi) - math.pi
+def wrap_angle_rad(angle_rad):
+    """Wrap angles (a float or an array) to [-pi, pi); returns the same kind."""
+    a = (np.asarray(angle_rad, dtype=float) + math.pi) % (2.0 * math.pi) - math.pi
     # Floating point can land exactly on +pi for inputs just below it.
-    return -math.pi if a >= math.pi else a
+    a = np.where(a >= math.pi, -math.pi, a)
+    return float(a) if a.ndim == 0 else a
 
 
 def _as_points(points_xy: np.ndarray) -> np.ndarray:
