@@ -13,7 +13,9 @@ from typing import Optional, Sequence
 from .errors import XViewError
 
 #: Modules that add subcommands. Each defines ``register(subparsers) -> None``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "xview_localizer.tiles.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,212 @@
+"""HTTP behaviour of the tile cache against a real tile server on 127.0.0.1 with injected
+faults: 404 (negative cache), 500 then success, 429 + Retry-After, no retry on 403, a slow
+server beyond the timeout, truncated PNGs, concurrency, User-Agent, and secrets."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import numpy as np
+import pytest
+
+from xview_localizer.errors import TileFetchError, TileSourceError
+from xview_localizer.geo import latlon_to_tile
+from xview_localizer.tiles.cache import TileCache, TileCacheConfig
+from xview_localizer.tiles.codec import decode_tile
+from xview_localizer.tiles.server import serve_directory
+from xview_localizer.tiles.source import HttpTemplate
+from xview_localizer.tiles.synthetic import MarkerWorld, write_pyramid
+
+WORLD = MarkerWorld(49.01, 8.42)
+TX, TY = latlon_to_tile(49.01, 8.42, 19)
+TILE = (19, TX, TY)
+PATH = f"/19/{TX}/{TY}.png"
+FAST = dict(timeout_s=2.0, retries=2, backoff_s=0.01, backoff_max_s=0.05, retry_after_max_s=3.0)
+
+
+@pytest.fixture(scope="module")
+def pyramid(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pyr")
+    write_pyramid(WORLD, root, [19], radius_m=60.0)
+    return root
+
+
+@pytest.fixture
+def server(pyramid):
+    s = serve_directory(pyramid, port=0)
+    yield s
+    s.shutdown()
+
+
+def _cache(server, tmp_path, **kw):
+    return TileCache(server.url_template(), tmp_path / "cache", TileCacheConfig(**{**FAST, **kw}))
+
+
+def _pngs(root):
+    return [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.endswith(".png")]
+
+
+def test_fetch_ok_decodes_and_sends_user_agent(server, pyramid, tmp_path):
+    with _cache(server, tmp_path, user_agent="xview_localizer-test/1.0 (+https://example.org)") as c:
+        rgb = c.get_tile(*TILE)
+    expected = decode_tile((pyramid / PATH.lstrip("/")).read_bytes())
+    np.testing.assert_array_equal(rgb, expected)
+    assert server.requests[-1].headers["User-Agent"] == "xview_localizer-test/1.0 (+https://example.org)"
+
+
+def test_404_raises_and_is_negatively_cached(server, tmp_path):
+    with _cache(server, tmp_path) as c:
+        for _ in range(3):
+            with pytest.raises(TileFetchError, match=r"19/0/0: HTTP 404"):
+                c.get_tile(19, 0, 0)
+        assert server.count("/19/0/0.png") == 1  # remembered, not re-requested
+        assert c.stats()["negative_hits"] == 2
+    with _cache(server, tmp_path, negative_ttl_s=0.0) as c:
+        for _ in range(2):
+            with pytest.raises(TileFetchError, match="404"):
+                c.get_tile(19, 0, 0)
+    assert server.count("/19/0/0.png") == 3
+
+
+def test_500_then_success_is_retried(server, tmp_path):
+    server.add_fault("status", PATH, times=2, status=500)
+    with _cache(server, tmp_path) as c:
+        rgb = c.get_tile(*TILE)
+    assert rgb.shape == (256, 256, 3)
+    assert server.count(PATH) == 3
+
+
+def test_500_forever_gives_up_naming_tile_and_cause(server, tmp_path):
+    server.add_fault("status", PATH, times=None, status=503)
+    with _cache(server, tmp_path) as c, pytest.raises(TileFetchError, match=rf"19/{TX}/{TY}: HTTP 503.*3 attempt"):
+        c.get_tile(*TILE)
+    assert server.count(PATH) == 3
+    assert not _pngs(tmp_path / "cache")
+
+
+def test_429_waits_for_retry_after(server, tmp_path):
+    server.add_fault("status", PATH, times=1, status=429, retry_after="1")
+    with _cache(server, tmp_path) as c:
+        t0 = time.monotonic()
+        c.get_tile(*TILE)
+        elapsed = time.monotonic() - t0
+    assert server.count(PATH) == 2
+    assert 0.9 <= elapsed < 2.5
+
+
+def test_429_retry_after_is_capped(server, tmp_path):
+    server.add_fault("status", PATH, times=1, status=429, retry_after="3600")
+    with _cache(server, tmp_path, retry_after_max_s=0.2) as c:
+        t0 = time.monotonic()
+        c.get_tile(*TILE)
+        assert time.monotonic() - t0 < 1.5
+
+
+def test_no_retry_on_403(server, tmp_path):
+    server.add_fault("status", PATH, times=None, status=403)
+    with _cache(server, tmp_path) as c, pytest.raises(TileFetchError, match="403.*not retried"):
+        c.get_tile(*TILE)
+    assert server.count(PATH) == 1
+
+
+def test_slow_server_beyond_timeout(server, tmp_path):
+    server.add_fault("delay", PATH, times=None, delay_s=1.0)
+    with _cache(server, tmp_path, timeout_s=0.25, retries=1) as c:
+        t0 = time.monotonic()
+        with pytest.raises(TileFetchError, match=rf"19/{TX}/{TY}: timed out after 0.25 s"):
+            c.get_tile(*TILE)
+        assert time.monotonic() - t0 < 1.5
+    assert server.count(PATH) == 2
+    assert not _pngs(tmp_path / "cache")
+
+
+def test_truncated_png_is_never_cached(server, pyramid, tmp_path):
+    server.add_fault("truncate", PATH, times=None, keep_fraction=0.6)
+    with _cache(server, tmp_path) as c, pytest.raises(TileFetchError, match="truncated"):
+        c.get_tile(*TILE)
+    assert not _pngs(tmp_path / "cache")
+    # once truncated, then whole: the retry gets the good body and only it is stored
+    server.clear_faults()
+    server.add_fault("truncate", PATH, times=1, keep_fraction=0.6)
+    with _cache(server, tmp_path) as c:
+        c.get_tile(*TILE)
+    files = _pngs(tmp_path / "cache")
+    assert len(files) == 1
+    assert open(files[0], "rb").read() == (pyramid / PATH.lstrip("/")).read_bytes()
+
+
+def test_at_least_six_requests_in_flight(pyramid, tmp_path):
+    server = serve_directory(pyramid, port=0, latency_s=0.15)
+    try:
+        tiles = [(19, TX + dx, TY + dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)]
+        with _cache(server, tmp_path, max_concurrency=6) as c:
+            t0 = time.monotonic()
+            got = c.get_tiles(tiles)
+            elapsed = time.monotonic() - t0
+    finally:
+        server.shutdown()
+    assert len(got) == 9
+    assert server.max_in_flight >= 6
+    assert elapsed < 1.1  # sequential would take >= 9 x 0.15 s = 1.35 s
+
+
+def test_quadkey_template(server, pyramid, tmp_path):
+    url = f"{server.url}/q/{{q}}.png"
+    with TileCache(url, tmp_path / "cache", TileCacheConfig(**FAST)) as c:
+        rgb = c.get_tile(*TILE)
+    np.testing.assert_array_equal(rgb, decode_tile((pyramid / PATH.lstrip("/")).read_bytes()))
+    assert server.requests[-1].path.startswith("/q/") and len(server.requests[-1].path) == len("/q/.png") + 19
+
+
+def test_subdomains_and_bad_templates():
+    t = HttpTemplate("https://{s}.tile.example.org/{z}/{x}/{y}.png", subdomains="abc")
+    assert {t.url_for(19, x, 0).split(".")[0] for x in range(3)} == {"https://a", "https://b", "https://c"}
+    assert t.url_for(19, 5, 7) == t.url_for(19, 5, 7)  # stable host per tile
+    with pytest.raises(TileSourceError, match="unknown placeholder"):
+        HttpTemplate("https://example.org/{z}/{x}/{row}.png")
+    with pytest.raises(TileSourceError, match="needs"):
+        HttpTemplate("https://example.org/{z}/{x}.png")
+
+
+def test_secrets_from_env_never_leak(server, tmp_path, monkeypatch, caplog):
+    key, token = "s3cr3t-KEY-9f8e7d", "tok-5a4b3c2d1e"
+    monkeypatch.setenv("XVL_TEST_API_KEY", key)
+    monkeypatch.setenv("XVL_TEST_TOKEN", token)
+    url = f"{server.url}/{{z}}/{{x}}/{{y}}.png?key=${{XVL_TEST_API_KEY}}"
+    cfg = TileCacheConfig(**FAST, headers={"Authorization": "Bearer ${XVL_TEST_TOKEN}"})
+    caplog.set_level(logging.DEBUG)
+    messages = []
+    server.add_fault("status", "/19/1/*", times=None, status=500)
+    with TileCache(url, tmp_path / "cache", cfg) as c:
+        c.get_tile(*TILE)
+        for tile in [(19, 0, 0), (19, 1, 5)]:
+            with pytest.raises(TileFetchError) as ei:
+                c.get_tile(*tile)
+            messages.append(str(ei.value))
+        source_id = c.source.source_id
+    # the server did receive the expanded secrets
+    assert server.requests[0].query == f"key={key}"
+    assert server.requests[0].headers["Authorization"] == f"Bearer {token}"
+    # ... but they are nowhere in cache paths, logs or errors
+    server.shutdown()  # a connection error message would carry the URL: check it too
+    with TileCache(url, tmp_path / "cache", TileCacheConfig(**{**FAST, "retries": 0}, headers=cfg.headers)) as c:
+        with pytest.raises(TileFetchError) as ei:
+            c.get_tile(19, 2, 2)
+        messages.append(str(ei.value))
+    assert "connection failed" in messages[-1]
+    names = [p for d, ds, fs in os.walk(tmp_path / "cache") for p in ds + fs]
+    text = caplog.text + "\n".join(messages) + "\n".join(names) + source_id
+    assert key not in text and token not in text
+    assert "XVL_TEST_API_KEY" not in source_id
+    monkeypatch.delenv("XVL_TEST_API_KEY")
+    with pytest.raises(TileSourceError, match=r"\$\{XVL_TEST_API_KEY\}.*not set"):
+        with TileCache(url, tmp_path / "cache", cfg) as c:
+            c.get_tile(*TILE)
+
+
+def test_patch_outside_coverage_names_missing_tiles(server, tmp_path):
+    with _cache(server, tmp_path) as c:
+        with pytest.raises(TileFetchError, match=r"\d+ tile\(s\) unavailable: 19/\d+/\d+.*HTTP 404"):
+            c.patch(49.02, 8.42, 128, 0.2)  # ~1 km north of the served pyramid
