@@ -14,6 +14,7 @@ from .errors import XViewError
 
 #: Modules that add subcommands. Each defines ``register(subparsers) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
+    "xview_localizer.sim.cli",
     "xview_localizer.tiles.cli",
 )
 

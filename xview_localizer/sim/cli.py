@@ -1,0 +1,152 @@
+"""``xview-localizer sim ...``: synthetic worlds, drives (rosbag2), training pairs, tile server.
+
+    xview-localizer sim world --seed 1 --out worlds/w1
+    xview-localizer sim drive --world worlds/w1 --seconds 60 --seed 7 --out bags/w1_d7
+    xview-localizer sim dataset --worlds worlds/w1 worlds/w2 --pairs 1000 --out pairs/train
+    xview-localizer sim serve-tiles worlds/w1 --port 8080
+
+Seed convention for experiments: training worlds use seeds 1-999, held-out test worlds seeds
+1001 and up (ideally with a held-out ``--style``), so train and test never share a world.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+STYLE_PRESETS = ("default", "heldout_autumn", "heldout_winter", "dense")
+
+
+def register(sub) -> None:
+    """Add the ``sim`` command group to the top-level subparsers."""
+    p = sub.add_parser("sim", help="synthetic worlds, drives, training pairs and tile serving",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    simsub = p.add_subparsers(dest="sim_command", metavar="SIM_COMMAND")
+    p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
+
+    w = simsub.add_parser("world", help="generate a world and write its aerial tile pyramid")
+    w.add_argument("--seed", type=int, required=True, help="world seed (train 1-999, test 1001+)")
+    w.add_argument("--out", type=Path, required=True, help="output world directory")
+    w.add_argument("--size-m", type=float, default=1000.0, help="side of the square world (m)")
+    w.add_argument("--style", choices=STYLE_PRESETS, default="default", help="style preset")
+    w.add_argument("--lat", type=float, default=49.01, help="datum latitude (deg)")
+    w.add_argument("--lon", type=float, default=8.42, help="datum longitude (deg)")
+    w.add_argument("--zoom-max", type=int, default=20, help="finest tile zoom (20 ~ 0.1 m/px)")
+    w.add_argument("--zoom-min", type=int, default=14, help="coarsest tile zoom")
+    w.add_argument("--no-mbtiles", action="store_true", help="skip the MBTiles file")
+    w.set_defaults(handler=cmd_world)
+
+    d = simsub.add_parser("drive", help="simulate a drive through a world and write a rosbag2")
+    d.add_argument("--world", type=Path, required=True, help="world directory (from `sim world`)")
+    d.add_argument("--seconds", type=float, default=60.0, help="drive duration (s)")
+    d.add_argument("--seed", type=int, default=0, help="drive seed (route, GNSS and odometry noise)")
+    d.add_argument("--out", type=Path, required=True, help="output bag directory (must not exist)")
+    d.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage")
+    d.add_argument("--compressed", action="store_true", help="also write JPEG CompressedImage")
+    d.add_argument("--depth", action="store_true", help="also write 32FC1 depth images")
+    d.add_argument("--no-clock", action="store_true", help="do not write /clock")
+    d.add_argument("--width", type=int, default=1242, help="image width (px)")
+    d.add_argument("--height", type=int, default=375, help="image height (px)")
+    d.add_argument("--rate-hz", type=float, default=10.0, help="camera / trajectory rate")
+    d.add_argument("--gnss-rate-hz", type=float, default=5.0, help="GNSS rate (divides --rate-hz)")
+    d.add_argument("--gnss-sigma-m", type=float, default=3.0, help="GNSS bias sigma per axis (m)")
+    d.add_argument("--device", default="cpu", help="torch device of the renderer")
+    d.set_defaults(handler=cmd_drive)
+
+    s = simsub.add_parser("dataset", help="export training/evaluation pairs")
+    s.add_argument("--worlds", type=Path, nargs="+", required=True, help="world directories")
+    s.add_argument("--pairs", type=int, required=True, help="number of pairs")
+    s.add_argument("--out", type=Path, required=True, help="output directory (new or empty)")
+    s.add_argument("--yaw-range", type=float, default=10.0,
+                   help="prior yaw noise, +- degrees (10 = KITTI protocol, 180 = unknown)")
+    s.add_argument("--offset-m", type=float, default=20.0, help="prior offset, +- metres east and north")
+    s.add_argument("--sat-size", type=int, default=512, help="satellite patch size (px)")
+    s.add_argument("--sat-m-per-px", type=float, default=0.2, help="satellite patch resolution")
+    s.add_argument("--width", type=int, default=1024, help="ground image width (px)")
+    s.add_argument("--height", type=int, default=256, help="ground image height (px)")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed")
+    s.add_argument("--device", default="cpu", help="torch device of the renderer")
+    s.add_argument("--preview", type=int, default=0, metavar="N",
+                   help="also write N side-by-side PNGs (ground | satellite with truth and prior) to OUT/preview")
+    s.set_defaults(handler=cmd_dataset)
+
+    t = simsub.add_parser("serve-tiles", help="serve a world's tiles over HTTP on 127.0.0.1")
+    t.add_argument("world_dir", type=Path, help="world directory (from `sim world`)")
+    t.add_argument("--port", type=int, default=8080, help="TCP port on 127.0.0.1")
+    t.set_defaults(handler=cmd_serve_tiles)
+
+
+def cmd_world(args) -> int:
+    from .aerial import write_tile_pyramid
+    from .world import WorldConfig, WorldStyle, generate_world
+
+    cfg = WorldConfig(seed=args.seed, datum_lat_deg=args.lat, datum_lon_deg=args.lon, size_m=args.size_m,
+                      style=WorldStyle.preset(args.style))
+    t0 = time.perf_counter()
+    world = generate_world(cfg)
+    t1 = time.perf_counter()
+    world.save(args.out)
+    info = write_tile_pyramid(world, Path(args.out) / "tiles", zoom_max=args.zoom_max, zoom_min=args.zoom_min,
+                              mbtiles=not args.no_mbtiles, progress=True)
+    t2 = time.perf_counter()
+    print(f"world seed {args.seed}: {len(world.roads)} roads, {len(world.buildings)} buildings, "
+          f"{len(world.trees)} trees -> {args.out} (generate {t1 - t0:.1f} s, tiles {t2 - t1:.1f} s, "
+          f"{info.tile_count} tiles)")
+    print(f"tile URL: {info.url_template}")
+    return 0
+
+
+def cmd_drive(args) -> int:
+    from .bag import BagConfig, record_drive
+    from .drive import DriveConfig, GnssConfig, OdomConfig
+
+    if args.out.exists():
+        raise ConfigError(f"--out {args.out} exists; rosbag2 never overwrites, choose a new path")
+    drive = DriveConfig(seconds=args.seconds, rate_hz=args.rate_hz, seed=args.seed)
+    gnss = GnssConfig(rate_hz=args.gnss_rate_hz, bias_sigma_m=args.gnss_sigma_m, seed=args.seed)
+    odom = OdomConfig(seed=args.seed)
+    bag = BagConfig(storage=args.storage, compressed=args.compressed, depth=args.depth, clock=not args.no_clock)
+    t0 = time.perf_counter()
+    out = record_drive(args.world, args.out, drive_config=drive, gnss_config=gnss, odom_config=odom,
+                       bag_config=bag, width_px=args.width, height_px=args.height, device=args.device)
+    dt = time.perf_counter() - t0
+    print(f"wrote {out} ({drive.n_samples} frames, {args.storage}) in {dt:.1f} s "
+          f"({drive.n_samples / max(dt, 1e-9):.2f} frames/s)")
+    return 0
+
+
+def cmd_dataset(args) -> int:
+    from .dataset import DatasetConfig, export_pairs, write_previews
+
+    cfg = DatasetConfig(pairs=args.pairs, offset_m=args.offset_m, yaw_range_deg=args.yaw_range,
+                        sat_size_px=args.sat_size, sat_m_per_px=args.sat_m_per_px, width_px=args.width,
+                        height_px=args.height, seed=args.seed)
+    t0 = time.perf_counter()
+    out = export_pairs(args.worlds, args.out, cfg, device=args.device)
+    dt = time.perf_counter() - t0
+    print(f"wrote {args.pairs} pairs to {out} in {dt:.1f} s ({args.pairs / max(dt, 1e-9):.2f} pairs/s)")
+    if args.preview > 0:
+        paths = write_previews(out, Path(out) / "preview", args.preview)
+        print(f"previews: {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def cmd_serve_tiles(args) -> int:
+    from .serve import serve_world_tiles
+
+    server = serve_world_tiles(args.world_dir, args.port)
+    print(f"serving {args.world_dir} at {server.url_template()} (Ctrl-C to stop)", flush=True)
+    try:
+        while True:
+            time.sleep(3600.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+    return 0
