@@ -131,9 +131,9 @@ def sample_road_pose(net: RoadNetwork, rng: np.random.Generator, config: Dataset
         xy = line.point(s) + offset * np.array([t[1], -t[0]])
         if np.any(np.abs(xy) > half) or not net.is_drivable(xy)[0]:
             continue
-        yaw = math.atan2(t[1], t[0]) + math.radians(float(rng.uniform(-config.heading_jitter_deg,
+        yaw_rad = math.atan2(t[1], t[0]) + math.radians(float(rng.uniform(-config.heading_jitter_deg,
                                                                         config.heading_jitter_deg)))
-        return SE2(float(xy[0]), float(xy[1]), yaw)
+        return SE2(float(xy[0]), float(xy[1]), yaw_rad)
     raise DatasetError(f"no valid road pose found in {max_tries} tries (world seed {net.world.config.seed})")
 
 
@@ -298,9 +298,9 @@ def write_previews(pairs_dir: Path, out_dir: Path, count: int = 4) -> list[Path]
         s = ds[i]
         sat = s.sat_rgb.copy()
         g = s.georef
-        x, y, yaw = (float(v) for v in s.T_patch_base)
+        x, y, yaw_rad = (float(v) for v in s.T_patch_base)
         arrow_m = 8.0
-        pts = g.enu_to_px(np.array([[x, y], [x + arrow_m * math.cos(yaw), y + arrow_m * math.sin(yaw)],
+        pts = g.enu_to_px(np.array([[x, y], [x + arrow_m * math.cos(yaw_rad), y + arrow_m * math.sin(yaw_rad)],
                                     [0.0, 0.0], [arrow_m * math.cos(s.prior_yaw_rad),
                                                  arrow_m * math.sin(s.prior_yaw_rad)]]))
         p = [tuple(int(round(c)) for c in q) for q in pts]

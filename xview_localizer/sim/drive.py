@@ -877,11 +877,11 @@ def generate_trajectory(world, config: DriveConfig = DriveConfig()) -> Trajector
     yaw_rate = kappa_t * v_t
     slow = v_t < v_lo - 1e-6
     stamps = config.start_stamp_ns + np.arange(n, dtype=np.int64) * config.period_ns
-    yaw = (yaw_unwrapped + math.pi) % (2 * math.pi) - math.pi
+    yaw_rad = (yaw_unwrapped + math.pi) % (2 * math.pi) - math.pi
     return Trajectory(
         stamp_ns=stamps,
         xy_m=np.stack([x_t, y_t], axis=1),
-        yaw_rad=yaw,
+        yaw_rad=yaw_rad,
         speed_m_s=v_t,
         accel_m_s2=accel,
         yaw_rate_rad_s=yaw_rate,
@@ -986,7 +986,7 @@ def simulate_odometry(trajectory: Trajectory, config: OdomConfig = OdomConfig())
     n = len(trajectory)
     dt = 1.0 / trajectory.rate_hz
     xy = np.zeros((n, 2))
-    yaw = np.zeros(n)
+    yaw_rad = np.zeros(n)
     speed = np.zeros(n)
     yaw_rate = np.zeros(n)
     noise_v = rng.standard_normal(n) * config.speed_noise_sigma_m_s
@@ -1005,7 +1005,7 @@ def simulate_odometry(trajectory: Trajectory, config: OdomConfig = OdomConfig())
         dyaw = inc.yaw_rad + (bias + noise_w[k]) * dt
         cur = cur @ SE2(dirx * meas_len, diry * meas_len, dyaw)
         xy[k] = (cur.x_m, cur.y_m)
-        yaw[k] = cur.yaw_rad
+        yaw_rad[k] = cur.yaw_rad
         speed[k] = meas_len / dt
         yaw_rate[k] = dyaw / dt
         dist[k] = dist[k - 1] + moved
@@ -1018,7 +1018,7 @@ def simulate_odometry(trajectory: Trajectory, config: OdomConfig = OdomConfig())
     return Odometry(
         stamp_ns=trajectory.stamp_ns.copy(),
         xy_m=xy,
-        yaw_rad=yaw,
+        yaw_rad=yaw_rad,
         speed_m_s=speed,
         yaw_rate_rad_s=yaw_rate,
         cov_xy_m2=cov_xy,

@@ -454,15 +454,15 @@ def _make_buildings(rng, config: WorldConfig, roads: list[Road], occ: _Occupancy
                 front = r.width_m / 2 + r.parking_bay_m + r.sidewalk_m + setback
                 c = c0 + n * (front + depth / 2)
                 main = _rect(c, t, n, frontage / 2, depth / 2)
-                yaw = math.atan2(t[1], t[0])
-                parts = [Box(float(c[0]), float(c[1]), yaw, frontage / 2, depth / 2, 0.0, 0.0)]
+                yaw_rad = math.atan2(t[1], t[0])
+                parts = [Box(float(c[0]), float(c[1]), yaw_rad, frontage / 2, depth / 2, 0.0, 0.0)]
                 outline = main
                 if rng.random() < 0.35:
                     fw = frontage * rng.uniform(0.35, 0.55)
                     dw = rng.uniform(6.0, 14.0)
                     end = 1.0 if rng.random() < 0.5 else -1.0
                     cw = c + t * end * (frontage / 2 - fw / 2) + n * (depth / 2 + dw / 2 - 0.25)
-                    parts.append(Box(float(cw[0]), float(cw[1]), yaw, fw / 2, dw / 2 + 0.25, 0.0, 0.0))
+                    parts.append(Box(float(cw[0]), float(cw[1]), yaw_rad, fw / 2, dw / 2 + 0.25, 0.0, 0.0))
                     # outline in the (t, n) frame relative to c, then to world
                     F, D = frontage / 2, depth / 2
                     e = end
@@ -495,8 +495,8 @@ def _make_buildings(rng, config: WorldConfig, roads: list[Road], occ: _Occupancy
             continue
         occ.fill(poly, _OCC_BUILDING)
         height = round(hlo + (hhi - hlo) * float(rng.beta(1.4, 4.5)), 2)
-        yaw = math.atan2(t[1], t[0])
-        parts = (Box(float(c[0]), float(c[1]), yaw, a / 2, b / 2, 0.0, height),)
+        yaw_rad = math.atan2(t[1], t[0])
+        parts = (Box(float(c[0]), float(c[1]), yaw_rad, a / 2, b / 2, 0.0, height),)
         roof = _jitter(rng, pal.roofs[int(rng.integers(len(pal.roofs)))], 10)
         facade = _jitter(rng, pal.facades[int(rng.integers(len(pal.facades)))], 10)
         out.append(Building(len(out), _ccw(poly), height, parts, roof, facade,
@@ -504,13 +504,13 @@ def _make_buildings(rng, config: WorldConfig, roads: list[Road], occ: _Occupancy
     return out
 
 
-def _car(rng, xy: np.ndarray, yaw: float) -> Car:
+def _car(rng, xy: np.ndarray, yaw_rad: float) -> Car:
     van = rng.random() < 0.12
     length = rng.uniform(4.6, 5.2) if van else rng.uniform(3.9, 4.9)
     width = rng.uniform(1.85, 2.0) if van else rng.uniform(1.7, 1.88)
     height = rng.uniform(1.9, 2.2) if van else rng.uniform(1.38, 1.62)
     col = _CAR_COLOURS[int(rng.choice(len(_CAR_COLOURS), p=_CAR_WEIGHTS / _CAR_WEIGHTS.sum()))]
-    return Car(np.asarray(xy, float), float(yaw), round(length, 3), round(width, 3), round(height, 3),
+    return Car(np.asarray(xy, float), float(yaw_rad), round(length, 3), round(width, 3), round(height, 3),
                _jitter(rng, col, 6))
 
 
@@ -535,8 +535,8 @@ def _make_cars(rng, config: WorldConfig, roads, inters, lots, occ: _Occupancy) -
                 if rng.random() > st.parked_car_density:
                     continue
                 # right-hand traffic: cars on the right side face the polyline direction
-                yaw = math.atan2(t[1], t[0]) if side < 0 else math.atan2(-t[1], -t[0])
-                cars.append(_car(rng, xy, yaw))
+                yaw_rad = math.atan2(t[1], t[0]) if side < 0 else math.atan2(-t[1], -t[0])
+                cars.append(_car(rng, xy, yaw_rad))
     for _poly, c, t, n, half_t, half_n, _drive in lots:
         # stalls 2.6 m wide x 5 m deep, in rows facing an aisle; rows along t
         rows = int(round((2 * half_n - 1.0) / 5.0))
