@@ -15,6 +15,7 @@ from .errors import XViewError
 #: Modules that add subcommands. Each defines ``register(subparsers) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
     "xview_localizer.sim.cli",
+    "xview_localizer.train.cli",
     "xview_localizer.tiles.cli",
 )
 

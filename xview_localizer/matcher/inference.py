@@ -1,0 +1,198 @@
+"""Inference API of the dense-flow matcher, as the localizer node uses it.
+
+>>> matcher = load_matcher("models/dense_flow_compact.pt", device="cpu")
+>>> corr = matcher.match(ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad)
+>>> result = xview_localizer.procrustes.solve(corr)   # T_patch_base + covariance
+
+* ``ground_rgb``: (H, W, 3) uint8 RGB, the size of ``camera`` (``PinholeCamera.width_px`` x
+  ``height_px``); resized to the preset's ground size (the BEV sampling grid is resolution
+  independent, so the camera needs no rescaling).
+* ``sat_rgb``: (h, w, 3) uint8 RGB north-up patch described by ``georef`` (square; resized to the
+  preset's satellite size, the metres per pixel scaled accordingly).
+* ``prior_yaw_rad``: prior yaw of base_link in the patch frame (ENU, CCW from east).
+
+Returns :class:`~xview_localizer.matcher.base.Correspondences` over the BEV cells that see the
+ground (``src_xy_m`` in base_link, ``dst_xy_m`` in the patch frame, ``weight`` = confidence).
+On CUDA the network runs under fp16 autocast (correlation and Procrustes stay float32).
+Satellite features are cached per (georef, content hash of the patch): a repeated patch skips the
+satellite encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from ..errors import GeometryError
+from .base import Correspondences
+from .checkpoint import load_model
+from .dense_flow import DenseFlowMatcher, bev_grid_for_camera
+
+__all__ = ["MatchRequest", "Matcher", "load_matcher"]
+
+
+@dataclass(frozen=True)
+class MatchRequest:
+    """One frame to match (see the module docstring for the conventions)."""
+
+    ground_rgb: np.ndarray
+    camera: Any
+    T_base_camera: np.ndarray
+    sat_rgb: np.ndarray
+    georef: Any
+    prior_yaw_rad: float
+
+
+def _rgb(name: str, img: Any) -> np.ndarray:
+    a = np.asarray(img)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise GeometryError(f"{name} must be an (H, W, 3) RGB image, got shape {a.shape}")
+    if a.dtype != np.uint8:
+        raise GeometryError(f"{name} must be uint8, got {a.dtype}")
+    return a
+
+
+def _to_tensor(img: np.ndarray, size_hw: tuple[int, int]) -> torch.Tensor:
+    h, w = size_hw
+    if img.shape[:2] != (h, w):
+        interp = cv2.INTER_AREA if img.shape[0] > h else cv2.INTER_LINEAR
+        img = cv2.resize(img, (w, h), interpolation=interp)
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+
+
+class Matcher:
+    """A loaded dense-flow matcher on one device. Not thread-safe (one worker calls it)."""
+
+    def __init__(self, model: DenseFlowMatcher, device: str | torch.device, meta: dict | None = None,
+                 cache_size: int = 4) -> None:
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.cfg = model.cfg
+        self.meta = meta or {}
+        self.cache_size = int(cache_size)
+        self._sat_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.cache_hits = 0
+        self.cache_misses = 0
+        #: (B, 3) Procrustes poses of the last ``match_batch`` call (diagnostics only).
+        self.last_T_patch_base: np.ndarray | None = None
+
+    # -- preprocessing -------------------------------------------------------------------
+    def _prepare(self, req: MatchRequest) -> dict[str, Any]:
+        cfg = self.cfg
+        g = _rgb("ground_rgb", req.ground_rgb)
+        s = _rgb("sat_rgb", req.sat_rgb)
+        cam, geo = req.camera, req.georef
+        if (g.shape[1], g.shape[0]) != (cam.width_px, cam.height_px):
+            raise GeometryError(
+                f"ground_rgb is {g.shape[1]}x{g.shape[0]} px but the camera is {cam.width_px}x{cam.height_px}"
+            )
+        if (s.shape[1], s.shape[0]) != (geo.width_px, geo.height_px):
+            raise GeometryError(
+                f"sat_rgb is {s.shape[1]}x{s.shape[0]} px but its georef says {geo.width_px}x{geo.height_px}"
+            )
+        if geo.width_px != geo.height_px:
+            raise GeometryError(f"sat_rgb must be square, got {geo.width_px}x{geo.height_px} px")
+        if not math.isfinite(float(req.prior_yaw_rad)):
+            raise GeometryError(f"prior_yaw_rad must be finite, got {req.prior_yaw_rad!r}")
+        sat_m_per_px = float(geo.m_per_px) * geo.width_px / cfg.sat_size_px
+        m_per_cell = sat_m_per_px * cfg.feature_stride
+        grid, valid = bev_grid_for_camera(
+            cam, req.T_base_camera, float(req.prior_yaw_rad), cfg.feature_cells, m_per_cell, cfg.ground_z_m
+        )
+        key = (geo, hashlib.blake2b(np.ascontiguousarray(s).tobytes(), digest_size=16).hexdigest())
+        return {
+            "ground": _to_tensor(g, cfg.ground_size_px),
+            "grid": torch.from_numpy(grid),
+            "valid": torch.from_numpy(valid),
+            "sat": s,
+            "sat_key": key,
+            "sat_m_per_px": sat_m_per_px,
+            "prior_yaw_rad": float(req.prior_yaw_rad),
+        }
+
+    def _sat_features(self, items: list[dict[str, Any]]) -> torch.Tensor:
+        feats: list[torch.Tensor | None] = []
+        todo: list[int] = []
+        for i, it in enumerate(items):
+            f = self._sat_cache.get(it["sat_key"])
+            if f is not None:
+                self._sat_cache.move_to_end(it["sat_key"])
+                self.cache_hits += 1
+            else:
+                todo.append(i)
+                self.cache_misses += 1
+            feats.append(f)
+        if todo:
+            s = self.cfg.sat_size_px
+            batch = torch.stack([_to_tensor(items[i]["sat"], (s, s)) for i in todo]).to(self.device)
+            with self._autocast():
+                new = self.model.encode_sat(batch).float()
+            for i, f in zip(todo, new):
+                feats[i] = f
+                if self.cache_size > 0:
+                    self._sat_cache[items[i]["sat_key"]] = f
+                    while len(self._sat_cache) > self.cache_size:
+                        self._sat_cache.popitem(last=False)
+        return torch.stack(feats)  # type: ignore[arg-type]
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return torch.autocast("cpu", enabled=False)
+
+    # -- public API ----------------------------------------------------------------------
+    @torch.no_grad()
+    def match_batch(self, requests: Sequence[MatchRequest]) -> list[Correspondences]:
+        """Match several frames in one forward pass; one Correspondences per request."""
+        if len(requests) == 0:
+            return []
+        items = [self._prepare(r) for r in requests]
+        dev = self.device
+        sat_feat = self._sat_features(items)
+        with self._autocast():
+            out = self.model(
+                torch.stack([it["ground"] for it in items]).to(dev),
+                torch.stack([it["grid"] for it in items]).to(dev),
+                torch.stack([it["valid"] for it in items]).to(dev),
+                None,
+                torch.tensor([it["sat_m_per_px"] for it in items], device=dev),
+                torch.tensor([it["prior_yaw_rad"] for it in items], device=dev),
+                sat_features=sat_feat,
+            )
+        self.last_T_patch_base = out.T_patch_base.float().cpu().numpy()
+        results = []
+        for b in range(len(items)):
+            keep = out.bev_valid[b].reshape(-1) > 0
+            w = out.weight[b].float().clamp(0.0, 1.0)[keep]
+            results.append(
+                Correspondences(
+                    out.src_xy_m[b][keep].float().cpu().numpy(),
+                    out.dst_xy_m[b][keep].float().cpu().numpy(),
+                    w.cpu().numpy(),
+                    scale_known=True,
+                )
+            )
+        return results
+
+    def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad: float) -> Correspondences:
+        """Match one frame (see the module docstring)."""
+        return self.match_batch([MatchRequest(ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad)])[0]
+
+
+def load_matcher(checkpoint_path: str | os.PathLike, device: str | torch.device = "cpu") -> Matcher:
+    """Load a dense-flow checkpoint onto ``device``.
+
+    Raises:
+        CheckpointError: missing, corrupt, wrong-format or unknown-preset checkpoint.
+    """
+    model, blob = load_model(checkpoint_path, device)
+    meta = {k: blob.get(k) for k in ("preset", "metrics", "train_args", "epoch", "step")}
+    return Matcher(model, device, meta)

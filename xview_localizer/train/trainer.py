@@ -1,0 +1,483 @@
+"""Trainer of the dense-flow matcher: one code path for CPU and CUDA (AMP on CUDA), seeded,
+tqdm progress, CSV log, checkpoints (weights + preset + metrics), resume, and multi-process
+training through ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on CUDA, a
+DistributedSampler per rank).
+
+Data sets yield dicts of tensors (the model's inputs, see :data:`SAMPLE_KEYS`):
+
+* a pair directory written by ``xview-localizer sim dataset``
+  (:class:`xview_localizer.train.pairs.PairDataset`, adapted by :class:`PairTensorDataset`);
+* ``synthetic:N[:SEED]``: :class:`SyntheticWarpDataset`, N samples of one random texture seen
+  top-down by the satellite and by an orthographic "ground" view at a known SE(2) pose. It
+  tests the machinery (overfitting, DDP) without rendering; it is not a localization benchmark.
+
+Outputs in ``out_dir``: ``last.pt`` (weights + optimizer, for ``--resume``), ``model.pt``
+(final weights + metrics), ``train_log.csv`` (one row per logged step), ``metrics.json`` and
+``ranks/rank<r>.json`` (what every rank did).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import ConfigError, DatasetError
+from ..matcher.checkpoint import load_checkpoint_dict, save_checkpoint
+from ..matcher.dense_flow import DenseFlowConfig, DenseFlowMatcher, preset
+from .losses import LossConfig, dense_flow_loss
+from .metrics import evaluate_with_baseline
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "SAMPLE_KEYS",
+    "TrainConfig",
+    "SyntheticWarpDataset",
+    "PairTensorDataset",
+    "open_dataset",
+    "train",
+    "lr_at",
+    "evaluate_model",
+]
+
+#: Keys of one training sample (shapes without batch; C = cfg.feature_cells).
+SAMPLE_KEYS = (
+    "ground_rgb",  # (3, Hg, Wg) float [0, 1]
+    "bev_grid",  # (C, C, 2) grid_sample coordinates into the ground image
+    "bev_valid",  # (C, C) float
+    "sat_rgb",  # (3, S, S) float [0, 1]
+    "sat_m_per_px",  # () float, metres per pixel of sat_rgb
+    "prior_yaw_rad",  # () float
+    "T_patch_base",  # (3,) ground truth (x_m, y_m, yaw_rad)
+)
+
+
+# ----------------------------------------------------------------------------- data sets
+def _smooth_noise(gen: torch.Generator, size: int, cells: tuple[int, ...]) -> torch.Tensor:
+    """(3, size, size) texture: sum of bicubically upsampled random grids at several scales."""
+    tex = torch.zeros(1, 3, size, size)
+    for k, c in enumerate(cells):
+        g = torch.rand(1, 3, c, c, generator=gen)
+        tex += F.interpolate(g, size=(size, size), mode="bicubic", align_corners=False) / (k + 1)
+    tex -= tex.amin(dim=(2, 3), keepdim=True)
+    tex /= tex.amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+    return tex[0]
+
+
+class SyntheticWarpDataset(Dataset):
+    """N samples: a random texture (the "world"), a north-up satellite crop centred on the
+    prior, and an orthographic forward-up "ground" image of the area ahead of the vehicle at a
+    known pose ``T_patch_base`` (translation within ``max_offset_m``, yaw = prior +- 10 deg).
+
+    The ground view covers ``x in [0, Hg * g_m]`` ahead and ``y in +-Wg * g_m / 2`` with
+    ``g_m = sat_m_per_px / 2``; its BEV sampling grid is exact, so the matcher's BEV projection,
+    correlation, flow, confidence and Procrustes are all exercised with a known answer.
+    Deterministic per (seed, index).
+    """
+
+    def __init__(self, n: int, cfg: DenseFlowConfig, seed: int = 0, sat_m_per_px: float | None = None,
+                 max_offset_m: float | None = None, max_yaw_noise_deg: float = 10.0) -> None:
+        if n < 1:
+            raise ConfigError(f"SyntheticWarpDataset: n must be >= 1, got {n}")
+        self.n, self.cfg, self.seed = int(n), cfg, int(seed)
+        self.sat_m_per_px = float(sat_m_per_px or 51.2 / cfg.sat_size_px * 2.0)
+        half_extent = cfg.sat_size_px * self.sat_m_per_px / 2.0
+        self.max_offset_m = float(max_offset_m if max_offset_m is not None else 0.2 * half_extent)
+        self.max_yaw_noise_rad = math.radians(max_yaw_noise_deg)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
+        if not 0 <= idx < self.n:
+            raise IndexError(idx)
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + idx)
+        S, m = cfg.sat_size_px, self.sat_m_per_px
+        hg, wg = cfg.ground_size_px
+        g_m = m / 2.0
+        L = 1.5 * max(S * m / 2.0, math.hypot(hg * g_m, wg * g_m / 2.0) + self.max_offset_m)  # texture half extent
+        tex_px = 384
+        tex = _smooth_noise(gen, tex_px, (6, 12, 24, 48, 96))
+
+        def sample(east_north: torch.Tensor) -> torch.Tensor:  # (H, W, 2) metres -> (3, H, W)
+            grid = torch.stack([east_north[..., 0] / L, -east_north[..., 1] / L], dim=-1)
+            return F.grid_sample(tex[None], grid[None].float(), mode="bilinear", align_corners=False)[0]
+
+        r = torch.rand(4, generator=gen)
+        prior_yaw = (r[0] * 2 - 1) * math.pi
+        x, y = (r[1] * 2 - 1) * self.max_offset_m, (r[2] * 2 - 1) * self.max_offset_m
+        yaw = prior_yaw + (r[3] * 2 - 1) * self.max_yaw_noise_rad
+        # satellite: patch pixel (u, v) -> (east, north)
+        idx_s = torch.arange(S, dtype=torch.float64) - (S - 1) / 2.0
+        north, east = torch.meshgrid(-idx_s * m, idx_s * m, indexing="ij")
+        sat = sample(torch.stack([east, north], dim=-1))
+        # ground: pixel (u, v) -> base (x fwd, y left) -> patch frame via the true pose
+        vv, uu = torch.meshgrid(torch.arange(hg, dtype=torch.float64), torch.arange(wg, dtype=torch.float64), indexing="ij")
+        bx, by = (hg - 0.5 - vv) * g_m, ((wg - 1) / 2.0 - uu) * g_m
+        c, s = math.cos(float(yaw)), math.sin(float(yaw))
+        ground = sample(torch.stack([c * bx - s * by + float(x), s * bx + c * by + float(y)], dim=-1))
+        ground = (ground * 0.8 + 0.1 + 0.02 * torch.randn(ground.shape, generator=gen)).clamp(0, 1)
+        # BEV sampling grid of the orthographic ground view (north-up, prior-rotated)
+        C = cfg.feature_cells
+        mc = m * cfg.feature_stride
+        idx_c = torch.arange(C, dtype=torch.float64) - (C - 1) / 2.0
+        pn, pe = torch.meshgrid(-idx_c * mc, idx_c * mc, indexing="ij")
+        cp, sp = math.cos(-float(prior_yaw)), math.sin(-float(prior_yaw))
+        b_x, b_y = cp * pe - sp * pn, sp * pe + cp * pn
+        u = (wg - 1) / 2.0 - b_y / g_m
+        v = hg - 0.5 - b_x / g_m
+        valid = (u >= -0.5) & (u <= wg - 0.5) & (v >= -0.5) & (v <= hg - 0.5)
+        grid = torch.stack([(2 * u + 1) / wg - 1, (2 * v + 1) / hg - 1], dim=-1)
+        grid[~valid] = -2.0
+        return {
+            "ground_rgb": ground.float(),
+            "bev_grid": grid.float(),
+            "bev_valid": valid.float(),
+            "sat_rgb": sat.float(),
+            "sat_m_per_px": torch.tensor(m, dtype=torch.float32),
+            "prior_yaw_rad": torch.tensor(float(prior_yaw), dtype=torch.float32),
+            "T_patch_base": torch.tensor([float(x), float(y), math.remainder(float(yaw), 2 * math.pi)], dtype=torch.float32),
+        }
+
+
+class PairTensorDataset(Dataset):
+    """Adapts :class:`xview_localizer.train.pairs.PairDataset` records to model tensors:
+    resizes the ground image and the satellite patch to the preset, computes the north-up,
+    prior-rotated BEV sampling grid with the record's camera and ``T_base_camera``."""
+
+    def __init__(self, directory: str | os.PathLike, cfg: DenseFlowConfig) -> None:
+        from .pairs import PairDataset  # written by the synthetic-data issue
+
+        self.pairs = PairDataset(Path(directory), load_depth=False)
+        self.cfg = cfg
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
+        from ..matcher.dense_flow import bev_grid_for_camera
+        from ..matcher.inference import _to_tensor
+
+        cfg = self.cfg
+        rec = self.pairs[idx]
+        sat = np.asarray(rec.sat_rgb)
+        if sat.shape[0] != sat.shape[1]:
+            raise DatasetError(f"pair {idx}: satellite patch must be square, got {sat.shape[:2]}")
+        sat_m_per_px = float(rec.sat_m_per_px) * sat.shape[1] / cfg.sat_size_px
+        grid, valid = bev_grid_for_camera(
+            rec.camera, rec.T_base_camera, float(rec.prior_yaw_rad), cfg.feature_cells,
+            sat_m_per_px * cfg.feature_stride, cfg.ground_z_m,
+        )
+        return {
+            "ground_rgb": _to_tensor(np.asarray(rec.ground_rgb), cfg.ground_size_px),
+            "bev_grid": torch.from_numpy(grid),
+            "bev_valid": torch.from_numpy(valid),
+            "sat_rgb": _to_tensor(sat, (cfg.sat_size_px, cfg.sat_size_px)),
+            "sat_m_per_px": torch.tensor(sat_m_per_px, dtype=torch.float32),
+            "prior_yaw_rad": torch.tensor(float(rec.prior_yaw_rad), dtype=torch.float32),
+            "T_patch_base": torch.tensor([float(v) for v in rec.T_patch_base], dtype=torch.float32),
+        }
+
+
+def open_dataset(spec: str, cfg: DenseFlowConfig) -> Dataset:
+    """``synthetic:N[:SEED]`` or a pair directory (see the module docstring)."""
+    if spec.startswith("synthetic:"):
+        parts = spec.split(":")
+        try:
+            n = int(parts[1])
+            seed = int(parts[2]) if len(parts) > 2 else 0
+        except (IndexError, ValueError) as exc:
+            raise DatasetError(f"dataset {spec!r}: expected synthetic:N[:SEED]") from exc
+        return SyntheticWarpDataset(n, cfg, seed=seed)
+    path = Path(spec)
+    if not path.is_dir():
+        raise DatasetError(f"dataset {spec}: not a directory (nor synthetic:N[:SEED])")
+    return PairTensorDataset(path, cfg)
+
+
+# ----------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training run settings (CLI: ``xview-localizer train``)."""
+
+    dataset: str
+    out_dir: str
+    preset: str = "compact"
+    model_overrides: dict = field(default_factory=dict)
+    epochs: int = 25
+    steps: int | None = None
+    batch_size: int = 4
+    lr: float = 2e-4
+    weight_decay: float = 1e-5
+    grad_clip: float = 1.0
+    seed: int = 0
+    num_workers: int = 0
+    val_dataset: str | None = None
+    val_max_samples: int = 256
+    resume: bool = False
+    log_every: int = 10
+    save_every: int = 200
+    amp: bool = True
+    loss: LossConfig = field(default_factory=LossConfig)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"TrainConfig.epochs must be >= 1, got {self.epochs}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"TrainConfig.steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise ConfigError(f"TrainConfig.batch_size must be >= 1, got {self.batch_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if self.log_every < 1 or self.save_every < 1:
+            raise ConfigError("TrainConfig.log_every and save_every must be >= 1")
+        preset(self.preset, **self.model_overrides)  # validates the preset name and overrides
+
+    def model_config(self) -> DenseFlowConfig:
+        return preset(self.preset, **self.model_overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["loss"] = asdict(self.loss)
+        return d
+
+
+# ----------------------------------------------------------------------------- distributed
+@dataclass(frozen=True)
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device_type: str) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _forward(model, batch: dict[str, torch.Tensor]):
+    return model(
+        batch["ground_rgb"], batch["bev_grid"], batch["bev_valid"], batch["sat_rgb"],
+        batch["sat_m_per_px"], batch["prior_yaw_rad"],
+    )
+
+
+# ----------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate_model(model: DenseFlowMatcher, dataset: Dataset, device: str | torch.device = "cpu",
+                   batch_size: int = 4, max_samples: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run the model over ``dataset`` (first ``max_samples``) and compute the paper's metrics
+    with the prior baseline beside them: ``{"model": {...}, "prior": {...}}``."""
+    from tqdm import tqdm
+
+    device = torch.device(device)
+    net = getattr(model, "module", model)
+    was_training = net.training
+    net.eval()
+    n = len(dataset) if max_samples is None else min(len(dataset), max_samples)
+    subset = torch.utils.data.Subset(dataset, range(n))
+    loader = DataLoader(subset, batch_size=batch_size, shuffle=False)
+    preds, gts, priors = [], [], []
+    amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    for batch in tqdm(loader, desc="evaluate", disable=not progress):
+        batch = _to(batch, device)
+        with amp:
+            out = _forward(net, batch)
+        preds.append(out.T_patch_base.float().cpu())
+        gts.append(batch["T_patch_base"].cpu())
+        priors.append(batch["prior_yaw_rad"].cpu())
+    net.train(was_training)
+    return evaluate_with_baseline(torch.cat(preds).numpy(), torch.cat(gts).numpy(), torch.cat(priors).numpy())
+
+
+# ----------------------------------------------------------------------------- training
+def _batches(loader: DataLoader, sampler, start_epoch: int, epochs: int) -> Iterator[tuple[int, dict]]:
+    for epoch in range(start_epoch, epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        for batch in loader:
+            yield epoch, batch
+
+
+def lr_at(step: int, total_steps: int, base_lr: float, warmup_frac: float = 0.05) -> float:
+    """One-cycle-like schedule as in RAFT: linear warm-up over ``warmup_frac`` of the steps,
+    then linear decay to 5% of ``base_lr``. A function of the global step, so resume is exact."""
+    warm = max(1, int(round(warmup_frac * total_steps)))
+    if step < warm:
+        return base_lr * (step + 1) / warm
+    frac = (step - warm) / max(1, total_steps - warm)
+    return base_lr * max(0.05, 1.0 - 0.95 * frac)
+
+
+def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
+    """Train (or resume) a dense-flow matcher; returns the final metrics dict.
+
+    Launch under ``torchrun --nproc_per_node K`` for K processes (DDP). ``device``: "cpu",
+    "cuda" or None (CUDA when available).
+    """
+    from tqdm import tqdm
+
+    dev_type = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dist_info = _init_distributed(dev_type)
+    if dev_type == "cuda":
+        torch.cuda.set_device(dist_info.local_rank)
+        dev = torch.device("cuda", dist_info.local_rank)
+    else:
+        dev = torch.device("cpu")
+        if dist_info.enabled:  # share the cores between the local processes
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", dist_info.world_size))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+    out_dir = Path(tc.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(tc.seed)
+    np.random.seed(tc.seed)
+
+    mcfg = tc.model_config()
+    model = DenseFlowMatcher(mcfg).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.999))
+    use_amp = tc.amp and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start_epoch, step = 0, 0
+    last_path = out_dir / "last.pt"
+    if tc.resume and last_path.is_file():
+        blob = load_checkpoint_dict(last_path)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+        if "optimizer" in blob:
+            opt.load_state_dict(blob["optimizer"])
+        if "scaler" in blob and use_amp:
+            scaler.load_state_dict(blob["scaler"])
+        start_epoch, step = int(blob["epoch"]), int(blob["step"])
+        if dist_info.main:
+            log.info("resumed from %s at epoch %d step %d", last_path, start_epoch, step)
+
+    dataset = open_dataset(tc.dataset, mcfg)
+    sampler = None
+    if dist_info.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
+                                     shuffle=True, seed=tc.seed, drop_last=True)
+        model = DDP(model, device_ids=[dist_info.local_rank] if dev.type == "cuda" else None)
+    gen = torch.Generator().manual_seed(tc.seed)
+    loader = DataLoader(dataset, batch_size=tc.batch_size, shuffle=sampler is None, sampler=sampler,
+                        num_workers=tc.num_workers, drop_last=len(dataset) >= tc.batch_size * 2,
+                        generator=gen if sampler is None else None, pin_memory=dev.type == "cuda")
+    steps_per_epoch = max(1, len(loader))
+    total_steps = tc.steps if tc.steps is not None else tc.epochs * steps_per_epoch
+    epochs = max(tc.epochs, math.ceil(total_steps / steps_per_epoch)) if tc.steps is not None else tc.epochs
+
+    log_path = out_dir / "train_log.csv"
+    csv_file = None
+    writer = None
+    if dist_info.main:
+        new = not (tc.resume and log_path.is_file())
+        csv_file = open(log_path, "w" if new else "a", newline="")
+        writer = csv.writer(csv_file)
+        if new:
+            writer.writerow(["step", "epoch", "loss", "matching", "confidence", "position", "epe_cells", "lr", "sec_per_step"])
+    net = getattr(model, "module", model)
+    model.train()
+    bar = tqdm(total=total_steps, initial=step, desc="train", disable=not (tc.progress and dist_info.main))
+    samples_seen = 0
+    t0 = time.perf_counter()
+    last_terms = None
+    epoch = start_epoch
+    train_args = tc.to_dict()
+    try:
+        for epoch, batch in _batches(loader, sampler, start_epoch, epochs):
+            if step >= total_steps:
+                break
+            batch = _to(batch, dev)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp) if dev.type == "cuda" else torch.autocast("cpu", enabled=False):
+                out = _forward(model, batch)
+            m_per_cell = batch["sat_m_per_px"] * mcfg.feature_stride
+            terms = dense_flow_loss(out, batch["T_patch_base"], batch["prior_yaw_rad"], m_per_cell, tc.loss, epoch)
+            if not torch.isfinite(terms.total):
+                raise FloatingPointError(f"non-finite loss at step {step}: {terms}")
+            lr = lr_at(step, total_steps, tc.lr)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(terms.total).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            step += 1
+            samples_seen += int(batch["ground_rgb"].shape[0])
+            last_terms = terms
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(terms.total.detach()):.3g}", epe=f"{terms.epe_cells:.2f}", pos=f"{terms.position:.2f}")
+            if writer is not None and (step % tc.log_every == 0 or step == total_steps):
+                dt = (time.perf_counter() - t0) / max(1, samples_seen / tc.batch_size)
+                writer.writerow([step, epoch, f"{float(terms.total.detach()):.6g}", f"{terms.matching:.6g}", f"{terms.confidence:.6g}",
+                                 f"{terms.position:.6g}", f"{terms.epe_cells:.6g}", f"{lr:.4g}", f"{dt:.4g}"])
+                csv_file.flush()
+            if dist_info.main and step % tc.save_every == 0:
+                save_checkpoint(last_path, net, train_args=train_args, epoch=epoch, step=step, optimizer=opt,
+                                scaler=scaler if use_amp else None)
+    finally:
+        bar.close()
+        if csv_file is not None:
+            csv_file.close()
+
+    final_epoch = epoch
+    metrics: dict[str, Any] = {"steps": step, "train_seconds": time.perf_counter() - t0}
+    if last_terms is not None:
+        metrics.update({"final_loss": float(last_terms.total.detach()), "final_epe_cells": last_terms.epe_cells,
+                        "final_position_loss": last_terms.position})
+    (out_dir / "ranks").mkdir(exist_ok=True)
+    (out_dir / "ranks" / f"rank{dist_info.rank}.json").write_text(json.dumps(
+        {"rank": dist_info.rank, "world_size": dist_info.world_size, "steps": step, "samples_seen": samples_seen}))
+    if dist_info.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+    if dist_info.main:
+        if tc.val_dataset:
+            val = open_dataset(tc.val_dataset, mcfg)
+            metrics["val"] = evaluate_model(net, val, dev, tc.batch_size, tc.val_max_samples)
+        save_checkpoint(last_path, net, metrics=metrics, train_args=train_args, epoch=final_epoch + 1, step=step,
+                        optimizer=opt, scaler=scaler if use_amp else None)
+        save_checkpoint(out_dir / "model.pt", net, metrics=metrics, train_args=train_args, epoch=final_epoch + 1,
+                        step=step, half=True)
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if dist_info.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return metrics
