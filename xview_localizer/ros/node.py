@@ -1,8 +1,577 @@
-"""Placeholder entry point until the node issue lands: exits with a clear message."""
+"""The rclpy node ``xview_localizer`` (console script ``localizer_node``).
 
-import sys
+A thin shell around :class:`xview_localizer.localizer.Localizer`: callbacks convert messages
+and return at once; one worker thread processes only the LATEST image (a slow matcher drops
+frames, counted, instead of building a backlog); results are published as
+
+* ``pose`` (geometry_msgs/PoseWithCovarianceStamped; stamp = image stamp; frame = ``map_frame``),
+* TF ``map -> odom`` (with odometry; computed from the pose and odom->base_link at the image
+  stamp and future-dated by ``transform_tolerance_s``, like nav2_amcl) or ``map -> base_link``
+  (without); none with ``publish_tf: false``,
+* ``/diagnostics`` (one status per cause, rates, per-stage latency, drop counts),
+* ``debug_image`` (optional): the satellite patch with matches, estimate and prior.
+
+Inputs (sensor-data QoS): ``image`` or ``image/compressed`` (``image_transport``),
+``camera_info``, ``fix``, optional ``odom``, optional ``depth``. ``T_base_camera`` comes from
+``/tf_static`` (tf2_ros when importable, else the node composes the static transforms itself)
+or, after ``tf_static_wait_s`` without them, from the ``camera_*`` parameters.
+
+Failure policy: nothing raises out of a callback; every bad input or rejected frame is counted
+under a stable cause key, logged once per cause, and reported on /diagnostics; the node keeps
+running. A missing checkpoint leaves the node up with an ERROR 'matcher unavailable'.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix
+
+from ..camera import T_base_camera_from_xyz_rpy
+from ..config import NodeConfig
+from ..errors import CheckpointError, ConfigError, LocalizationRejected, TileSourceError, XViewError
+from ..localizer import Frame, Localizer, StepResult
+from . import conversions as conv
+from .params import declare_parameters, read_config
+
+try:  # optional: not on PyPI
+    import tf2_ros  # type: ignore
+except ImportError:  # pragma: no cover - depends on the environment
+    tf2_ros = None
+try:  # optional: built by scripts/build_tf2_msgs.sh
+    from tf2_msgs.msg import TFMessage  # type: ignore
+except ImportError:  # pragma: no cover - depends on the environment
+    TFMessage = None
+
+NODE_NAME = "xview_localizer"
+#: Causes whose diagnostic level is ERROR (the others are WARN).
+ERROR_CAUSES = {"matcher_unavailable", "tiles_unavailable", "tiles_unconfigured", "internal_error"}
+TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-def main(argv=None) -> int:
-    print("localizer_node: the ROS node is not implemented yet (see issue 7)", file=sys.stderr)
-    return 1
+def default_checkpoint_path() -> Path:
+    """The packaged checkpoint: the first ``xview_localizer/checkpoints/*.pt``.
+
+    Raises:
+        CheckpointError: none is packaged.
+    """
+    folder = Path(__file__).resolve().parents[1] / "checkpoints"
+    found = sorted(folder.glob("*.pt"))
+    if not found:
+        raise CheckpointError(f"no packaged checkpoint in {folder}; set the checkpoint_path parameter")
+    return found[0]
+
+
+def _builtin_matcher_factory(checkpoint_path: str, device: str) -> Any:
+    from ..matcher.inference import load_matcher  # heavy (torch): only in the worker thread
+
+    path = checkpoint_path or str(default_checkpoint_path())
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return load_matcher(path, device)
+
+
+def resolve_factory(spec: str) -> Callable[[str, str], Any]:
+    """``'module:function'`` -> the function; ``''`` -> the built-in dense-flow loader."""
+    if not spec:
+        return _builtin_matcher_factory
+    module, _, func = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as exc:
+        raise CheckpointError(f"matcher_factory {spec!r} cannot be imported: {exc}") from exc
+
+
+class _UnavailableTiles:
+    """Stands in for a tile cache that could not be built: every patch request fails with the
+    construction error (so the cause shows on /diagnostics on every frame)."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+
+    def patch(self, lat_deg, lon_deg, size_px, m_per_px):
+        raise TileSourceError(self.detail)
+
+
+@dataclass
+class _Pending:
+    image: Any
+    compressed: bool
+    received_mono_s: float
+
+
+class _StaticTfStore:
+    """Static transforms composed by the node itself (when tf2_ros is not importable)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._edges: dict[str, tuple[str, np.ndarray]] = {}  # child -> (parent, T_parent_child)
+
+    def add(self, msg) -> None:
+        with self._lock:
+            for t in msg.transforms:
+                try:
+                    self._edges[t.child_frame_id.lstrip("/")] = (t.header.frame_id.lstrip("/"),
+                                                                 conv.transform_to_matrix(t.transform))
+                except XViewError:
+                    continue
+
+    def _to_root(self, frame: str) -> tuple[str, np.ndarray]:
+        T = np.eye(4)
+        seen = set()
+        while frame in self._edges and frame not in seen:
+            seen.add(frame)
+            parent, T_parent_child = self._edges[frame]
+            T = T_parent_child @ T
+            frame = parent
+        return frame, T
+
+    def lookup(self, target: str, source: str) -> Optional[np.ndarray]:
+        """``T_target_source`` (maps source points into target) or None if not connected."""
+        with self._lock:
+            root_t, T_root_target = self._to_root(target)
+            root_s, T_root_source = self._to_root(source)
+        if root_t != root_s:
+            return None
+        return np.linalg.inv(T_root_target) @ T_root_source
+
+
+class _Stats:
+    """Counters and timings for /diagnostics (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = defaultdict(int)       # totals per event
+        self.window: dict[str, int] = defaultdict(int)       # since the last diagnostics message
+        self.causes: dict[str, str] = {}                      # cause -> last detail
+        self.cause_counts: dict[str, int] = defaultdict(int)
+        self.cause_window: dict[str, int] = defaultdict(int)
+        self.stage_s: dict[str, deque] = defaultdict(lambda: deque(maxlen=100))
+
+    def event(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            self.counts[name] += n
+            self.window[name] += n
+
+    def cause(self, key: str, detail: str) -> bool:
+        """Record one occurrence; True when this cause is new (log it once)."""
+        with self.lock:
+            new = key not in self.causes
+            self.causes[key] = detail
+            self.cause_counts[key] += 1
+            self.cause_window[key] += 1
+            return new
+
+    def timing(self, stage: str, seconds: float) -> None:
+        with self.lock:
+            self.stage_s[stage].append(seconds)
+
+
+class LocalizerNode(Node):
+    """See the module docstring. Construction declares parameters, builds publishers and
+    subscriptions and starts the worker; nothing blocks (the matcher loads in the worker)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        declare_parameters(self)
+        self.cfg: NodeConfig = read_config(self)
+        self.stats = _Stats()
+        self._started_mono_s = time.monotonic()
+        self._camera = None
+        self._camera_frame = ""
+        self._T_base_camera: Optional[np.ndarray] = None
+        self._extrinsics_source = ""
+        self._matcher_state = "loading"
+        self._matcher_detail = ""
+        # The matcher and the tile cache are attached by the worker (loading can take seconds).
+        self._localizer = Localizer(self.cfg.localizer, None, _UnavailableTiles("tile cache is starting"))
+        self._logged: set[str] = set()
+        self._depth_m: Optional[np.ndarray] = None
+
+        cfg = self.cfg
+        self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, "pose", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.debug_pub = self.create_publisher(Image, "debug_image", 1) if cfg.publish_debug_image else None
+        self._tf_broadcaster = None
+        self._tf_pub = None
+        if cfg.publish_tf:
+            if tf2_ros is not None:
+                self._tf_broadcaster = tf2_ros.TransformBroadcaster(self)
+            elif TFMessage is not None:
+                self._tf_pub = self.create_publisher(TFMessage, "/tf", TF_QOS)
+            else:
+                self.get_logger().error(
+                    "publish_tf is true but neither tf2_ros nor tf2_msgs is importable: no TF will be "
+                    "published (build tf2_msgs with scripts/build_tf2_msgs.sh)")
+        self._tf_buffer = None
+        self._static_tf: Optional[_StaticTfStore] = None
+        if tf2_ros is not None:
+            self._tf_buffer = tf2_ros.Buffer()
+            self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
+        elif TFMessage is not None:
+            self._static_tf = _StaticTfStore()
+            self.create_subscription(TFMessage, "/tf_static", self._static_tf.add, TF_STATIC_QOS)
+        else:
+            self.get_logger().warning(
+                "neither tf2_ros nor tf2_msgs is importable: /tf_static cannot be read; the camera "
+                "extrinsics come from the camera_* parameters")
+
+        sensor_qos = qos_profile_sensor_data
+        if cfg.image_transport == "compressed":
+            self.create_subscription(CompressedImage, "image/compressed",
+                                     lambda m: self._on_image(m, True), sensor_qos)
+        else:
+            self.create_subscription(Image, "image", lambda m: self._on_image(m, False), sensor_qos)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, sensor_qos)
+        self.create_subscription(NavSatFix, "fix", self._on_fix, sensor_qos)
+        if cfg.use_odom:
+            self.create_subscription(Odometry, "odom", self._on_odom, sensor_qos)
+        if cfg.use_depth:
+            self.create_subscription(Image, "depth", self._on_depth, sensor_qos)
+        # Steady clock: diagnostics keep coming with use_sim_time even when /clock stops.
+        self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+        self._pending: Optional[_Pending] = None
+        self._cv = threading.Condition()
+        self._stop = False
+        self._worker = threading.Thread(target=self._work, name="xview_localizer_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"started: map_frame={cfg.map_frame} ({cfg.localizer.map_projection}), image_transport="
+            f"{cfg.image_transport}, publish_tf={cfg.publish_tf}, tf via "
+            f"{'tf2_ros' if tf2_ros else ('tf2_msgs' if TFMessage else 'none')}")
+
+    # -- reporting ---------------------------------------------------------------------------------
+    def _report(self, key: str, detail: str) -> None:
+        """Count a cause; log its first occurrence (and the first after it had cleared)."""
+        if self.stats.cause(key, detail) or key not in self._logged:
+            self._logged.add(key)
+            # rclpy fixes the severity per call site: one call site per severity.
+            if key in ERROR_CAUSES:
+                self.get_logger().error(f"{key}: {detail}")
+            else:
+                self.get_logger().warning(f"{key}: {detail}")
+
+    # -- callbacks (never block, never raise) -------------------------------------------------------
+    def _on_image(self, msg, compressed: bool) -> None:
+        self.stats.event("images")
+        with self._cv:
+            if self._pending is not None:
+                self.stats.event("frames_dropped")
+            self._pending = _Pending(msg, compressed, time.monotonic())
+            self._cv.notify()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self.stats.event("camera_infos")
+        try:
+            cam = conv.camera_info_to_camera(msg)
+        except XViewError as exc:
+            self._report("camera_info_invalid", str(exc))
+            return
+        self._camera = cam
+        self._camera_frame = msg.header.frame_id
+
+    def _on_fix(self, msg: NavSatFix) -> None:
+        self.stats.event("fixes")
+        try:
+            fix = conv.navsat_to_fix(msg)
+        except LocalizationRejected as rej:
+            self._report(rej.reason, rej.detail)
+            return
+        self.stats.event("fixes_valid")
+        self._localizer.add_fix(fix)
+
+    def _on_odom(self, msg: Odometry) -> None:
+        self.stats.event("odoms")
+        try:
+            sample = conv.odometry_to_sample(msg)
+        except XViewError as exc:
+            self._report("odom_invalid", str(exc))
+            return
+        self._localizer.add_odom(sample)
+
+    def _on_depth(self, msg: Image) -> None:
+        try:
+            self._depth_m = conv.depth_image_to_m(msg)
+        except XViewError as exc:
+            self._report("depth_invalid", str(exc))
+
+    # -- worker -----------------------------------------------------------------------------------
+    def _build_localizer(self) -> None:
+        """Tile cache and matcher (in the worker: loading a network can take seconds)."""
+        cfg = self.cfg
+        from ..tiles.cache import TileCache, TileCacheConfig
+
+        try:
+            tiles = TileCache(cfg.tile_url, Path(cfg.tile_cache_dir).expanduser() if cfg.tile_cache_dir else None,
+                              TileCacheConfig(offline=cfg.tile_offline, timeout_s=cfg.tile_timeout_s,
+                                              retries=cfg.tile_retries))
+        except (XViewError, OSError) as exc:
+            self._report("tiles_unconfigured", f"tile source {cfg.tile_url!r}: {exc}")
+            tiles = _UnavailableTiles(f"tile source {cfg.tile_url!r} unusable: {exc}")
+        self._localizer.tile_cache = tiles
+        try:
+            self._localizer.matcher = resolve_factory(cfg.matcher_factory)(cfg.checkpoint_path, cfg.device)
+            self._matcher_state = "ready"
+            self.get_logger().info(f"matcher ready ({type(self._localizer.matcher).__name__})")
+        except Exception as exc:  # noqa: BLE001 - any loader failure must leave the node up
+            self._matcher_state = "unavailable"
+            self._matcher_detail = f"matcher unavailable: {type(exc).__name__}: {exc}"
+            self._report("matcher_unavailable", self._matcher_detail)
+
+    def _work(self) -> None:
+        try:
+            self._build_localizer()
+        except Exception as exc:  # noqa: BLE001
+            self._report("internal_error", f"building the localizer failed: {exc!r}")
+            return
+        while True:
+            with self._cv:
+                while self._pending is None and not self._stop:
+                    self._cv.wait(timeout=0.5)
+                if self._stop:
+                    return
+                pending, self._pending = self._pending, None
+            try:
+                self._process(pending)
+            except Exception as exc:  # noqa: BLE001 - never let the worker die
+                self._report("internal_error", f"{type(exc).__name__}: {exc}")
+
+    def _extrinsics(self, camera_frame: str) -> Optional[np.ndarray]:
+        cfg = self.cfg
+        T = None
+        if camera_frame:
+            if self._tf_buffer is not None:
+                try:
+                    t = self._tf_buffer.lookup_transform(cfg.base_frame, camera_frame, rclpy.time.Time())
+                    T = conv.transform_to_matrix(t.transform)
+                except Exception:  # noqa: BLE001 - tf2 raises several lookup exception types
+                    T = None
+            elif self._static_tf is not None:
+                T = self._static_tf.lookup(cfg.base_frame, camera_frame)
+        if T is not None:
+            if self._extrinsics_source != "tf":
+                self.get_logger().info(f"T_base_camera from /tf_static ({cfg.base_frame} <- {camera_frame})")
+            self._extrinsics_source = "tf"
+            return T
+        if self._T_base_camera is not None and self._extrinsics_source == "tf":
+            return self._T_base_camera
+        if time.monotonic() - self._started_mono_s < cfg.tf_static_wait_s:
+            return None
+        if self._extrinsics_source != "parameters":
+            self.get_logger().warning(
+                f"no transform {cfg.base_frame} <- {camera_frame or '<no frame_id>'} on /tf_static after "
+                f"{cfg.tf_static_wait_s} s: using the camera_* parameters")
+        self._extrinsics_source = "parameters"
+        return T_base_camera_from_xyz_rpy(cfg.camera_x_m, cfg.camera_y_m, cfg.camera_z_m, cfg.camera_roll_rad,
+                                          cfg.camera_pitch_rad, cfg.camera_yaw_rad)
+
+    def _process(self, pending: _Pending) -> None:
+        cfg = self.cfg
+        msg = pending.image
+        stamp_ns = conv.stamp_to_ns(msg.header.stamp)
+        t0 = time.perf_counter()
+        try:
+            rgb = conv.compressed_to_rgb8(msg) if pending.compressed else conv.image_to_rgb8(msg)
+        except XViewError as exc:
+            self._report("image_invalid", str(exc))
+            return
+        self.stats.timing("convert", time.perf_counter() - t0)
+        camera = self._camera
+        if camera is None:
+            self._report("no_camera_info", "no valid camera_info received yet; frames are dropped")
+            return
+        if (camera.width_px, camera.height_px) != (rgb.shape[1], rgb.shape[0]):
+            self._report("camera_info_mismatch", f"image is {rgb.shape[1]}x{rgb.shape[0]} px, camera_info says "
+                                                 f"{camera.width_px}x{camera.height_px}")
+            return
+        T_base_camera = self._extrinsics(msg.header.frame_id or self._camera_frame)
+        if T_base_camera is None:
+            self._report("waiting_for_extrinsics", f"waiting up to {cfg.tf_static_wait_s} s for "
+                                                   f"{cfg.base_frame} <- camera on /tf_static")
+            return
+        self._T_base_camera = T_base_camera
+        if self._matcher_state == "loading":
+            self._report("matcher_loading", "the matcher is still loading; frames are dropped")
+            return
+        if self._matcher_state != "ready":
+            self._report("matcher_unavailable", self._matcher_detail)
+            return
+        if cfg.use_odom:
+            self._wait_for_odom(stamp_ns)
+        depth = self._depth_m if cfg.use_depth else None
+        if depth is not None and depth.shape != rgb.shape[:2]:
+            depth = None
+        result = self._localizer.step(Frame(stamp_ns, rgb, camera, T_base_camera, depth))
+        for stage, seconds in result.timings_s.items():
+            self.stats.timing(stage, seconds)
+        self.stats.event("frames_processed")
+        if result.estimate is None:
+            self._report(result.reason, result.detail)
+            self._publish_debug(result, pending)
+            return
+        self._publish(result, pending)
+
+    def _wait_for_odom(self, stamp_ns: int) -> None:
+        """Odometry usually arrives with or just after the image: give it ``odom_wait_s`` to
+        reach the image stamp, so map->odom uses interpolated, not extrapolated, odometry."""
+        deadline = time.monotonic() + self.cfg.odom_wait_s
+        while True:
+            latest = self._localizer.latest_odom_stamp_ns()
+            if latest is None or latest >= stamp_ns or time.monotonic() >= deadline or self._stop:
+                return
+            time.sleep(0.002)
+
+    # -- outputs ------------------------------------------------------------------------------------
+    def _publish(self, result: StepResult, pending: _Pending) -> None:
+        cfg = self.cfg
+        est = result.estimate
+        try:
+            pose = conv.estimate_to_pose_msg(est, cfg.map_frame)
+        except XViewError as exc:
+            self._report("internal_error", f"pose message: {exc}")
+            return
+        self.pose_pub.publish(pose)
+        self.stats.event("poses")
+        if cfg.publish_tf and (self._tf_broadcaster is not None or self._tf_pub is not None):
+            if est.T_odom_base is not None and cfg.use_odom:
+                T_map_odom = est.T_map_base @ est.T_odom_base.inverse()
+                tol_ns = int(round(cfg.transform_tolerance_s * 1e9))
+                tf = conv.se2_to_transform_stamped(T_map_odom, cfg.map_frame, cfg.odom_frame, est.stamp_ns + tol_ns)
+            else:
+                tf = conv.se2_to_transform_stamped(est.T_map_base, cfg.map_frame, cfg.base_frame, est.stamp_ns)
+            if self._tf_broadcaster is not None:
+                self._tf_broadcaster.sendTransform(tf)
+            else:
+                self._tf_pub.publish(TFMessage(transforms=[tf]))
+        latency_s = time.monotonic() - pending.received_mono_s
+        self.stats.timing("receive_to_publish", latency_s)
+        now_ns = self.get_clock().now().nanoseconds
+        self.stats.timing("stamp_to_publish", (now_ns - est.stamp_ns) / 1e9)
+        self._publish_debug(result, pending)
+
+    def _publish_debug(self, result: StepResult, pending: _Pending) -> None:
+        if self.debug_pub is None or result.sat_rgb is None:
+            return
+        rgb = conv.render_debug_image(result)
+        msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", is_bigendian=0,
+                    step=rgb.shape[1] * 3)
+        msg.header.stamp = pending.image.header.stamp
+        msg.header.frame_id = self.cfg.map_frame
+        msg.data = rgb.tobytes()
+        self.debug_pub.publish(msg)
+
+    def _publish_diagnostics(self) -> None:
+        period_s = self.cfg.diagnostics_period_s
+        st = self.stats
+        with st.lock:
+            window = dict(st.window)
+            st.window.clear()
+            cause_window = dict(st.cause_window)
+            st.cause_window.clear()
+            causes = dict(st.causes)
+            cause_counts = dict(st.cause_counts)
+            counts = dict(st.counts)
+            stages = {k: list(v) for k, v in st.stage_s.items()}
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        hw = self.get_fully_qualified_name()
+
+        def status(name: str, level: int, message: str, values: dict) -> DiagnosticStatus:
+            return DiagnosticStatus(level=level, name=f"{NODE_NAME}: {name}", message=message, hardware_id=hw,
+                                    values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+
+        rates = {f"{k}_per_s": f"{window.get(k, 0) / period_s:.2f}"
+                 for k in ("images", "camera_infos", "fixes", "fixes_valid", "odoms", "frames_processed", "poses")}
+        totals = {f"{k}_total": counts.get(k, 0)
+                  for k in ("images", "frames_processed", "frames_dropped", "poses", "fixes", "fixes_valid")}
+        recent_poses = window.get("poses", 0)
+        active = sorted(k for k in cause_window)
+        if recent_poses and not active:
+            level, message = DiagnosticStatus.OK, "localizing"
+        elif recent_poses:
+            level, message = DiagnosticStatus.WARN, "localizing; some frames rejected: " + ", ".join(active)
+        elif any(k in ERROR_CAUSES for k in active):
+            level, message = DiagnosticStatus.ERROR, "no pose: " + ", ".join(active)
+        else:
+            level = DiagnosticStatus.WARN
+            message = "no pose: " + (", ".join(active) if active else "no images processed")
+        summary = {**rates, **totals, "frames_dropped_recent": window.get("frames_dropped", 0),
+                   "extrinsics_source": self._extrinsics_source or "none", "matcher": self._matcher_state}
+        arr.status.append(status("localization", level, message, summary))
+        latency = {}
+        for stage, vals in sorted(stages.items()):
+            if vals:
+                latency[f"{stage}_mean_ms"] = f"{1e3 * float(np.mean(vals)):.2f}"
+                latency[f"{stage}_max_ms"] = f"{1e3 * float(np.max(vals)):.2f}"
+        arr.status.append(status("latency", DiagnosticStatus.OK, "per-stage latency (last 100 frames)", latency))
+        for key in sorted(causes):
+            recent = cause_window.get(key, 0)
+            if recent:
+                lvl = DiagnosticStatus.ERROR if key in ERROR_CAUSES else DiagnosticStatus.WARN
+                msg = causes[key]
+            else:
+                lvl, msg = DiagnosticStatus.OK, "no recent occurrence"
+                self._logged.discard(key)  # log again if it comes back
+            arr.status.append(status(key, lvl, msg, {"recent": recent, "total": cause_counts.get(key, 0),
+                                                     "last_detail": causes[key]}))
+        self.diag_pub.publish(arr)
+
+    # -- shutdown -----------------------------------------------------------------------------------
+    def stop(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        self._worker.join(timeout=5.0)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of ``localizer_node`` (``--ros-args`` are passed to rclpy)."""
+    from rclpy.exceptions import InvalidParameterValueException
+    from rclpy.executors import ExternalShutdownException
+
+    rclpy.init(args=argv)
+    node = None
+    try:
+        node = LocalizerNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (ConfigError, InvalidParameterValueException) as exc:
+        print(f"localizer_node: invalid parameters: {exc}", flush=True)
+        return 2
+    finally:
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,346 @@
+"""The ROS-free Localizer core: prior alignment, map frames (UTM with meridian convergence, local
+ENU), covariance, gating, recovery. Tiles come from the real TileCache over a folder of real PNG
+tiles (and the real HTTP TileServer for the failure case); the matcher is a clearly labelled
+TEST DOUBLE (test/localizer_doubles.py) producing correspondences from a known true pose."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from localizer_doubles import NoisyTruthMatcher, write_tile_folder
+
+from xview_localizer.camera import PinholeCamera, T_base_camera_from_xyz_rpy
+from xview_localizer.config import LocalizerConfig
+from xview_localizer.errors import GeometryError
+from xview_localizer.geo import LocalEnu, UtmProjection
+from xview_localizer.localizer import (
+    NS_PER_S,
+    FixSample,
+    Frame,
+    Localizer,
+    MapProjection,
+    OdomSample,
+)
+from xview_localizer.se2 import SE2
+from xview_localizer.tiles.cache import TileCache, TileCacheConfig
+from xview_localizer.tiles.server import serve_directory
+
+# Berlin: zone 33 (central meridian 15 deg E), 1.6 deg west of it -> convergence ~ -1.27 deg.
+LAT0, LON0 = 52.5, 13.4
+ZOOM = 18
+CAMERA = PinholeCamera.from_intrinsics(64, 48, 50.0, 50.0, 31.5, 23.5)
+T_BASE_CAMERA = T_base_camera_from_xyz_rpy(1.5, 0.0, 1.6, 0.0, 0.1, 0.0)
+IMAGE = np.zeros((48, 64, 3), np.uint8)
+
+
+@pytest.fixture(scope="module")
+def tile_root(tmp_path_factory):
+    return write_tile_folder(tmp_path_factory.mktemp("tiles"), LAT0, LON0, ZOOM, radius_tiles=3, seed=1)
+
+
+@pytest.fixture
+def tile_cache(tile_root, tmp_path):
+    with TileCache(f"file://{tile_root}/{{z}}/{{x}}/{{y}}.png", tmp_path / "cache",
+                   TileCacheConfig(zoom=ZOOM)) as cache:
+        yield cache
+
+
+def _config(**kw) -> LocalizerConfig:
+    base = dict(patch_size_px=128, patch_m_per_px=0.5, datum_lat_deg=LAT0, datum_lon_deg=LON0)
+    base.update(kw)
+    return LocalizerConfig(**base)
+
+
+def _frame(t_s: float) -> Frame:
+    return Frame(int(t_s * NS_PER_S), IMAGE, CAMERA, T_BASE_CAMERA)
+
+
+def _enu0() -> LocalEnu:
+    return LocalEnu(LAT0, LON0)
+
+
+def _latlon(e_m: float, n_m: float) -> tuple[float, float]:
+    lat, lon = _enu0().inverse(e_m, n_m)
+    return float(lat), float(lon)
+
+
+def _fix(t_s: float, e_m: float, n_m: float, std_m: float = 3.0) -> FixSample:
+    lat, lon = _latlon(e_m, n_m)
+    return FixSample(int(t_s * NS_PER_S), lat, lon, 40.0, np.eye(2) * std_m**2)
+
+
+def test_estimate_in_utm_map_frame_with_convergence(tile_cache):
+    matcher = NoisyTruthMatcher(seed=2, noise_m=0.05, outlier_fraction=0.3)
+    loc = Localizer(_config(), matcher, tile_cache)
+    true_lat, true_lon = _latlon(12.0, -7.0)
+    yaw_true = 0.6
+    matcher.truth = (true_lat, true_lon, yaw_true)
+    loc.add_fix(_fix(10.0, 9.0, -4.0))  # GNSS 4.2 m off
+    res = loc.step(_frame(10.0))
+    assert res.ok, res.detail
+    est = res.estimate
+    utm = UtmProjection(LAT0, LON0)
+    e0, n0 = utm.forward(LAT0, LON0)
+    e, n = utm.forward(true_lat, true_lon)
+    gamma = utm.convergence_rad(true_lat, true_lon)
+    assert math.degrees(gamma) == pytest.approx(-1.27, abs=0.05)
+    assert est.T_map_base.x_m == pytest.approx(float(e - e0), abs=0.05)
+    assert est.T_map_base.y_m == pytest.approx(float(n - n0), abs=0.05)
+    # Yaw in the grid = true yaw + convergence; without the correction it would be 1.27 deg off.
+    assert math.degrees(est.T_map_base.yaw_rad - (yaw_true + gamma)) == pytest.approx(0.0, abs=0.05)
+    assert est.stamp_ns == 10 * NS_PER_S
+    assert est.lat_deg == pytest.approx(true_lat, abs=1e-6)
+    # Covariance: the patch covariance rotated by the convergence (UTM scale ~0.9996).
+    c, s = math.cos(gamma), math.sin(gamma)
+    J = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+    expected = J @ est.cov_xyyaw_patch @ J.T
+    cfg = loc.config
+    assert np.allclose(est.cov_xyyaw, est.cov_xyyaw.T)
+    assert np.all(np.linalg.eigvalsh(est.cov_xyyaw) > 0)
+    if expected[0, 0] > cfg.cov_floor_xy_m2 and expected[1, 1] > cfg.cov_floor_xy_m2:
+        assert np.allclose(est.cov_xyyaw[:2, :2], expected[:2, :2], rtol=2e-3)
+    assert est.cov_xyyaw[0, 0] >= cfg.cov_floor_xy_m2 * 0.999
+    assert est.cov_xyyaw[2, 2] >= cfg.cov_floor_yaw_rad2
+    assert set(res.timings_s) >= {"prior", "tiles", "matcher", "solver", "total"}
+    assert res.inlier_mask.sum() == est.n_inliers
+
+
+def test_enu_map_frame_and_datum_from_first_fix(tile_cache):
+    matcher = NoisyTruthMatcher(seed=3, noise_m=0.05)
+    loc = Localizer(_config(map_projection="enu", datum_lat_deg=float("nan"), datum_lon_deg=float("nan")),
+                    matcher, tile_cache)
+    assert loc.projection is None
+    loc.add_fix(_fix(1.0, 0.0, 0.0))
+    assert loc.projection.datum_lat_deg == pytest.approx(LAT0)
+    matcher.truth = (*_latlon(5.0, 3.0), -2.0)
+    res = loc.step(_frame(1.0))
+    assert res.ok, res.detail
+    assert res.estimate.T_map_base.x_m == pytest.approx(5.0, abs=0.05)
+    assert res.estimate.T_map_base.y_m == pytest.approx(3.0, abs=0.05)
+    assert res.estimate.T_map_base.yaw_rad == pytest.approx(-2.0, abs=1e-3)
+    # No yaw prior (one fix, no previous estimate): the matcher ran at 4 yaw hypotheses.
+    assert [c["prior_yaw_rad"] for c in matcher.calls] == pytest.approx([0, math.pi / 2, -math.pi, -math.pi / 2])
+
+
+def test_nees_is_chi_square_consistent(tile_cache):
+    """Over many frames the normalised estimation error squared averages ~3 (3 dof)."""
+    rng = np.random.default_rng(5)
+    matcher = NoisyTruthMatcher(seed=6, noise_m=0.3, outlier_fraction=0.2, n_points=150)
+    loc = Localizer(_config(cov_floor_xy_m2=1e-6, cov_floor_yaw_rad2=1e-6, jump_gate_max_age_s=0.1),
+                    matcher, tile_cache)
+    utm = UtmProjection(LAT0, LON0)
+    e0, n0 = utm.forward(LAT0, LON0)
+    nees = []
+    for k in range(80):
+        t_s = 100.0 + k
+        e_true, n_true = rng.uniform(-10, 10, size=2)
+        yaw_true = rng.uniform(-math.pi, math.pi)
+        lat, lon = _latlon(e_true, n_true)
+        matcher.truth = (lat, lon, yaw_true)
+        loc.add_fix(_fix(t_s, e_true + rng.normal(0, 2), n_true + rng.normal(0, 2)))
+        res = loc.step(_frame(t_s))
+        assert res.ok, res.detail
+        e, n = utm.forward(lat, lon)
+        err = np.array([res.estimate.T_map_base.x_m - (e - e0), res.estimate.T_map_base.y_m - (n - n0),
+                        math.remainder(res.estimate.T_map_base.yaw_rad - yaw_true - utm.convergence_rad(lat, lon),
+                                       2 * math.pi)])
+        nees.append(float(err @ np.linalg.solve(res.estimate.cov_xyyaw, err)))
+    mean = float(np.mean(nees))
+    print(f"NEES mean over {len(nees)} frames: {mean:.2f} (3 dof)")
+    # chi2(3 * 80) / 80: 99 % band is about [2.37, 3.72].
+    assert 2.2 < mean < 3.9, mean
+
+
+def test_prior_is_interpolated_to_the_image_stamp(tile_cache):
+    matcher = NoisyTruthMatcher(seed=7, noise_m=0.05)
+    loc = Localizer(_config(), matcher, tile_cache)
+    loc.add_fix(_fix(1.0, 0.0, 0.0))
+    loc.add_fix(_fix(2.0, 20.0, 0.0))
+    matcher.truth = (*_latlon(10.0, 0.0), 0.0)
+    res = loc.step(_frame(1.5))
+    assert res.ok, res.detail
+    prior = res.prior
+    assert prior.source == "interpolated"
+    lat, lon = _latlon(10.0, 0.0)
+    px, py = loc.projection.forward(lat, lon)
+    assert (prior.x_m, prior.y_m) == pytest.approx((px, py), abs=0.01)
+    # GNSS course east (20 m over 1 s) gives the prior yaw, handed to the matcher in true-north ENU.
+    assert matcher.calls[-1]["prior_yaw_rad"] == pytest.approx(0.0, abs=1e-3)
+    assert res.prior.yaw_map_rad == pytest.approx(loc.projection.convergence_rad(lat, lon), abs=1e-3)
+
+
+def test_prior_propagated_with_odometry_after_an_estimate(tile_cache):
+    matcher = NoisyTruthMatcher(seed=8, noise_m=0.05)
+    loc = Localizer(_config(), matcher, tile_cache)
+    # Odometry frame rotated 90 deg from the map: odom +x is map north (yaw in map = pi/2 + small).
+    for k in range(0, 31):
+        t_s = 1.0 + 0.1 * k
+        loc.add_odom(OdomSample(int(t_s * NS_PER_S), SE2(2.0 * (t_s - 1.0), 0.0, 0.0)))  # 2 m/s along odom x
+    gamma = loc.projection.convergence_rad(LAT0, LON0)
+    loc.add_fix(_fix(1.0, 0.0, 0.0))
+    matcher.truth = (*_latlon(0.0, 0.0), math.pi / 2 - gamma)  # heading grid north
+    res = loc.step(_frame(1.0))
+    assert res.ok, res.detail
+    assert res.estimate.T_odom_base == SE2(0.0, 0.0, 0.0)
+    # One second later, no new fix: the prior is the old fix moved 2 m along map +y by odometry.
+    matcher.truth = (*_latlon(0.0, 2.0), math.pi / 2 - gamma)
+    res2 = loc.step(_frame(2.0))
+    assert res2.prior.source == "odometry"
+    assert res2.prior.x_m == pytest.approx(0.0, abs=0.05)
+    assert res2.prior.y_m == pytest.approx(2.0, abs=0.05)
+    assert res2.prior.yaw_map_rad == pytest.approx(math.pi / 2, abs=0.01)
+    assert res2.ok, res2.detail
+
+
+def test_gating_too_few_matches(tile_cache):
+    matcher = NoisyTruthMatcher(seed=9, n_points=10, outlier_fraction=0.0)
+    loc = Localizer(_config(min_confident_matches=20), matcher, tile_cache)
+    loc.add_fix(_fix(1.0, 0.0, 0.0))
+    matcher.truth = (LAT0, LON0, 0.0)
+    res = loc.step(_frame(1.0))
+    assert res.estimate is None and res.reason == "too_few_matches"
+    assert "10 confident" in res.detail
+
+
+def test_gating_gnss_inconsistent(tile_cache):
+    matcher = NoisyTruthMatcher(seed=10, noise_m=0.05)
+    loc = Localizer(_config(), matcher, tile_cache)
+    loc.add_fix(_fix(1.0, 0.0, 0.0, std_m=1.0))
+    matcher.truth = (*_latlon(20.0, 0.0), 0.0)  # 20 m from a 1-m GNSS fix
+    res = loc.step(_frame(1.0))
+    assert res.reason == "gnss_inconsistent" and res.estimate is None
+    assert "Mahalanobis" in res.detail
+
+
+def test_gating_fix_jump_then_odometry_contradiction_then_recovery(tile_cache):
+    matcher = NoisyTruthMatcher(seed=11, noise_m=0.05)
+    loc = Localizer(_config(jump_gate_max_age_s=3.0), matcher, tile_cache)
+    for k in range(0, 101):
+        loc.add_odom(OdomSample(int((1.0 + 0.1 * k) * NS_PER_S), SE2(0.0, 0.0, 0.0)))  # standing still
+    loc.add_fix(_fix(1.0, 0.0, 0.0, std_m=5.0))
+    matcher.truth = (LAT0, LON0, 0.3)
+    assert loc.step(_frame(1.0)).ok
+    # A GNSS jump of 500 m: rejected before any tile is fetched.
+    loc.add_fix(_fix(2.0, 500.0, 0.0, std_m=5.0))
+    calls = len(matcher.calls)
+    res = loc.step(_frame(2.0))
+    assert res.reason == "fix_jump"
+    assert float(res.detail.split()[3]) == pytest.approx(500.0, abs=1.0)
+    assert len(matcher.calls) == calls
+    # Good GNSS again but the matcher claims 8 m of motion odometry does not see.
+    loc.add_fix(_fix(2.5, 3.0, 0.0, std_m=5.0))
+    matcher.truth = (*_latlon(8.0, 0.0), 0.3)
+    res = loc.step(_frame(2.5))
+    assert res.reason == "odometry_contradiction", res.detail
+    # Consistent again: recovers.
+    loc.add_fix(_fix(3.0, 1.0, 0.0, std_m=5.0))
+    matcher.truth = (LAT0, LON0, 0.3)
+    assert loc.step(_frame(3.0)).ok
+    # A lasting GNSS offset re-initialises once the previous estimate is older than the gate age.
+    loc.add_fix(_fix(7.0, 60.0, 0.0, std_m=5.0))
+    matcher.truth = (*_latlon(60.0, 0.0), 0.3)
+    res = loc.step(_frame(7.0))
+    assert res.ok, res.detail
+
+
+def test_stale_and_missing_fix(tile_cache):
+    matcher = NoisyTruthMatcher(seed=12)
+    loc = Localizer(_config(fix_max_age_s=1.0), matcher, tile_cache)
+    assert loc.step(_frame(1.0)).reason == "no_fix"
+    loc.add_fix(_fix(1.0, 0.0, 0.0))
+    res = loc.step(_frame(5.0))
+    assert res.reason == "stale_fix" and "4.00 s" in res.detail
+
+
+def test_matcher_unavailable(tile_cache):
+    loc = Localizer(_config(), None, tile_cache)
+    loc.add_fix(_fix(1.0, 0.0, 0.0))
+    res = loc.step(_frame(1.0))
+    assert res.reason == "matcher_failed" and "unavailable" in res.detail
+
+
+def test_tile_server_down_then_back(tile_root, tmp_path):
+    server = serve_directory(tile_root)
+    port = server.port
+    url = server.url_template()
+    server.shutdown()
+    matcher = NoisyTruthMatcher(seed=13, noise_m=0.05)
+    with TileCache(url, tmp_path / "cache", TileCacheConfig(zoom=ZOOM, retries=0, timeout_s=1.0,
+                                                              negative_ttl_s=0.0)) as cache:
+        loc = Localizer(_config(), matcher, cache)
+        loc.add_fix(_fix(1.0, 0.0, 0.0))
+        matcher.truth = (LAT0, LON0, 0.0)
+        res = loc.step(_frame(1.0))
+        assert res.reason == "tiles_unavailable", res.detail
+        from xview_localizer.tiles.server import TileServer
+
+        with TileServer(root=tile_root, port=port):
+            res = loc.step(_frame(1.0))
+            assert res.ok, res.detail
+
+
+def test_map_projection_round_trip():
+    for kind in ("utm", "enu"):
+        proj = MapProjection(kind, LAT0, LON0)
+        assert proj.forward(LAT0, LON0) == pytest.approx((0.0, 0.0), abs=1e-6)
+        lat, lon = _latlon(300.0, -200.0)
+        x, y = proj.forward(lat, lon)
+        assert proj.inverse(x, y) == pytest.approx((lat, lon), abs=1e-9)
+    assert MapProjection("enu", LAT0, LON0).convergence_rad(*_latlon(300.0, -200.0)) == pytest.approx(0, abs=1e-4)
+
+
+def test_inputs_are_validated():
+    with pytest.raises(GeometryError, match="finite"):
+        FixSample(1, float("nan"), 13.0)
+    with pytest.raises(GeometryError, match="uint8"):
+        Frame(1, np.zeros((4, 4), np.uint8), CAMERA, T_BASE_CAMERA)
+    with pytest.raises(GeometryError, match="4x4"):
+        Frame(1, IMAGE, CAMERA, np.eye(3))
+
+
+def test_core_imports_without_rclpy():
+    code = textwrap.dedent(
+        """
+        import sys
+        class _Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "rclpy" or name.startswith("rclpy."):
+                    raise ImportError("blocked")
+        sys.meta_path.insert(0, _Block())
+        import xview_localizer.localizer, xview_localizer.config  # noqa: F401
+        assert not any(m.startswith("rclpy") for m in sys.modules)
+        print("OK")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+def test_real_dense_flow_matcher_runs_in_the_pipeline(tile_cache, tmp_path):
+    """Integration with the real matcher API (untrained, random weights: no accuracy claim):
+    load_matcher -> Matcher.match -> Correspondences -> Procrustes -> gating, on CPU."""
+    torch = pytest.importorskip("torch")
+    from xview_localizer.camera import kitti_like_T_base_camera
+    from xview_localizer.localizer import REASONS
+    from xview_localizer.matcher.checkpoint import save_checkpoint
+    from xview_localizer.matcher.dense_flow import DenseFlowMatcher, preset
+    from xview_localizer.matcher.inference import load_matcher
+
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "random.pt", DenseFlowMatcher(preset("compact", iters=2)))
+    matcher = load_matcher(path, "cpu")
+    camera = PinholeCamera.kitti_like(512, 160)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(160, 512, 3), dtype=np.uint8)
+    loc = Localizer(_config(patch_size_px=256, patch_m_per_px=0.4, unknown_yaw_hypotheses=1), matcher, tile_cache)
+    loc.add_fix(_fix(1.0, 0.0, 0.0))
+    res = loc.step(Frame(NS_PER_S, image, camera, kitti_like_T_base_camera(1.65, 0.0, 0.05)))
+    assert res.ok or res.reason in REASONS, res.detail
+    assert res.reason != "matcher_failed", res.detail
+    assert res.correspondences is not None and len(res.correspondences) > 0
+    assert res.timings_s["matcher"] > 0

@@ -1,0 +1,276 @@
+"""Typed configuration of the localizer core and of the ROS 2 node.
+
+Every parameter is a field of a frozen dataclass with ``metadata``:
+
+* ``description``: one sentence for humans (becomes the ROS ParameterDescriptor description);
+* ``range``: ``(lo, hi)`` inclusive bounds for numbers (becomes Floating/IntegerRange);
+* ``choices``: the allowed strings for enumerations;
+* ``allow_nan``: True where NaN means "unset" (then no ROS range is declared).
+
+Values are validated in ``__post_init__`` and a bad one raises :class:`ConfigError` naming the
+parameter, the value and the allowed range. The node declares every parameter once, flat (no
+prefix), from :func:`parameter_specs` (``NodeConfig`` fields, then ``LocalizerConfig`` fields);
+``config/localizer.yaml`` lists them all.
+
+Conventions: angles in radians (``_rad``), distances in metres (``_m``), durations in seconds
+(``_s``), variances in squared units (``_m2``, ``_rad2``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+__all__ = [
+    "LocalizerConfig",
+    "NodeConfig",
+    "ParamSpec",
+    "parameter_specs",
+    "node_config_from_flat",
+    "flat_defaults",
+]
+
+
+def _p(default: Any, description: str, *, range: tuple | None = None,
+       choices: tuple[str, ...] | None = None, allow_nan: bool = False) -> Any:
+    """A dataclass field carrying the parameter metadata described in the module docstring."""
+    meta: dict[str, Any] = {"description": description}
+    if range is not None:
+        meta["range"] = range
+    if choices is not None:
+        meta["choices"] = choices
+    if allow_nan:
+        meta["allow_nan"] = True
+    return field(default=default, metadata=meta)
+
+
+def _validate(obj: Any) -> None:
+    """Check every field of a config dataclass against its metadata; coerce ints to floats."""
+    for f in fields(obj):
+        if "description" not in f.metadata:
+            continue
+        value = getattr(obj, f.name)
+        expected = type(f.default) if f.default is not MISSING else None
+        where = f"{type(obj).__name__}.{f.name}"
+        if expected is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where} must be a bool, got {value!r}")
+        elif expected is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{where} must be an integer, got {value!r}")
+        elif expected is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where} must be a number, got {value!r}")
+            value = float(value)
+            object.__setattr__(obj, f.name, value)
+            if math.isnan(value):
+                if not f.metadata.get("allow_nan"):
+                    raise ConfigError(f"{where} must not be NaN")
+                continue
+            if not math.isfinite(value):
+                raise ConfigError(f"{where} must be finite, got {value!r}")
+        elif expected is str:
+            if not isinstance(value, str):
+                raise ConfigError(f"{where} must be a string, got {value!r}")
+        rng = f.metadata.get("range")
+        if rng is not None and not (rng[0] <= value <= rng[1]):
+            raise ConfigError(f"{where} = {value!r} is outside [{rng[0]}, {rng[1]}]")
+        choices = f.metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{where} = {value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+@dataclass(frozen=True)
+class LocalizerConfig:
+    """Parameters of the ROS-free per-frame pipeline (:class:`xview_localizer.localizer.Localizer`)."""
+
+    # --- satellite patch ------------------------------------------------------------------
+    patch_size_px: int = _p(512, "Side of the square north-up satellite patch centred on the prior (px).",
+                            range=(64, 4096))
+    patch_m_per_px: float = _p(0.2, "Ground resolution of the satellite patch (true metres per pixel).",
+                               range=(0.02, 10.0))
+    # --- map frame ------------------------------------------------------------------------
+    map_projection: str = _p("utm", "Map frame: 'utm' = UTM grid of the datum's zone with the origin at "
+                             "the datum (as navsat_transform), 'enu' = local ENU tangent plane at the datum.",
+                             choices=("utm", "enu"))
+    datum_lat_deg: float = _p(float("nan"), "Latitude of the map origin (deg); NaN = the first valid fix.",
+                              range=(-90.0, 90.0), allow_nan=True)
+    datum_lon_deg: float = _p(float("nan"), "Longitude of the map origin (deg); NaN = the first valid fix.",
+                              range=(-180.0, 180.0), allow_nan=True)
+    # --- prior -------------------------------------------------------------------------------
+    fix_max_age_s: float = _p(2.0, "Largest time between the image stamp and the fix the prior is taken "
+                              "from (s); older -> frame rejected 'stale_fix'.", range=(0.01, 60.0))
+    fix_default_std_m: float = _p(5.0, "Horizontal standard deviation assumed for a fix whose covariance "
+                                  "is unknown (m).", range=(0.01, 1000.0))
+    odom_max_gap_s: float = _p(0.5, "Largest constant-velocity extrapolation of the odometry history to a stamp (s).",
+                               range=(0.0, 10.0))
+    history_s: float = _p(30.0, "How long fixes and odometry are kept for time alignment (s).",
+                          range=(1.0, 600.0))
+    course_min_baseline_m: float = _p(10.0, "Without a previous estimate the prior yaw is the GNSS course "
+                                      "between the latest fix and the most recent earlier fix at least this "
+                                      "far away (m).", range=(0.5, 1000.0))
+    course_max_window_s: float = _p(5.0, "That earlier fix must be at most this much older (s); else the yaw "
+                                    "is unknown.", range=(0.1, 600.0))
+    unknown_yaw_hypotheses: int = _p(4, "Without a prior yaw (no previous estimate, GNSS too slow for a course) "
+                                     "the matcher runs at this many evenly spaced yaws and the best-supported "
+                                     "solution is kept.", range=(1, 72))
+    # --- gating --------------------------------------------------------------------------------
+    min_weight: float = _p(0.5, "Smallest matcher confidence that counts a correspondence as confident.",
+                           range=(0.0, 1.0))
+    min_confident_matches: int = _p(20, "Fewest confident correspondences for a pose; fewer -> rejected "
+                                    "'too_few_matches'.", range=(3, 100000))
+    max_gnss_mahalanobis: float = _p(5.0, "Largest Mahalanobis distance between the estimate and the GNSS "
+                                     "prior under their summed covariances; larger -> 'gnss_inconsistent'.",
+                                     range=(0.1, 1000.0))
+    max_jump_m: float = _p(5.0, "Largest position difference from the previous estimate propagated with "
+                           "odometry (m); larger -> 'odometry_contradiction'.", range=(0.1, 10000.0))
+    max_yaw_jump_rad: float = _p(0.35, "Largest yaw difference from the previous estimate propagated with "
+                                 "odometry (rad).", range=(0.001, math.pi))
+    max_speed_mps: float = _p(40.0, "Without odometry: largest speed allowed between consecutive "
+                              "estimates (m/s), on top of max_jump_m.", range=(0.1, 500.0))
+    max_yaw_rate_radps: float = _p(1.0, "Without odometry: largest yaw rate allowed between consecutive "
+                                   "estimates (rad/s), on top of max_yaw_jump_rad.", range=(0.01, 100.0))
+    jump_gate_max_age_s: float = _p(5.0, "The previous estimate gates a new one only if it is at most this "
+                                    "old (s); after that the localizer re-initialises from GNSS.",
+                                    range=(0.1, 600.0))
+    # --- covariance ----------------------------------------------------------------------------
+    cov_inflation: float = _p(1.0, "Factor applied to the solver's covariance before publishing.",
+                              range=(0.01, 1000.0))
+    cov_floor_xy_m2: float = _p(0.0025, "Smallest published x/y variance (m^2).", range=(1e-6, 1e4))
+    cov_floor_yaw_rad2: float = _p(7.6e-5, "Smallest published yaw variance (rad^2).", range=(1e-6, 10.0))
+
+    def __post_init__(self) -> None:
+        _validate(self)
+        if math.isnan(self.datum_lat_deg) != math.isnan(self.datum_lon_deg):
+            raise ConfigError("datum_lat_deg and datum_lon_deg must both be set or both be NaN, got "
+                              f"({self.datum_lat_deg!r}, {self.datum_lon_deg!r})")
+
+    @property
+    def has_datum(self) -> bool:
+        return not math.isnan(self.datum_lat_deg)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Parameters of the rclpy node (frames, topics, TF, tiles, matcher) plus the core's."""
+
+    # --- tiles ---------------------------------------------------------------------------------
+    tile_url: str = _p("http://127.0.0.1:8080/{z}/{x}/{y}.png", "Tile source: http(s) URL template with "
+                       "{z}/{x}/{y}, file:///folder/{z}/{x}/{y}.png or mbtiles:///path.mbtiles.")
+    tile_cache_dir: str = _p("", "Disk cache of fetched tiles; '' = $XVIEW_TILE_CACHE or "
+                             "~/.cache/xview_localizer/tiles.")
+    tile_offline: bool = _p(False, "Never fetch: use cached tiles only.")
+    tile_timeout_s: float = _p(2.0, "HTTP timeout of one tile request (s).", range=(0.05, 60.0))
+    tile_retries: int = _p(1, "Retries of a failed tile request (timeouts, 5xx) before the frame is "
+                           "rejected 'tiles_unavailable'.", range=(0, 10))
+    # --- matcher -------------------------------------------------------------------------------
+    checkpoint_path: str = _p("", "Matcher checkpoint (.pt); '' = the packaged default.")
+    device: str = _p("auto", "Torch device of the matcher.", choices=("auto", "cpu", "cuda"))
+    matcher_factory: str = _p("", "Advanced: 'module:function' called as f(checkpoint_path, device) to build "
+                              "a custom matcher; '' = xview_localizer.matcher.inference.load_matcher.")
+    # --- frames and TF -------------------------------------------------------------------------
+    map_frame: str = _p("map", "Frame of the published pose (UTM-aligned or ENU, see map_projection).")
+    odom_frame: str = _p("odom", "Odometry frame (parent of base_frame in TF).")
+    base_frame: str = _p("base_link", "Vehicle body frame (x forward, y left, z up).")
+    publish_tf: bool = _p(True, "Publish map->odom (with odometry) or map->base_link; false when "
+                          "robot_localization owns the TF tree.")
+    transform_tolerance_s: float = _p(0.1, "Published TF is stamped this much after the image (s), like "
+                                      "nav2_amcl.", range=(0.0, 10.0))
+    # --- inputs --------------------------------------------------------------------------------
+    image_transport: str = _p("raw", "Subscribe to 'image' (raw) or 'image/compressed'.",
+                              choices=("raw", "compressed"))
+    use_odom: bool = _p(True, "Subscribe to 'odom' and use it for prior propagation, gating and map->odom.")
+    odom_wait_s: float = _p(0.1, "When odometry lags the image, wait up to this long for it to reach the image "
+                            "stamp before extrapolating (s; in the worker, callbacks never wait).",
+                            range=(0.0, 2.0))
+    use_depth: bool = _p(False, "Subscribe to 'depth' (32FC1 m or 16UC1 mm) for depth matchers.")
+    publish_debug_image: bool = _p(False, "Publish 'debug_image': the patch with matches, estimate and prior.")
+    diagnostics_period_s: float = _p(1.0, "Period of /diagnostics messages (s).", range=(0.05, 60.0))
+    tf_static_wait_s: float = _p(2.0, "How long to wait for base->camera on /tf_static before falling back "
+                                 "to the camera_* parameters (s).", range=(0.0, 120.0))
+    # --- fallback extrinsics: camera body frame (x forward, y left, z up) in base_link -----------
+    camera_x_m: float = _p(1.5, "Fallback camera position in base_link, x (m).", range=(-100.0, 100.0))
+    camera_y_m: float = _p(0.0, "Fallback camera position in base_link, y (m).", range=(-100.0, 100.0))
+    camera_z_m: float = _p(1.6, "Fallback camera position in base_link, z (m).", range=(-100.0, 100.0))
+    camera_roll_rad: float = _p(0.0, "Fallback camera body roll in base_link (rad).",
+                                range=(-math.pi, math.pi))
+    camera_pitch_rad: float = _p(0.0, "Fallback camera body pitch in base_link (rad), positive looks down.",
+                                 range=(-math.pi, math.pi))
+    camera_yaw_rad: float = _p(0.0, "Fallback camera body yaw in base_link (rad).", range=(-math.pi, math.pi))
+    localizer: LocalizerConfig = field(default_factory=LocalizerConfig)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+        if not isinstance(self.localizer, LocalizerConfig):
+            raise ConfigError(f"NodeConfig.localizer must be a LocalizerConfig, got {type(self.localizer)}")
+        frames = {"map_frame": self.map_frame, "odom_frame": self.odom_frame, "base_frame": self.base_frame}
+        for name, frame in frames.items():
+            if not frame or frame.startswith("/") or " " in frame:
+                raise ConfigError(f"NodeConfig.{name} = {frame!r} is not a valid frame id")
+        if len(set(frames.values())) != 3:
+            raise ConfigError(f"map_frame, odom_frame and base_frame must differ, got {frames}")
+        if self.matcher_factory and ":" not in self.matcher_factory:
+            raise ConfigError(f"NodeConfig.matcher_factory = {self.matcher_factory!r} must be 'module:function'")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One flat node parameter: name, default, Python type and the field metadata."""
+
+    name: str
+    default: Any
+    type: type
+    description: str
+    range: tuple | None
+    choices: tuple[str, ...] | None
+    allow_nan: bool
+    owner: type
+
+
+def _specs_of(cls: type) -> list[ParamSpec]:
+    out = []
+    for f in fields(cls):
+        if "description" not in f.metadata:
+            continue
+        out.append(ParamSpec(
+            name=f.name, default=f.default, type=type(f.default), description=f.metadata["description"],
+            range=f.metadata.get("range"), choices=f.metadata.get("choices"),
+            allow_nan=bool(f.metadata.get("allow_nan")), owner=cls))
+    return out
+
+
+def parameter_specs() -> list[ParamSpec]:
+    """Every node parameter, flat: NodeConfig's own fields, then LocalizerConfig's."""
+    specs = _specs_of(NodeConfig) + _specs_of(LocalizerConfig)
+    names = [s.name for s in specs]
+    if len(names) != len(set(names)):  # pragma: no cover - a programming error
+        raise ConfigError(f"duplicate parameter names: {sorted(n for n in names if names.count(n) > 1)}")
+    return specs
+
+
+def flat_defaults() -> dict[str, Any]:
+    """``{name: default}`` of every flat parameter."""
+    return {s.name: s.default for s in parameter_specs()}
+
+
+def node_config_from_flat(values: Mapping[str, Any]) -> NodeConfig:
+    """Build a :class:`NodeConfig` from flat ``{name: value}`` (missing names keep defaults).
+
+    Raises:
+        ConfigError: an unknown name or a value that fails validation.
+    """
+    specs = {s.name: s for s in parameter_specs()}
+    unknown = sorted(set(values) - set(specs))
+    if unknown:
+        raise ConfigError(f"unknown parameter(s): {', '.join(unknown)}")
+    node_kw: dict[str, Any] = {}
+    loc_kw: dict[str, Any] = {}
+    for name, value in values.items():
+        spec = specs[name]
+        if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        (node_kw if spec.owner is NodeConfig else loc_kw)[name] = value
+    return NodeConfig(**node_kw, localizer=LocalizerConfig(**loc_kw))

@@ -1,0 +1,693 @@
+"""The ROS-free per-frame pipeline: GNSS prior -> satellite patch -> matcher -> Procrustes ->
+pose and covariance in the map frame -> gating.
+
+One frame (:meth:`Localizer.step`):
+
+1. **Prior.** The fix time-aligned to the image stamp: linear interpolation between the two
+   fixes around it, or the latest fix propagated to the image stamp with odometry (rotated
+   into the map by the last accepted ``T_map_odom``) or, without odometry, with the GNSS
+   velocity. Older than ``fix_max_age_s`` -> rejected ``stale_fix``. A prior farther than
+   ``max_jump_m`` + 3 GNSS sigma from the previous estimate propagated with odometry is a
+   GNSS jump -> rejected ``fix_jump`` before any tile is fetched. The prior yaw comes from
+   the previous estimate propagated with odometry, else from the GNSS course over at least
+   ``course_min_baseline_m``, else it is unknown and the matcher runs at
+   ``unknown_yaw_hypotheses`` evenly spaced yaws (the best-supported solution is kept).
+2. **Patch** ``tile_cache.patch(lat, lon, size_px, m_per_px) -> (rgb, PatchGeoref)``: a
+   north-up patch in the true-north ENU plane about the prior.
+3. **Matcher** ``matcher.match(ground_rgb, camera, T_base_camera, sat_rgb, georef,
+   prior_yaw_rad) -> Correspondences`` (``prior_yaw_rad`` in the patch frame, true north).
+4. **Procrustes** (:func:`xview_localizer.procrustes.solve`) on the confident
+   correspondences -> ``T_patch_base`` and its 3x3 covariance.
+5. **Map frame.** ``T_patch_base`` -> WGS84 -> map (UTM grid of the datum's zone with the
+   origin at the datum, or the local ENU plane at the datum). Yaw gets the meridian
+   convergence (grid north vs true north) added; the covariance is rotated with the exact
+   Jacobian of that mapping, inflated by ``cov_inflation`` and floored.
+6. **Gating** (a rejected frame gives a reason, not an estimate): fewer than
+   ``min_confident_matches`` confident or inlier matches -> ``too_few_matches``; Mahalanobis
+   distance to the GNSS prior above ``max_gnss_mahalanobis`` -> ``gnss_inconsistent``;
+   farther than ``max_jump_m`` / ``max_yaw_jump_rad`` from the previous estimate propagated
+   with odometry -> ``odometry_contradiction``.
+
+Stamps are integer nanoseconds (``stamp_ns``). The datum is the configured one or, when the
+configuration leaves it NaN, the first valid fix. Thread-safety: ``add_fix``/``add_odom`` may
+be called from other threads than ``step``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Protocol
+
+import numpy as np
+
+from . import procrustes
+from .config import LocalizerConfig
+from .errors import DegenerateInputError, GeometryError, LocalizationRejected, TileError, XViewError
+from .geo import LocalEnu, UtmProjection
+from .matcher.base import Correspondences
+from .se2 import SE2, wrap_angle_rad
+
+__all__ = [
+    "FixSample",
+    "OdomSample",
+    "Frame",
+    "Estimate",
+    "Prior",
+    "StepResult",
+    "MapProjection",
+    "Localizer",
+    "REASONS",
+]
+
+NS_PER_S = 1_000_000_000
+
+#: Stable keys of rejected frames (the node reports each on /diagnostics).
+REASONS = (
+    "no_fix",
+    "stale_fix",
+    "fix_jump",
+    "tiles_unavailable",
+    "matcher_failed",
+    "too_few_matches",
+    "solver_degenerate",
+    "gnss_inconsistent",
+    "odometry_contradiction",
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Plain data
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FixSample:
+    """A valid GNSS fix.
+
+    Attributes:
+        stamp_ns: time of the fix (ns).
+        lat_deg, lon_deg: WGS84 (finite, in range).
+        alt_m: ellipsoidal altitude (m; NaN allowed = unknown).
+        cov_en_m2: (2, 2) covariance of (east, north) in metres^2, or None = unknown (then
+            ``LocalizerConfig.fix_default_std_m`` is used).
+    """
+
+    stamp_ns: int
+    lat_deg: float
+    lon_deg: float
+    alt_m: float = 0.0
+    cov_en_m2: Optional[np.ndarray] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.stamp_ns, (int, np.integer)):
+            raise GeometryError(f"FixSample.stamp_ns must be an int (ns), got {self.stamp_ns!r}")
+        if not (math.isfinite(self.lat_deg) and math.isfinite(self.lon_deg)):
+            raise GeometryError(f"FixSample: latitude/longitude must be finite, got ({self.lat_deg}, {self.lon_deg})")
+        if abs(self.lat_deg) > 90.0 or abs(self.lon_deg) > 180.0:
+            raise GeometryError(f"FixSample: latitude/longitude out of range: ({self.lat_deg}, {self.lon_deg})")
+        if self.cov_en_m2 is not None:
+            cov = np.array(self.cov_en_m2, dtype=float).reshape(2, 2)
+            if not np.all(np.isfinite(cov)) or np.any(np.diag(cov) <= 0.0):
+                raise GeometryError(f"FixSample.cov_en_m2 must be finite with positive variances, got {cov.tolist()}")
+            cov = 0.5 * (cov + cov.T)
+            cov.setflags(write=False)
+            object.__setattr__(self, "cov_en_m2", cov)
+        object.__setattr__(self, "stamp_ns", int(self.stamp_ns))
+
+
+@dataclass(frozen=True)
+class OdomSample:
+    """A planar odometry pose ``T_odom_base`` at ``stamp_ns``."""
+
+    stamp_ns: int
+    T_odom_base: SE2
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.T_odom_base, SE2):
+            raise GeometryError(f"OdomSample.T_odom_base must be an SE2, got {type(self.T_odom_base).__name__}")
+        object.__setattr__(self, "stamp_ns", int(self.stamp_ns))
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One camera frame.
+
+    Attributes:
+        stamp_ns: image stamp (ns); the estimate carries it.
+        image_rgb: (H, W, 3) uint8 RGB.
+        camera: :class:`xview_localizer.camera.PinholeCamera` of this image.
+        T_base_camera: (4, 4) optical frame -> base_link.
+        depth_m: optional (H, W) float32 metric depth (NaN = unknown).
+    """
+
+    stamp_ns: int
+    image_rgb: np.ndarray
+    camera: Any
+    T_base_camera: np.ndarray
+    depth_m: Optional[np.ndarray] = None
+
+    def __post_init__(self) -> None:
+        img = self.image_rgb
+        if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise GeometryError(
+                f"Frame.image_rgb must be an (H, W, 3) uint8 array, got "
+                f"{getattr(img, 'shape', None)} {getattr(img, 'dtype', type(img).__name__)}")
+        T = np.asarray(self.T_base_camera, dtype=float)
+        if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+            raise GeometryError(f"Frame.T_base_camera must be a finite 4x4 matrix, got shape {T.shape}")
+        object.__setattr__(self, "T_base_camera", T)
+        object.__setattr__(self, "stamp_ns", int(self.stamp_ns))
+
+
+@dataclass(frozen=True)
+class Prior:
+    """The GNSS prior at the image stamp, in the map frame and WGS84.
+
+    ``cov_xy_m2`` is (2, 2) in the map frame; ``yaw_map_rad`` is None when unknown;
+    ``source`` says how it was aligned ('interpolated', 'odometry', 'velocity', 'nearest').
+    """
+
+    stamp_ns: int
+    x_m: float
+    y_m: float
+    lat_deg: float
+    lon_deg: float
+    cov_xy_m2: np.ndarray
+    yaw_map_rad: Optional[float]
+    fix_age_s: float
+    source: str
+
+
+@dataclass(frozen=True, eq=False)
+class Estimate:
+    """An accepted pose.
+
+    Attributes:
+        stamp_ns: the image stamp.
+        T_map_base: pose of base_link in the map frame (x, y in metres; yaw about map +x).
+        cov_xyyaw: (3, 3) covariance of (x_m, y_m, yaw_rad) in the map frame, symmetric
+            positive definite, floored.
+        T_patch_base: the solver's pose in the patch frame (true-north ENU about the prior).
+        cov_xyyaw_patch: the solver's covariance in the patch frame (before inflation/floors).
+        T_odom_base: odometry pose at the image stamp, or None without odometry.
+        lat_deg, lon_deg: WGS84 position of base_link.
+        n_confident, n_inliers: confident correspondences and solver inliers.
+        gnss_mahalanobis: distance of the estimate from the GNSS prior.
+        prior: the prior used.
+    """
+
+    stamp_ns: int
+    T_map_base: SE2
+    cov_xyyaw: np.ndarray
+    T_patch_base: SE2
+    cov_xyyaw_patch: np.ndarray
+    T_odom_base: Optional[SE2]
+    lat_deg: float
+    lon_deg: float
+    n_confident: int
+    n_inliers: int
+    gnss_mahalanobis: float
+    prior: Prior
+
+
+@dataclass(eq=False)
+class StepResult:
+    """What :meth:`Localizer.step` returns: an estimate, or ``None`` with ``reason`` (one of
+    :data:`REASONS`) and a human ``detail``; ``timings_s`` per stage ('prior', 'tiles',
+    'matcher', 'solver', 'total'); the patch and correspondences when they were computed (for
+    the debug image)."""
+
+    estimate: Optional[Estimate]
+    reason: str = ""
+    detail: str = ""
+    timings_s: dict = field(default_factory=dict)
+    prior: Optional[Prior] = None
+    sat_rgb: Optional[np.ndarray] = None
+    georef: Any = None
+    correspondences: Optional[Correspondences] = None
+    inlier_mask: Optional[np.ndarray] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.estimate is not None
+
+
+class MatcherLike(Protocol):
+    def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad) -> Correspondences: ...
+
+
+class TileCacheLike(Protocol):
+    def patch(self, lat_deg: float, lon_deg: float, size_px: int, m_per_px: float): ...
+
+
+# ----------------------------------------------------------------------------------------------
+# Map frame
+# ----------------------------------------------------------------------------------------------
+class MapProjection:
+    """WGS84 <-> the map frame: ``'utm'`` = the UTM grid of the datum's zone, shifted so the
+    datum is the origin (navsat_transform's map), or ``'enu'`` = the local ENU tangent plane at
+    the datum. x east(-ish), y north(-ish), metres."""
+
+    def __init__(self, kind: str, datum_lat_deg: float, datum_lon_deg: float) -> None:
+        if kind not in ("utm", "enu"):
+            raise GeometryError(f"map projection must be 'utm' or 'enu', got {kind!r}")
+        self.kind = kind
+        self.datum_lat_deg = float(datum_lat_deg)
+        self.datum_lon_deg = float(datum_lon_deg)
+        if kind == "utm":
+            self._utm = UtmProjection(self.datum_lat_deg, self.datum_lon_deg)
+            e0, n0 = self._utm.forward(self.datum_lat_deg, self.datum_lon_deg)
+            self._origin = (float(e0), float(n0))
+        else:
+            self._enu = LocalEnu(self.datum_lat_deg, self.datum_lon_deg)
+
+    def forward(self, lat_deg: float, lon_deg: float) -> tuple[float, float]:
+        """WGS84 -> map (x_m, y_m)."""
+        if self.kind == "utm":
+            e, n = self._utm.forward(lat_deg, lon_deg)
+            return float(e) - self._origin[0], float(n) - self._origin[1]
+        e, n = self._enu.forward(lat_deg, lon_deg)
+        return float(e), float(n)
+
+    def inverse(self, x_m: float, y_m: float) -> tuple[float, float]:
+        """Map (x_m, y_m) -> WGS84 (lat_deg, lon_deg)."""
+        if self.kind == "utm":
+            lat, lon = self._utm.inverse(x_m + self._origin[0], y_m + self._origin[1])
+        else:
+            lat, lon = self._enu.inverse(x_m, y_m)
+        return float(lat), float(lon)
+
+    def convergence_rad(self, lat_deg: float, lon_deg: float) -> float:
+        """Angle, CCW positive, from the map's +y axis to true north at a point, so that
+        ``yaw_map_rad = yaw_true_enu_rad + convergence``."""
+        if self.kind == "utm":
+            return float(self._utm.convergence_rad(lat_deg, lon_deg))
+        x0, y0 = self.forward(lat_deg, lon_deg)
+        x1, y1 = self.forward(lat_deg + 1.0 / 111_320.0, lon_deg)
+        return math.atan2(-(x1 - x0), y1 - y0)
+
+
+def _jacobian_map_from_enu(proj: MapProjection, enu: LocalEnu, x_m: float, y_m: float) -> np.ndarray:
+    """(2, 2) d(map xy)/d(local ENU xy) at a point of a local ENU plane (central differences)."""
+    step_m = 1.0
+    cols = []
+    for dx, dy in ((step_m, 0.0), (0.0, step_m)):
+        lat_p, lon_p = enu.inverse(x_m + dx, y_m + dy)
+        lat_m, lon_m = enu.inverse(x_m - dx, y_m - dy)
+        xp, yp = proj.forward(float(lat_p), float(lon_p))
+        xm, ym = proj.forward(float(lat_m), float(lon_m))
+        cols.append([(xp - xm) / (2 * step_m), (yp - ym) / (2 * step_m)])
+    return np.array(cols).T
+
+
+def _floor_covariance(cov: np.ndarray, floor_xy_m2: float, floor_yaw_rad2: float) -> np.ndarray:
+    """Symmetrise; clamp the x-y block's eigenvalues and the yaw variance from below (both
+    only add a positive semi-definite matrix, so the result stays positive definite)."""
+    c = 0.5 * (cov + cov.T)
+    w, v = np.linalg.eigh(c[:2, :2])
+    delta = np.maximum(w, floor_xy_m2) - w
+    c[:2, :2] += (v * delta) @ v.T
+    c[2, 2] = max(c[2, 2], floor_yaw_rad2)
+    w3, v3 = np.linalg.eigh(c)
+    if w3.min() < 1e-6:
+        c = (v3 * np.maximum(w3, 1e-6)) @ v3.T
+    return 0.5 * (c + c.T)
+
+
+# ----------------------------------------------------------------------------------------------
+# Time-indexed buffers
+# ----------------------------------------------------------------------------------------------
+class _TimeBuffer:
+    """Samples sorted by ``stamp_ns``; keeps ``history_ns`` behind the newest one."""
+
+    def __init__(self, history_ns: int) -> None:
+        self.history_ns = history_ns
+        self.stamps: list[int] = []
+        self.items: list[Any] = []
+
+    def add(self, stamp_ns: int, item: Any) -> None:
+        i = bisect.bisect_right(self.stamps, stamp_ns)
+        if i > 0 and self.stamps[i - 1] == stamp_ns:
+            self.items[i - 1] = item
+        else:
+            self.stamps.insert(i, stamp_ns)
+            self.items.insert(i, item)
+        cut = bisect.bisect_left(self.stamps, self.stamps[-1] - self.history_ns)
+        if cut:
+            del self.stamps[:cut]
+            del self.items[:cut]
+
+    def around(self, stamp_ns: int) -> tuple[Optional[int], Optional[int]]:
+        """Indices of the last sample at/before and the first sample after ``stamp_ns``."""
+        i = bisect.bisect_right(self.stamps, stamp_ns)
+        before = i - 1 if i > 0 else None
+        after = i if i < len(self.stamps) else None
+        return before, after
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+
+def _interp_se2(a: SE2, b: SE2, f: float) -> SE2:
+    return SE2(a.x_m + f * (b.x_m - a.x_m), a.y_m + f * (b.y_m - a.y_m),
+               a.yaw_rad + f * wrap_angle_rad(b.yaw_rad - a.yaw_rad))
+
+
+# ----------------------------------------------------------------------------------------------
+# The localizer
+# ----------------------------------------------------------------------------------------------
+class Localizer:
+    """Per-frame cross-view localization (see the module docstring).
+
+    Args:
+        config: :class:`LocalizerConfig`.
+        matcher: an object with ``match(...) -> Correspondences`` (see step 3), or None when
+            no matcher could be loaded (then every step is rejected ``matcher_failed``).
+        tile_cache: an object with ``patch(lat_deg, lon_deg, size_px, m_per_px) -> (rgb, georef)``.
+        procrustes_config: solver settings (default :class:`procrustes.ProcrustesConfig`).
+    """
+
+    def __init__(self, config: LocalizerConfig, matcher: Optional[MatcherLike], tile_cache: TileCacheLike,
+                 procrustes_config: Optional[procrustes.ProcrustesConfig] = None) -> None:
+        self.config = config
+        self.matcher = matcher
+        self.tile_cache = tile_cache
+        self.procrustes_config = procrustes_config or procrustes.ProcrustesConfig()
+        history_ns = int(config.history_s * NS_PER_S)
+        self._lock = threading.Lock()
+        self._fixes = _TimeBuffer(history_ns)
+        self._odom = _TimeBuffer(history_ns)
+        self._projection: Optional[MapProjection] = None
+        if config.has_datum:
+            self._projection = MapProjection(config.map_projection, config.datum_lat_deg, config.datum_lon_deg)
+        self._last: Optional[Estimate] = None
+
+    # -- inputs ----------------------------------------------------------------------------------
+    @property
+    def projection(self) -> Optional[MapProjection]:
+        """The map projection, or None until the datum is known (first fix)."""
+        return self._projection
+
+    @property
+    def last_estimate(self) -> Optional[Estimate]:
+        return self._last
+
+    def add_fix(self, fix: FixSample) -> None:
+        """Store a valid fix; the first one sets the datum when none is configured."""
+        if not isinstance(fix, FixSample):
+            raise GeometryError(f"add_fix expects a FixSample, got {type(fix).__name__}")
+        with self._lock:
+            if self._projection is None:
+                self._projection = MapProjection(self.config.map_projection, fix.lat_deg, fix.lon_deg)
+            x_m, y_m = self._projection.forward(fix.lat_deg, fix.lon_deg)
+            self._fixes.add(fix.stamp_ns, (fix, x_m, y_m))
+
+    def add_odom(self, odom: OdomSample) -> None:
+        if not isinstance(odom, OdomSample):
+            raise GeometryError(f"add_odom expects an OdomSample, got {type(odom).__name__}")
+        with self._lock:
+            self._odom.add(odom.stamp_ns, odom.T_odom_base)
+
+    def latest_odom_stamp_ns(self) -> Optional[int]:
+        """Stamp of the newest odometry sample, or None."""
+        with self._lock:
+            return self._odom.stamps[-1] if len(self._odom) else None
+
+    def odom_at(self, stamp_ns: int) -> Optional[SE2]:
+        """``T_odom_base`` at a stamp: interpolated, or extrapolated at constant velocity from
+        the nearest samples up to ``odom_max_gap_s`` away; None otherwise."""
+        with self._lock:
+            return self._odom_at_locked(stamp_ns)
+
+    def _odom_at_locked(self, stamp_ns: int) -> Optional[SE2]:
+        if not len(self._odom):
+            return None
+        i0, i1 = self._odom.around(stamp_ns)
+        st, it = self._odom.stamps, self._odom.items
+        if i0 is not None and st[i0] == stamp_ns:
+            return it[i0]
+        if i0 is not None and i1 is not None:
+            return _interp_se2(it[i0], it[i1], (stamp_ns - st[i0]) / (st[i1] - st[i0]))
+        gap_ns = self.config.odom_max_gap_s * NS_PER_S
+        j = i0 if i0 is not None else i1
+        if abs(stamp_ns - st[j]) > gap_ns:
+            return None
+        # Constant-velocity extrapolation from the two samples nearest the end.
+        k = j - 1 if i0 is not None else j + 1
+        if 0 <= k < len(st) and st[k] != st[j]:
+            return _interp_se2(it[k], it[j], (stamp_ns - st[k]) / (st[j] - st[k]))
+        return it[j]
+
+    # -- prior -------------------------------------------------------------------------------------
+    def _fix_cov_map(self, fix: FixSample, gamma_rad: float) -> np.ndarray:
+        if fix.cov_en_m2 is None:
+            return np.eye(2) * self.config.fix_default_std_m**2
+        c, s = math.cos(gamma_rad), math.sin(gamma_rad)
+        r = np.array([[c, -s], [s, c]])
+        return r @ fix.cov_en_m2 @ r.T
+
+    def _predicted_locked(self, stamp_ns: int) -> Optional[tuple[SE2, float, float, bool]]:
+        """The previous estimate propagated to ``stamp_ns``: (T_map_base, allowed position error
+        m, allowed yaw error rad, used_odometry), or None when there is no recent one."""
+        last = self._last
+        cfg = self.config
+        if last is None:
+            return None
+        dt_s = abs(stamp_ns - last.stamp_ns) / NS_PER_S
+        if dt_s > cfg.jump_gate_max_age_s:
+            return None
+        odom_now = self._odom_at_locked(stamp_ns)
+        if last.T_odom_base is not None and odom_now is not None:
+            delta = last.T_odom_base.inverse() @ odom_now
+            return last.T_map_base @ delta, cfg.max_jump_m, cfg.max_yaw_jump_rad, True
+        return (last.T_map_base, cfg.max_jump_m + cfg.max_speed_mps * dt_s,
+                cfg.max_yaw_jump_rad + cfg.max_yaw_rate_radps * dt_s, False)
+
+    def _prior_locked(self, stamp_ns: int) -> Prior:
+        cfg = self.config
+        proj = self._projection
+        if not len(self._fixes) or proj is None:
+            raise LocalizationRejected("no_fix", "no valid GNSS fix received yet")
+        st, it = self._fixes.stamps, self._fixes.items
+        i0, i1 = self._fixes.around(stamp_ns)
+        max_age_ns = cfg.fix_max_age_s * NS_PER_S
+        if i0 is not None and i1 is not None:
+            (f0, x0, y0), (f1, x1, y1) = it[i0], it[i1]
+            if st[i1] - st[i0] > 2 * max_age_ns:
+                # A hole in the fixes: use the nearer one if it is recent enough.
+                j = i0 if stamp_ns - st[i0] <= st[i1] - stamp_ns else i1
+                fix, x_m, y_m = it[j]
+                age_s = abs(stamp_ns - st[j]) / NS_PER_S
+                source = "nearest"
+            else:
+                f = (stamp_ns - st[i0]) / (st[i1] - st[i0])
+                x_m, y_m = x0 + f * (x1 - x0), y0 + f * (y1 - y0)
+                fix = f0 if f < 0.5 else f1
+                age_s = min(stamp_ns - st[i0], st[i1] - stamp_ns) / NS_PER_S
+                source = "interpolated"
+        elif i0 is not None:
+            fix, x_m, y_m = it[i0]
+            age_s = (stamp_ns - st[i0]) / NS_PER_S
+            source = "nearest"
+            if age_s > 0:
+                moved = self._propagate_locked(i0, stamp_ns)
+                if moved is not None:
+                    x_m, y_m, source = x_m + moved[0], y_m + moved[1], moved[2]
+        else:
+            fix, x_m, y_m = it[i1]
+            age_s = (st[i1] - stamp_ns) / NS_PER_S
+            source = "nearest"
+        if age_s > cfg.fix_max_age_s:
+            raise LocalizationRejected("stale_fix", f"nearest fix is {age_s:.2f} s from the image stamp "
+                                       f"(fix_max_age_s = {cfg.fix_max_age_s})")
+        lat, lon = proj.inverse(x_m, y_m)
+        gamma = proj.convergence_rad(lat, lon)
+        cov = self._fix_cov_map(fix, gamma)
+        yaw = self._prior_yaw_locked(stamp_ns)
+        return Prior(stamp_ns, x_m, y_m, lat, lon, cov, yaw, age_s, source)
+
+    def _propagate_locked(self, i_fix: int, stamp_ns: int) -> Optional[tuple[float, float, str]]:
+        """Motion (dx_m, dy_m in the map) from fix ``i_fix``'s stamp to ``stamp_ns``."""
+        st, it = self._fixes.stamps, self._fixes.items
+        t_fix = st[i_fix]
+        last = self._last
+        o_fix, o_now = self._odom_at_locked(t_fix), self._odom_at_locked(stamp_ns)
+        if o_fix is not None and o_now is not None and last is not None and last.T_odom_base is not None:
+            T_map_odom = last.T_map_base @ last.T_odom_base.inverse()
+            d = T_map_odom.rotation_matrix() @ (o_now.translation_m - o_fix.translation_m)
+            return float(d[0]), float(d[1]), "odometry"
+        if i_fix >= 1:
+            dt_ns = st[i_fix] - st[i_fix - 1]
+            if 0 < dt_ns <= self.config.fix_max_age_s * NS_PER_S:
+                (_, xa, ya), (_, xb, yb) = it[i_fix - 1], it[i_fix]
+                f = (stamp_ns - t_fix) / dt_ns
+                return f * (xb - xa), f * (yb - ya), "velocity"
+        return None
+
+    def _prior_yaw_locked(self, stamp_ns: int) -> Optional[float]:
+        pred = self._predicted_locked(stamp_ns)
+        if pred is not None:
+            return pred[0].yaw_rad
+        st, it = self._fixes.stamps, self._fixes.items
+        i0, i1 = self._fixes.around(stamp_ns)
+        b = i1 if i1 is not None and i0 is not None else (i0 if i0 is not None else i1)
+        if b is None:
+            return None
+        _, xb, yb = it[b]
+        window_ns = self.config.course_max_window_s * NS_PER_S
+        for a in range(b - 1, -1, -1):
+            if st[b] - st[a] > window_ns:
+                break
+            _, xa, ya = it[a]
+            if math.hypot(xb - xa, yb - ya) >= self.config.course_min_baseline_m:
+                return math.atan2(yb - ya, xb - xa)
+        return None
+
+    # -- the step ----------------------------------------------------------------------------------
+    def step(self, frame: Frame) -> StepResult:
+        """Localize one frame; see the module docstring. Never raises for bad sensor data or
+        a failing tile source/matcher: those become a rejected :class:`StepResult`."""
+        timings: dict[str, float] = {}
+        t_start = time.perf_counter()
+        result = StepResult(estimate=None, timings_s=timings)
+        try:
+            self._step(frame, result, timings)
+        except LocalizationRejected as rej:
+            result.estimate = None
+            result.reason, result.detail = rej.reason, rej.detail
+        timings["total"] = time.perf_counter() - t_start
+        return result
+
+    def _step(self, frame: Frame, result: StepResult, timings: dict) -> None:
+        cfg = self.config
+        t0 = time.perf_counter()
+        with self._lock:
+            prior = self._prior_locked(frame.stamp_ns)
+            pred = self._predicted_locked(frame.stamp_ns)
+            odom_now = self._odom_at_locked(frame.stamp_ns)
+            proj = self._projection
+        result.prior = prior
+        if pred is not None:
+            sigma_m = math.sqrt(float(np.linalg.eigvalsh(prior.cov_xy_m2).max()))
+            jump_m = math.hypot(prior.x_m - pred[0].x_m, prior.y_m - pred[0].y_m)
+            if jump_m > pred[1] + 3.0 * sigma_m:
+                raise LocalizationRejected("fix_jump", f"GNSS prior is {jump_m:.1f} m from the previous estimate "
+                                          f"propagated to the image stamp (allowed {pred[1] + 3 * sigma_m:.1f} m)")
+        timings["prior"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        try:
+            sat_rgb, georef = self.tile_cache.patch(prior.lat_deg, prior.lon_deg, cfg.patch_size_px,
+                                                    cfg.patch_m_per_px)
+        except TileError as exc:
+            raise LocalizationRejected("tiles_unavailable", str(exc)) from exc
+        timings["tiles"] = time.perf_counter() - t0
+        result.sat_rgb, result.georef = sat_rgb, georef
+
+        if self.matcher is None:
+            raise LocalizationRejected("matcher_failed", "matcher unavailable")
+        gamma_prior = proj.convergence_rad(georef.center_lat_deg, georef.center_lon_deg)
+        prior_yaw_true = None if prior.yaw_map_rad is None else wrap_angle_rad(prior.yaw_map_rad - gamma_prior)
+        if prior_yaw_true is None:
+            n_hyp = cfg.unknown_yaw_hypotheses
+            yaws = [wrap_angle_rad(2.0 * math.pi * k / n_hyp) for k in range(n_hyp)]
+        else:
+            yaws = [prior_yaw_true]
+        best = None
+        first_reject: Optional[LocalizationRejected] = None
+        for yaw in yaws:
+            try:
+                cand = self._match_and_solve(frame, sat_rgb, georef, yaw, timings)
+            except LocalizationRejected as rej:
+                first_reject = first_reject or rej
+                continue
+            if best is None or cand[3] > best[3]:
+                best = cand
+        if best is None:
+            raise first_reject
+        corr, inlier_mask, sol, _score = best
+        result.correspondences, result.inlier_mask = corr, inlier_mask
+        n_confident = int(np.count_nonzero(corr.weight >= cfg.min_weight))
+        t0 = time.perf_counter()
+        T_patch_base = sol.T_patch_base
+        T_map_base, cov_map, lat, lon = self._to_map(proj, georef, T_patch_base, sol.cov_xyyaw)
+        timings["solver"] += time.perf_counter() - t0
+
+        d = np.array([T_map_base.x_m - prior.x_m, T_map_base.y_m - prior.y_m])
+        s = cov_map[:2, :2] + prior.cov_xy_m2
+        maha = float(math.sqrt(max(float(d @ np.linalg.solve(s, d)), 0.0)))
+        if maha > cfg.max_gnss_mahalanobis:
+            raise LocalizationRejected("gnss_inconsistent", f"estimate is {np.hypot(*d):.1f} m from the GNSS prior, "
+                                               f"Mahalanobis {maha:.2f} > {cfg.max_gnss_mahalanobis}")
+        if pred is not None:
+            T_pred = pred[0]
+            dpos = math.hypot(T_map_base.x_m - T_pred.x_m, T_map_base.y_m - T_pred.y_m)
+            dyaw = abs(wrap_angle_rad(T_map_base.yaw_rad - T_pred.yaw_rad))
+            if dpos > pred[1] or dyaw > pred[2]:
+                via = "odometry" if pred[3] else "motion limits"
+                raise LocalizationRejected("odometry_contradiction",
+                              f"estimate differs from the previous one propagated by {via} by {dpos:.2f} m, "
+                              f"{math.degrees(dyaw):.1f} deg (allowed {pred[1]:.2f} m, "
+                              f"{math.degrees(pred[2]):.1f} deg)")
+        est = Estimate(
+            stamp_ns=frame.stamp_ns, T_map_base=T_map_base, cov_xyyaw=cov_map, T_patch_base=T_patch_base,
+            cov_xyyaw_patch=sol.cov_xyyaw, T_odom_base=odom_now, lat_deg=lat, lon_deg=lon,
+            n_confident=n_confident, n_inliers=sol.n_inliers, gnss_mahalanobis=maha, prior=prior)
+        with self._lock:
+            if self._last is None or est.stamp_ns >= self._last.stamp_ns:
+                self._last = est
+        result.estimate = est
+
+    def _match_and_solve(self, frame: Frame, sat_rgb: np.ndarray, georef: Any, prior_yaw_true: float,
+                         timings: dict) -> tuple[Correspondences, np.ndarray, Any, float]:
+        """Matcher + Procrustes for one prior yaw: (correspondences, inlier mask over them,
+        solver result, support = summed weight of the inliers). Stage times accumulate."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        try:
+            corr = self.matcher.match(frame.image_rgb, frame.camera, frame.T_base_camera, sat_rgb, georef,
+                                      prior_yaw_true)
+        except XViewError as exc:
+            raise LocalizationRejected("matcher_failed", f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            timings["matcher"] = timings.get("matcher", 0.0) + time.perf_counter() - t0
+        if not isinstance(corr, Correspondences):
+            raise LocalizationRejected("matcher_failed", f"matcher returned {type(corr).__name__}, not Correspondences")
+        t0 = time.perf_counter()
+        try:
+            confident = corr.weight >= cfg.min_weight
+            n_confident = int(np.count_nonzero(confident))
+            if n_confident < cfg.min_confident_matches:
+                raise LocalizationRejected("too_few_matches", f"{n_confident} confident matches (weight >= "
+                                                              f"{cfg.min_weight}), need {cfg.min_confident_matches}")
+            try:
+                sol = procrustes.solve(corr.select(confident), self.procrustes_config)
+            except DegenerateInputError as exc:
+                raise LocalizationRejected("solver_degenerate", str(exc)) from exc
+            if sol.n_inliers < cfg.min_confident_matches:
+                raise LocalizationRejected("too_few_matches", f"{sol.n_inliers} inliers after robust fitting, "
+                                                              f"need {cfg.min_confident_matches}")
+            inlier_mask = np.zeros(len(corr), dtype=bool)
+            idx = np.flatnonzero(confident)[sol.inlier_mask]
+            inlier_mask[idx] = True
+            return corr, inlier_mask, sol, float(corr.weight[idx].sum())
+        finally:
+            timings["solver"] = timings.get("solver", 0.0) + time.perf_counter() - t0
+
+    def _to_map(self, proj: MapProjection, georef: Any, T_patch_base: SE2,
+                cov_patch: np.ndarray) -> tuple[SE2, np.ndarray, float, float]:
+        """Patch frame (true-north ENU about the patch centre) -> map frame, with covariance."""
+        enu = LocalEnu(georef.center_lat_deg, georef.center_lon_deg)
+        lat, lon = enu.inverse(T_patch_base.x_m, T_patch_base.y_m)
+        lat, lon = float(lat), float(lon)
+        x_m, y_m = proj.forward(lat, lon)
+        yaw_map = T_patch_base.yaw_rad + proj.convergence_rad(lat, lon)
+        J = np.eye(3)
+        J[:2, :2] = _jacobian_map_from_enu(proj, enu, T_patch_base.x_m, T_patch_base.y_m)
+        cov = self.config.cov_inflation * (J @ np.asarray(cov_patch, float) @ J.T)
+        cov = _floor_covariance(cov, self.config.cov_floor_xy_m2, self.config.cov_floor_yaw_rad2)
+        return SE2(x_m, y_m, yaw_map), cov, lat, lon
+
+
