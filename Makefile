@@ -46,3 +46,7 @@ lint: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+.PHONY: demo
+demo: setup
+	$(BIN)/python scripts/demo.py

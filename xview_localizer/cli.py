@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xview_localizer.sim.cli",
     "xview_localizer.train.cli",
     "xview_localizer.tiles.cli",
+    "xview_localizer.replay_cli",
 )
 
 

@@ -1,0 +1,409 @@
+"""``xview-localizer replay`` and the report on small synthetic rosbags (real rosbag2 files in
+mcap and sqlite3, real tiles over file:// and HTTP on 127.0.0.1).
+
+The matcher is a TEST DOUBLE (:class:`TruthLookupMatcher`): it recognises each camera image by
+its pixels, looks up the bag's ground-truth pose of that frame and returns correspondences
+from it with Gaussian noise and outliers (``localizer_doubles.NoisyTruthMatcher``). It
+exercises the replay, the core, the metrics and the report; it says nothing about a trained
+matcher. The errors in the report are checked against errors recomputed here from the bag's
+ground-truth topic and the estimates written to the output bag.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from localizer_doubles import NoisyTruthMatcher
+
+from xview_localizer.geo import LocalEnu
+from xview_localizer.replay_cli import main as replay_main
+
+NS = 1_000_000_000
+GT_TOPIC = "/ground_truth/pose"
+PARAMS = ["-p", "patch_size_px=128", "-p", "patch_m_per_px=0.5"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The test double
+# ----------------------------------------------------------------------------------------------
+_TRUTH_BAG: dict = {"path": None}
+
+
+def _read_bag(path: Path, topics: set[str] | None = None):
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_KILTED)) as r:
+        conns = [c for c in r.connections if topics is None or c.topic in topics]
+        for c, t, raw in r.messages(connections=conns):
+            yield c.topic, c.msgtype, t, raw, r.deserialize(raw, c.msgtype)
+
+
+def _stamp(msg) -> int:
+    return int(msg.header.stamp.sec) * NS + int(msg.header.stamp.nanosec)
+
+
+def _yaw(q) -> float:
+    return math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+
+
+def _gt_of(path: Path) -> dict[int, tuple[float, float, float]]:
+    return {_stamp(m): (m.pose.position.x, m.pose.position.y, _yaw(m.pose.orientation))
+            for _, _, _, _, m in _read_bag(path, {GT_TOPIC})}
+
+
+class TruthLookupMatcher:
+    """TEST DOUBLE: image pixels -> the frame's ground truth -> noisy correspondences."""
+
+    def __init__(self, bag: Path, truth_bag: Path) -> None:
+        from xview_localizer.ros import conversions as conv
+        from xview_localizer.sim.bag import read_sidecar
+
+        side = read_sidecar(truth_bag)
+        enu = LocalEnu(side["datum"]["lat_deg"], side["datum"]["lon_deg"])
+        gt = _gt_of(truth_bag)
+        self.by_hash: dict[str, tuple[float, float, float]] = {}
+        for _, msgtype, _, _, m in _read_bag(bag, {"/camera/image_raw", "/camera/image_raw/compressed"}):
+            rgb = conv.compressed_to_rgb8(m) if msgtype.endswith("CompressedImage") else conv.image_to_rgb8(m)
+            x, y, yaw = gt[_stamp(m)]
+            lat, lon = enu.inverse(x, y)
+            self.by_hash[hashlib.sha1(rgb.tobytes()).hexdigest()] = (float(lat), float(lon), yaw)
+        self.inner = NoisyTruthMatcher(seed=5, n_points=150, noise_m=0.3, outlier_fraction=0.2, extent_m=20.0)
+
+    def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad):
+        self.inner.truth = self.by_hash[hashlib.sha1(np.ascontiguousarray(ground_rgb).tobytes()).hexdigest()]
+        return self.inner.match(ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad)
+
+
+def make_truth_matcher(checkpoint_path: str, device: str) -> TruthLookupMatcher:
+    """``--matcher-factory test_replay:make_truth_matcher`` (the bag comes from the test)."""
+    bag, truth = _TRUTH_BAG["path"], _TRUTH_BAG.get("truth") or _TRUTH_BAG["path"]
+    return TruthLookupMatcher(bag, truth)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bags
+# ----------------------------------------------------------------------------------------------
+def _copy_bag(src: Path, dst: Path, storage: str = "mcap", drop: tuple[str, ...] = ()) -> Path:
+    """Rewrite a bag (another storage, topics dropped); keeps sim.yaml."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_KILTED)
+    w = Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
+    w.open()
+    conns = {}
+    try:
+        for topic, msgtype, t, raw, _ in _read_bag(src):
+            if topic in drop:
+                continue
+            if topic not in conns:
+                conns[topic] = w.add_connection(topic, msgtype, typestore=ts)
+            w.write(conns[topic], t, bytes(raw))
+    finally:
+        w.close()
+    shutil.copy(src / "sim.yaml", dst / "sim.yaml")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory):
+    from xview_localizer.sim.aerial import write_tile_pyramid
+    from xview_localizer.sim.bag import BagConfig, record_drive
+    from xview_localizer.sim.drive import DriveConfig, GnssConfig, OdomConfig
+    from xview_localizer.sim.world import WorldConfig, generate_world
+
+    root = tmp_path_factory.mktemp("replay")
+    world = generate_world(WorldConfig(seed=3, size_m=300.0))
+    world.save(root / "world")
+    write_tile_pyramid(world, root / "world" / "tiles", zoom_max=18, zoom_min=18, mbtiles=False)
+    mcap = record_drive(root / "world", root / "drive_mcap", drive_config=DriveConfig(seconds=5.0, seed=2),
+                        gnss_config=GnssConfig(seed=2, nofix_rate_per_min=0.0, outlier_probability=0.0),
+                        odom_config=OdomConfig(seed=2), bag_config=BagConfig(compressed=True),
+                        width_px=96, height_px=32, world=world, progress=False)
+    return {
+        "root": root,
+        "world": root / "world",
+        "mcap": mcap,
+        "sqlite3": _copy_bag(mcap, root / "drive_sqlite3", "sqlite3", drop=("/camera/image_raw/compressed",)),
+        "compressed": _copy_bag(mcap, root / "drive_compressed", "mcap", drop=("/camera/image_raw",)),
+        "no_gt": _copy_bag(mcap, root / "drive_no_gt", "mcap", drop=(GT_TOPIC,)),
+    }
+
+
+def _replay(bag: Path, out: Path, *extra: str, truth: Path | None = None) -> int:
+    _TRUTH_BAG["path"], _TRUTH_BAG["truth"] = bag, truth
+    return replay_main([str(bag), "--out", str(out), "--matcher-factory", "test_replay:make_truth_matcher",
+                        "--no-progress", *PARAMS, *extra])
+
+
+@pytest.fixture(autouse=True)
+def _tile_cache_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("XVIEW_TILE_CACHE", str(tmp_path / "tile_cache"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks
+# ----------------------------------------------------------------------------------------------
+def _estimates_from_output(out: Path) -> dict[int, tuple[float, float, float, np.ndarray]]:
+    res = {}
+    for _, _, _, _, m in _read_bag(out / "poses", {"/xview/pose"}):
+        p = m.pose.pose
+        c = np.asarray(m.pose.covariance).reshape(6, 6)
+        res[_stamp(m)] = (p.position.x, p.position.y, _yaw(p.orientation), c)
+    return res
+
+
+def _check_png(path: Path, min_side: int = 200) -> None:
+    assert path.is_file() and path.stat().st_size > 1000, path
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert img is not None, f"{path} does not decode"
+    assert min(img.shape[:2]) >= min_side, img.shape
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 10, f"{path} is (nearly) one colour"
+
+
+def _check_recomputed_errors(bag: Path, out: Path) -> dict:
+    report = json.loads((out / "report.json").read_text())
+    gt = _gt_of(bag)
+    est = _estimates_from_output(out)
+    assert est, "no estimates in the output bag"
+    xy, yaw = [], []
+    for s, (x, y, th, c) in est.items():
+        gx, gy, gth = gt[s]
+        xy.append(math.hypot(x - gx, y - gy))
+        yaw.append(abs(math.degrees((th - gth + math.pi) % (2 * math.pi) - math.pi)))
+        assert np.allclose(c, c.T) and np.linalg.eigvalsh(c).min() > 0
+    m = report["metrics"]["xview"]
+    assert m["n_samples"] == len(est)
+    assert m["xy_err_mean_m"] == pytest.approx(float(np.mean(xy)), abs=1e-6)
+    assert m["xy_err_median_m"] == pytest.approx(float(np.median(xy)), abs=1e-6)
+    assert m["yaw_err_mean_deg"] == pytest.approx(float(np.mean(yaw)), abs=1e-4)
+    assert m["xy_recall_1m"] == pytest.approx(float(np.mean(np.array(xy) <= 1.0)))
+    with (out / "frames.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == report["frames"]["total"]
+    for r in rows:
+        s = int(r["stamp_ns"])
+        if r["accepted"] == "1":
+            x, y, th, _ = est[s]
+            gx, gy, gth = gt[s]
+            assert float(r["err_xy_m"]) == pytest.approx(math.hypot(x - gx, y - gy), abs=1e-3)
+            lon = (x - gx) * math.cos(gth) + (y - gy) * math.sin(gth)
+            lat = -(x - gx) * math.sin(gth) + (y - gy) * math.cos(gth)
+            assert float(r["err_lateral_m"]) == pytest.approx(lat, abs=1e-3)
+            assert float(r["err_longitudinal_m"]) == pytest.approx(lon, abs=1e-3)
+        else:
+            assert r["reason"] and s not in est
+    return report
+
+
+def _check_report_files(out: Path, with_gt: bool = True) -> None:
+    names = ["trajectory.png", "latency_cdf.png"] + (["errors_time.png", "error_cdf.png"] if with_gt
+                                                     else ["covariance_time.png"])
+    page = (out / "index.html").read_text()
+    for n in names:
+        _check_png(out / n)
+        assert f"src='{n}'" in page
+    for n in ("report.json", "frames.csv", "xview.tum", "gnss.tum"):
+        assert (out / n).is_file()
+
+
+# ----------------------------------------------------------------------------------------------
+# Tests
+# ----------------------------------------------------------------------------------------------
+def test_replay_mcap_reproduces_independent_errors(bags, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert _replay(bags["mcap"], out) == 0
+    printed = capsys.readouterr().out
+    assert "GNSS-only" in printed and "index.html" in printed
+    report = _check_recomputed_errors(bags["mcap"], out)
+    _check_report_files(out)
+    # The double's noise is 0.3 m: xview is far better than the GNSS (3 m bias sigma) here.
+    assert report["availability"] > 0.6
+    assert report["metrics"]["xview"]["xy_err_median_m"] < 1.0
+    assert report["metrics"]["gnss_same_frames"]["n_samples"] == report["metrics"]["xview"]["n_samples"]
+    assert report["latency"]["p50_ms"] > 0
+    assert report["nees"]["position_2dof"]["n"] == report["metrics"]["xview"]["n_samples"]
+    assert report["meta"]["topics"]["image"] == "/camera/image_raw"
+    assert report["meta"]["extrinsics_source"] == "tf_static"
+    print(json.dumps({k: report[k] for k in ("availability", "rejected_by_reason", "latency")}, indent=1))
+
+
+def test_replay_sqlite3_bag_gives_the_same_result(bags, tmp_path):
+    out_m, out_s = tmp_path / "m", tmp_path / "s"
+    assert _replay(bags["mcap"], out_m, truth=bags["mcap"]) == 0
+    assert _replay(bags["sqlite3"], out_s, truth=bags["mcap"]) == 0
+    _check_recomputed_errors(bags["sqlite3"], out_s)
+    a = json.loads((out_m / "report.json").read_text())
+    b = json.loads((out_s / "report.json").read_text())
+    assert a["metrics"] == b["metrics"] and a["rejected_by_reason"] == b["rejected_by_reason"]
+
+
+def test_replay_compressed_only_bag(bags, tmp_path):
+    out = tmp_path / "report"
+    assert _replay(bags["compressed"], out, truth=bags["mcap"]) == 0
+    report = _check_recomputed_errors(bags["compressed"], out)
+    assert report["meta"]["topics"]["image"] == "/camera/image_raw/compressed"
+    assert report["availability"] > 0.6
+
+
+def test_replay_without_ground_truth(bags, tmp_path):
+    out = tmp_path / "report"
+    assert _replay(bags["no_gt"], out, truth=bags["mcap"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["has_ground_truth"] is False and report["metrics"] is None
+    assert 0.6 < report["availability"] <= 1.0
+    assert report["latency"]["p90_ms"] > 0
+    assert report["covariance"]["sigma_xy_m"]["n"] == report["frames"]["accepted"]
+    assert report["covariance"]["sigma_xy_m"]["median"] > 0
+    _check_report_files(out, with_gt=False)
+
+
+def test_replay_over_http_tiles_and_explicit_topics(bags, tmp_path):
+    from xview_localizer.sim.serve import serve_world_tiles
+
+    server = serve_world_tiles(bags["world"])
+    try:
+        out = tmp_path / "report"
+        rc = _replay(bags["mcap"], out, "--tiles", server.url_template(), "--image-topic", "/camera/image_raw",
+                     "--fix-topic", "/gnss/fix", "--gt-topic", GT_TOPIC, "--odom-topic", "none",
+                     "--camera-info-topic", "/camera/camera_info", "--max-frames", "20")
+        assert rc == 0
+        assert server.count() > 0
+    finally:
+        server.shutdown()
+    report = _check_recomputed_errors(bags["mcap"], out)
+    assert report["frames"]["total"] == 20
+    assert report["meta"]["topics"]["odom"] is None
+
+
+def test_missing_topic_lists_what_the_bag_has(bags, tmp_path, capsys):
+    rc = _replay(bags["mcap"], tmp_path / "r", "--image-topic", "/front/image")
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "/front/image" in err and "/camera/image_raw (sensor_msgs/msg/Image)" in err and "/gnss/fix" in err
+
+
+def test_dead_tile_source_fails_clearly(bags, tmp_path, free_port, capsys):
+    rc = _replay(bags["mcap"], tmp_path / "r", "--tiles", f"http://127.0.0.1:{free_port}/{{z}}/{{x}}/{{y}}.png")
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "does not answer" in err and f"127.0.0.1:{free_port}" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_checkpoint_fails_clearly(bags, tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    rc = replay_main([str(bags["mcap"]), "--out", str(tmp_path / "r"), "--checkpoint", str(bad), "--no-progress",
+                      "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 1 and str(bad) in err and "load" in err
+
+
+def test_existing_output_needs_force(bags, tmp_path, capsys):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "old.txt").write_text("x")
+    assert _replay(bags["mcap"], out, "--max-frames", "5") == 1
+    assert "exists" in capsys.readouterr().err and (out / "old.txt").exists()
+    assert _replay(bags["mcap"], out, "--max-frames", "5", "--force") == 0
+    assert not (out / "old.txt").exists() and (out / "report.json").exists()
+
+
+def test_report_from_recorded_pose_topic(bags, tmp_path):
+    """The demo path: estimates from a recorded PoseWithCovarianceStamped topic."""
+    from xview_localizer.report import EvalData, Track, frames_from_pose_bag, write_report
+
+    out = tmp_path / "replayed"
+    assert _replay(bags["mcap"], out) == 0
+    stamps = sorted(_gt_of(bags["mcap"]))
+    frames = frames_from_pose_bag(out / "poses", "/xview/pose", stamps)
+    gt = _gt_of(bags["mcap"])
+    first = json.loads((out / "report.json").read_text())
+    gnss_rows = []
+    for _, _, _, _, m in _read_bag(bags["mcap"], {"/gnss/fix"}):
+        if m.status.status >= 0:
+            e, n = LocalEnu(first["map_frame"]["datum_lat_deg"], first["map_frame"]["datum_lon_deg"]).forward(
+                m.latitude, m.longitude)
+            gnss_rows.append((_stamp(m), float(e), float(n), float("nan")))
+    data = EvalData(frames=frames, gnss=Track.from_rows(gnss_rows),
+                    gt=Track.from_rows([(s, *v) for s, v in gt.items()]), map_projection="enu",
+                    datum_lat_deg=first["map_frame"]["datum_lat_deg"], datum_lon_deg=first["map_frame"]["datum_lon_deg"],
+                    meta={"estimates": "recorded pose topic"}, course_min_baseline_m=10.0)
+    second = write_report(data, tmp_path / "recorded")
+    assert second["metrics"]["xview"] == pytest.approx(first["metrics"]["xview"], abs=1e-6)
+    assert second["metrics"]["gnss_same_frames"] == pytest.approx(first["metrics"]["gnss_same_frames"], abs=1e-6)
+    assert set(second["rejected_by_reason"]) <= {"not_published"}
+    assert second["frames"]["accepted"] == first["frames"]["accepted"]
+
+
+def _bag_with_converted_gt(src: Path, dst: Path, kind: str) -> Path:
+    """``src`` with its PoseStamped ground truth rewritten as nav_msgs/Odometry
+    (``/ground_truth/odom``) or as an RTK NavSatFix (``/rtk/fix``, WGS84 of the same points)."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from xview_localizer.sim.bag import read_sidecar
+
+    side = read_sidecar(src)
+    enu = LocalEnu(side["datum"]["lat_deg"], side["datum"]["lon_deg"])
+    ts = get_typestore(Stores.ROS2_KILTED)
+    T = ts.types
+    w = Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP)
+    w.open()
+    conns = {}
+    try:
+        for topic, msgtype, t, raw, m in _read_bag(src):
+            if topic == GT_TOPIC:
+                if kind == "odometry":
+                    topic, msgtype = "/ground_truth/odom", "nav_msgs/msg/Odometry"
+                    msg = T[msgtype](header=m.header, child_frame_id="base_link",
+                                     pose=T["geometry_msgs/msg/PoseWithCovariance"](pose=m.pose,
+                                                                                   covariance=np.zeros(36)),
+                                     twist=T["geometry_msgs/msg/TwistWithCovariance"](
+                                         twist=T["geometry_msgs/msg/Twist"](
+                                             linear=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0),
+                                             angular=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0)),
+                                         covariance=np.zeros(36)))
+                else:
+                    topic, msgtype = "/rtk/fix", "sensor_msgs/msg/NavSatFix"
+                    lat, lon = enu.inverse(m.pose.position.x, m.pose.position.y)
+                    msg = T[msgtype](header=m.header, status=T["sensor_msgs/msg/NavSatStatus"](status=2, service=1),
+                                     latitude=float(lat), longitude=float(lon), altitude=0.0,
+                                     position_covariance=np.full(9, 0.0), position_covariance_type=0)
+                raw = ts.serialize_cdr(msg, msgtype)
+            if topic not in conns:
+                conns[topic] = w.add_connection(topic, msgtype, typestore=ts)
+            w.write(conns[topic], t, bytes(raw))
+    finally:
+        w.close()
+    shutil.copy(src / "sim.yaml", dst / "sim.yaml")
+    return dst
+
+
+def test_ground_truth_as_odometry_or_rtk_fix(bags, tmp_path):
+    ref_out = tmp_path / "ref"
+    assert _replay(bags["mcap"], ref_out, "--max-frames", "30") == 0
+    ref = json.loads((ref_out / "report.json").read_text())["metrics"]["xview"]
+    odom_bag = _bag_with_converted_gt(bags["mcap"], tmp_path / "gt_odom", "odometry")
+    assert _replay(odom_bag, tmp_path / "o", "--max-frames", "30", truth=bags["mcap"]) == 0
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert rep["meta"]["topics"]["ground_truth"] == "/ground_truth/odom"
+    assert rep["meta"]["topics"]["odom"] == "/odom"
+    assert rep["metrics"]["xview"] == pytest.approx(ref, abs=1e-9)
+    rtk_bag = _bag_with_converted_gt(bags["mcap"], tmp_path / "gt_rtk", "rtk")
+    assert _replay(rtk_bag, tmp_path / "r", "--max-frames", "30", truth=bags["mcap"]) == 0
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert rep["meta"]["topics"]["ground_truth"] == "/rtk/fix" and rep["meta"]["topics"]["fix"] == "/gnss/fix"
+    m = rep["metrics"]["xview"]
+    assert m["xy_err_median_m"] == pytest.approx(ref["xy_err_median_m"], abs=1e-4)
+    assert m["n_yaw_samples"] == 0 and m["yaw_err_mean_deg"] is None and m["lateral_recall_1m"] is None

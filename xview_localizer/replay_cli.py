@@ -1,0 +1,183 @@
+"""``xview-localizer replay BAG --out REPORT_DIR``: evaluate the localizer on a rosbag2.
+
+Runs :func:`xview_localizer.replay.replay_bag` (the node's core, no DDS) and writes the report
+of :mod:`xview_localizer.report`. Failure modes exit non-zero with one clear line: a bag
+without the named topics (the message lists what it has), a tile source that does not answer,
+a checkpoint that does not load, an output folder that exists (without ``--force``).
+
+Also runnable as ``python -m xview_localizer.replay_cli BAG --out DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from .errors import ConfigError, XViewError
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bag", type=Path, help="rosbag2 directory (mcap or sqlite3) or a single .mcap/.db3 file")
+    p.add_argument("--out", type=Path, required=True, help="report directory (must not exist unless --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing report directory")
+    p.add_argument("--tiles", default="", metavar="URL",
+                   help="tile source (http(s) template, file://, mbtiles://); default: the bag's sim.yaml "
+                        "tile_url, else tile_url of --params-file")
+    p.add_argument("--tile-cache-dir", type=Path, default=None, help="disk cache of fetched tiles")
+    p.add_argument("--checkpoint", default="", help="matcher checkpoint (.pt); default: the packaged one")
+    p.add_argument("--device", default="", choices=("", "auto", "cpu", "cuda"), help="torch device (default auto)")
+    p.add_argument("--params-file", type=Path, default=None,
+                   help="node parameters YAML (config/localizer.yaml format) for the core's settings")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="override one node parameter (YAML value), e.g. -p patch_m_per_px=0.5; repeatable")
+    p.add_argument("--map-projection", choices=("utm", "enu"), default=None,
+                   help="map frame of the estimates (and of a pose ground truth); default: enu at the sim "
+                        "datum for sim bags, else the parameters' (utm)")
+    p.add_argument("--datum", type=float, nargs=2, metavar=("LAT", "LON"), default=None,
+                   help="map origin (deg); default: the sim datum, else the parameters', else the first fix")
+    p.add_argument("--image-topic", default="", help="sensor_msgs/Image or CompressedImage topic")
+    p.add_argument("--camera-info-topic", default="", help="sensor_msgs/CameraInfo topic")
+    p.add_argument("--fix-topic", default="", help="sensor_msgs/NavSatFix topic (the GNSS input)")
+    p.add_argument("--odom-topic", default="", help="nav_msgs/Odometry topic ('none' = do not use)")
+    p.add_argument("--gt-topic", default="",
+                   help="ground truth: PoseStamped, PoseWithCovarianceStamped, Odometry (map frame) or RTK "
+                        "NavSatFix ('none' = no ground truth)")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after N images (0 = all)")
+    p.add_argument("--matcher-factory", default="",
+                   help="advanced / tests: 'module:function' building the matcher as f(checkpoint, device)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(sub: Any) -> None:
+    """Add the ``replay`` subcommand to the ``xview-localizer`` subparsers."""
+    p = sub.add_parser("replay", help="evaluate the localizer on a rosbag2 and write a report",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(handler=cmd_replay)
+
+
+def _load_params(path: Optional[Path]) -> dict:
+    """Flat ``{name: value}`` from a node params YAML (``<node>: ros__parameters: {...}``)."""
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"--params-file {path}: cannot read: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"--params-file {path}: not a mapping")
+    for value in data.values():
+        if isinstance(value, dict) and isinstance(value.get("ros__parameters"), dict):
+            return dict(value["ros__parameters"])
+    raise ConfigError(f"--params-file {path}: no '<node>: ros__parameters:' section")
+
+
+def _parse_overrides(items: Sequence[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--param {item!r} must be NAME=VALUE")
+        out[name.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return out
+
+
+def _prepare_out(out: Path, force: bool) -> None:
+    if out.exists():
+        if not force:
+            raise ConfigError(f"output folder {out} exists; choose another --out or pass --force to replace it")
+        if out.is_dir():
+            shutil.rmtree(out)
+        else:
+            out.unlink()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .config import node_config_from_flat
+    from .replay import (
+        ReplayConfig,
+        detect_topics,
+        load_matcher_for_replay,
+        node_config_for_bag,
+        open_reader,
+        replay_bag,
+    )
+    from .report import format_summary, write_report
+    from .tiles.cache import TileCache, TileCacheConfig
+
+    out: Path = args.out
+    if out.exists() and not args.force:
+        raise ConfigError(f"output folder {out} exists; choose another --out or pass --force to replace it")
+    params = _load_params(args.params_file)
+    params.update(_parse_overrides(args.param))
+    if args.checkpoint:
+        params["checkpoint_path"] = args.checkpoint
+    if args.device:
+        params["device"] = args.device
+    if args.matcher_factory:
+        params["matcher_factory"] = args.matcher_factory
+    node = node_config_from_flat(params)
+    node, tile_url = node_config_for_bag(args.bag, node, args.tiles)
+    if args.map_projection or args.datum:
+        loc = node.localizer
+        if args.map_projection:
+            loc = replace(loc, map_projection=args.map_projection)
+        if args.datum:
+            loc = replace(loc, datum_lat_deg=args.datum[0], datum_lon_deg=args.datum[1])
+        node = replace(node, localizer=loc)
+    tile_url = tile_url or node.tile_url
+    cfg = ReplayConfig(image_topic=args.image_topic, fix_topic=args.fix_topic, gt_topic=args.gt_topic,
+                       odom_topic=args.odom_topic, camera_info_topic=args.camera_info_topic,
+                       max_frames=args.max_frames, node=node, progress=not args.no_progress)
+    with open_reader(args.bag) as reader:  # named / required topics before anything slow
+        detect_topics({c.topic: c.msgtype for c in reader.connections}, cfg, str(args.bag))
+    device = node.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    matcher = load_matcher_for_replay(node.checkpoint_path, device, node.matcher_factory)
+    tiles = TileCache(tile_url, args.tile_cache_dir or (Path(node.tile_cache_dir) if node.tile_cache_dir else None),
+                      TileCacheConfig(offline=node.tile_offline, timeout_s=node.tile_timeout_s,
+                                      retries=node.tile_retries))
+    meta = {"checkpoint": node.checkpoint_path or ("(packaged default)" if not node.matcher_factory else ""),
+            "matcher": node.matcher_factory or type(matcher).__name__, "device": device}
+    try:
+        data = replay_bag(args.bag, cfg, matcher, tiles, tile_url, meta=meta)
+        _prepare_out(out, args.force)
+        report = write_report(data, out, tile_cache=tiles)
+    finally:
+        tiles.close()
+    print(format_summary(report))
+    print(f"report: {out.resolve() / 'index.html'}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Stand-alone entry point (same as ``xview-localizer replay``)."""
+    parser = argparse.ArgumentParser(prog="xview-localizer replay", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return cmd_replay(args)
+    except XViewError as exc:
+        print(f"xview-localizer replay: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
