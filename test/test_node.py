@@ -564,3 +564,52 @@ def _rot_to_quat(R: np.ndarray) -> tuple[float, float, float, float]:
     q[k] = (R[k, i] + R[i, k]) / s
     q[3] = (R[k, j] - R[j, k]) / s
     return tuple(q)
+
+
+def test_sigint_while_the_real_matcher_runs_exits_cleanly(tmp_path):
+    """SIGINT arriving while a frame is inside a real (random-weight, compact) dense-flow
+    matcher: the node exits 0 within the stop timeout, without a torch abort or traceback."""
+    torch = pytest.importorskip("torch")
+    from xview_localizer.matcher.checkpoint import save_checkpoint
+    from xview_localizer.matcher.dense_flow import DenseFlowMatcher, preset
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "random.pt", DenseFlowMatcher(preset("compact")))
+    domain = _domain_id(4)
+    tiles = write_tile_folder(tmp_path / "tiles", LAT0, LON0, ZOOM, radius_tiles=3, seed=5)
+    params = {"checkpoint_path": str(ckpt), "device": "cpu", "use_odom": "false",
+              "tile_url": f"file://{tiles}/{{z}}/{{x}}/{{y}}.png", "patch_size_px": 256,
+              "patch_m_per_px": 0.4, "map_projection": "enu", "tf_static_wait_s": 0.2,
+              "diagnostics_period_s": 0.25}
+    proc = _start_node(domain, params)
+    h = Harness(domain)
+    enu = LocalEnu(LAT0, LON0)
+    try:
+        h.wait_for_node(proc)
+        busy_since = None
+        t = 50.0
+        deadline = time.monotonic() + 60.0
+        # Feed frames until the matcher is loaded and images arrive; one frame through the
+        # random-weight compact model (4 yaw hypotheses without a heading) takes several
+        # seconds here, so 2 s later the worker is inside torch.
+        while time.monotonic() < deadline:
+            t = round(t + 0.1, 3)
+            h.pub_fix.publish(_fix(t, *(float(v) for v in enu.inverse(0.0, 0.0))))
+            h.pub_info.publish(_camera_info(t))
+            h.pub_image.publish(_image(t))
+            h.spin_for(0.1)
+            summary = [s for _, arr in h.diags for s in arr.status if s.name == "xview_localizer: localization"]
+            values = {kv.key: kv.value for kv in summary[-1].values} if summary else {}
+            if busy_since is None and values.get("matcher") == "ready" and int(values.get("images_total", 0)) > 0:
+                busy_since = time.monotonic()
+            if busy_since is not None and time.monotonic() - busy_since > 2.0:
+                break
+        assert busy_since is not None, "the node never counted an image"
+    finally:
+        h.close()
+        t_stop = time.monotonic()
+        rc, out = _stop_node(proc)
+        stop_s = time.monotonic() - t_stop
+    assert rc == 0, out
+    assert "terminate called" not in out and "Traceback" not in out, out
+    assert stop_s < 10.0, stop_s

@@ -24,6 +24,8 @@ running. A missing checkpoint leaves the node up with an ERROR 'matcher unavaila
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import threading
 import time
 from collections import defaultdict, deque
@@ -543,11 +545,17 @@ class LocalizerNode(Node):
         self.diag_pub.publish(arr)
 
     # -- shutdown -----------------------------------------------------------------------------------
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 3.0) -> bool:
+        """Ask the worker to finish and wait up to ``timeout_s``; True when it has finished.
+
+        A frame inside the matcher is not interrupted (torch offers no safe way to); when it
+        outlives the timeout, :func:`main` ends the process without running interpreter
+        finalisation, which would otherwise abort in torch's C++ thread pool."""
         with self._cv:
             self._stop = True
             self._cv.notify_all()
-        self._worker.join(timeout=5.0)
+        self._worker.join(timeout=timeout_s)
+        return not self._worker.is_alive()
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -557,6 +565,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     rclpy.init(args=argv)
     node = None
+    worker_finished = True
     try:
         node = LocalizerNode()
         rclpy.spin(node)
@@ -567,9 +576,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     finally:
         if node is not None:
-            node.stop()
+            worker_finished = node.stop()
+            if not worker_finished:
+                node.get_logger().warning("shutdown: the worker is still inside the matcher; exiting without waiting")
             node.destroy_node()
         rclpy.try_shutdown()
+    if not worker_finished:
+        # A daemon thread still running torch code would make interpreter finalisation abort
+        # ("terminate called without an active exception"); everything ROS is already shut down.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
