@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Makes the shipped dense-flow checkpoint (models/dense_flow_compact.pt):
+# Makes the shipped dense-flow checkpoint (xview_localizer/checkpoints/dense_flow_compact.pt):
 #   1. generate training worlds (seeds 1..N_TRAIN_WORLDS) and held-out test worlds (seeds 1001..),
 #   2. export cross-view pairs (KITTI protocol: prior offset +-20 m, yaw noise +-10 deg,
 #      512 px satellite patches at 0.2 m/px, 1024x256 ground images as in the paper),
 #   3. train the `compact` preset (torchrun when NPROC > 1), evaluate on the held-out worlds,
-#   4. copy the half-precision weights to models/.
+#   4. copy the half-precision weights into the package (xview_localizer/checkpoints/, the default the node loads).
 # Every knob is an environment variable; defaults are the full run (GPU recommended: one H100
 # does an epoch of 20k pairs in minutes; 2 shared CPU cores need ~12 s per sample).
 #   WORK=/tmp/xview_train N_TRAIN_WORLDS=20 N_TEST_WORLDS=3 TRAIN_PAIRS=20000 TEST_PAIRS=500 \
@@ -29,7 +29,7 @@ NPROC=${NPROC:-1}
 DEVICE=${DEVICE:-}
 SIM_DEVICE=${SIM_DEVICE:-cpu}
 OUT=${OUT:-$WORK/run_compact}
-DEST=${DEST:-models/dense_flow_compact.pt}
+DEST=${DEST:-xview_localizer/checkpoints/dense_flow_compact.pt}
 
 mkdir -p "$WORK/worlds"
 train_worlds=(); test_worlds=()

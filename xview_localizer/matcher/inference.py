@@ -1,6 +1,6 @@
 """Inference API of the dense-flow matcher, as the localizer node uses it.
 
->>> matcher = load_matcher("models/dense_flow_compact.pt", device="cpu")
+>>> matcher = load_matcher("xview_localizer/checkpoints/dense_flow_compact.pt", device="cpu")
 >>> corr = matcher.match(ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad)
 >>> result = xview_localizer.procrustes.solve(corr)   # T_patch_base + covariance
 
