@@ -1,0 +1,613 @@
+"""Depth-prior sparse cross-view matcher (seed paper 000: local feature matching + monocular
+depth priors + scale-aware Procrustes), in one file. Building blocks first, the network
+(:class:`SparseDepthMatcher`) last.
+
+Pipeline::
+
+    ground RGB ──► ResNetEncoder ──► F_g (B, D, Hf, Wf) ──► score head ──► top-k + NMS keypoints
+                                         │                                    │
+                                         └── descriptors at the keypoints ◄───┘
+    per keypoint: ray (numpy, once per camera) + depth sample ──► lifted BEV point ``src``
+    satellite RGB ──► ResNetEncoder (optionally C4-pooled) ──► F_s (B, D, Hs, Ws)
+    softmax similarity of each descriptor over ALL satellite cells ──► argmax cell
+        ──► soft-argmax in a (2r+1)^2 window (sub-cell) ──► ``dst`` in the patch frame, confidence
+    weighted Procrustes (rigid for metric depth / flat ground, Sim(2) for relative depth)
+        ──► T_patch_base (and the depth scale)
+
+Conventions (docs/conventions.md, docs/camera.md, docs/sparse_depth.md):
+
+* Ground keypoint candidates are the cells of the ground feature map (``Hf x Wf`` at
+  ``ground_stride``). Cell ``(i, j)`` is represented by the **integer camera pixel** nearest its
+  centre: ``u = round((j + 0.5) * ground_stride * W_cam / W_cfg - 0.5)`` (same for v), clipped
+  to the image. Its viewing ray comes from :meth:`PinholeCamera.undistort_checked` (numpy,
+  cached per camera by the caller), rotated into base_link axes: ``ray = R_base_camera @
+  (x_n, y_n, 1)`` (optical z = 1, so ``depth * ray`` is the point for an optical-z depth).
+* Lifting (:func:`lift_keypoints`) is the torch twin of :func:`camera.lift_depth` /
+  :func:`camera.lift_flat_ground` (tested to agree): ``metric`` -> base_link metres;
+  ``relative`` / ``inverse`` -> **camera-centred** points (base_link axes, origin at the camera,
+  relative units); ``none`` -> flat ground ``z = ground_z_m`` in base_link. Depth <= 0, NaN or
+  inf, pixels outside the invertible distortion region, rays at/above the horizon (flat ground)
+  and points further than ``max_range_m`` (metric/flat) are **invalid: weight 0, xy 0**.
+* Depth maps are sampled at the keypoint pixel with nearest-neighbour lookup (no blending
+  across depth edges or holes), resolution independent (a depth map of another size is looked
+  up at the same normalized position).
+* Satellite feature cell ``(row i, col j)`` of an ``Hs x Ws`` map is centred at patch ENU
+  ``east = (j - (Ws - 1) / 2) * m_per_cell``, ``north = ((Hs - 1) / 2 - i) * m_per_cell`` with
+  ``m_per_cell = sat_m_per_px * sat_stride`` (as dense_flow.py).
+* **No yaw prior.** Every descriptor is matched against the whole patch and Procrustes recovers
+  the yaw, so ``forward`` takes no prior yaw: known (±10°) and unknown orientation run the same
+  code. Ground descriptors come from the perspective image (no BEV is rotated); rotation
+  invariance of the *satellite* descriptors is learnt from training samples with any yaw, and
+  ``sat_rotations = 4`` additionally makes the satellite encoder C4-equivariant by construction
+  (mean over the 4 rot90 copies, rotated back), so a descriptor no longer depends on which of
+  the four map orientations the patch came in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, GeometryError
+from .dense_flow import ResNetEncoder
+
+__all__ = [
+    "DepthKind",
+    "DEPTH_KINDS",
+    "SparseDepthConfig",
+    "SPARSE_PRESETS",
+    "sparse_preset",
+    "KeypointRays",
+    "keypoint_rays",
+    "sample_depth_nearest",
+    "lift_keypoints",
+    "ScoreHead",
+    "select_keypoints",
+    "sat_cell_to_patch_m",
+    "match_descriptors",
+    "pose_from_correspondences",
+    "SparseDepthOutput",
+    "SparseDepthMatcher",
+]
+
+DepthKind = Literal["metric", "relative", "inverse", "none"]
+#: ``none`` = no depth: flat-ground fallback.
+DEPTH_KINDS: tuple[str, ...] = ("metric", "relative", "inverse", "none")
+_MIN_RAY_DOWN = 1e-12  # camera.py's threshold for "the ray goes down"
+
+
+# ----------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class SparseDepthConfig:
+    """Architecture and input geometry of the depth-prior sparse matcher.
+
+    Attributes:
+        name: preset name stored in checkpoints.
+        ground_size_px: (H, W) the ground image is resized to (multiples of ``ground_stride``).
+        sat_size_px: side of the square satellite input (multiple of ``sat_stride``).
+        ground_stride, sat_stride: encoder output strides (4 or 8) of the two encoders.
+        encoder_widths: channels of the 3 ResNet stages; blocks_per_stage: BasicBlocks per stage.
+        feature_dim: descriptor channels (both views).
+        num_keypoints: k of the top-k keypoint selection (<= ground feature cells).
+        nms_radius_cells: non-maximum suppression radius on the score map (0 disables).
+        refine_radius_cells: half-width r of the (2r+1)^2 soft-argmax window around the argmax.
+        init_temperature: initial softmax temperature of the cosine similarity (learnt, in log).
+        sat_rotations: 1 (plain) or 4 (C4 group pooling of the satellite encoder).
+        max_range_m: metric/flat points further than this horizontally from the camera drop.
+        ground_z_m: ground height in base_link for the flat-ground fallback.
+        robust_iterations: IRLS iterations (Cauchy, detached weights) of the in-network solver;
+            0 = plain weighted Procrustes.
+    """
+
+    name: str = "compact"
+    ground_size_px: tuple[int, int] = (128, 512)
+    sat_size_px: int = 256
+    ground_stride: int = 8
+    sat_stride: int = 4
+    encoder_widths: tuple[int, int, int] = (32, 64, 96)
+    blocks_per_stage: int = 1
+    feature_dim: int = 128
+    num_keypoints: int = 128
+    nms_radius_cells: int = 1
+    refine_radius_cells: int = 2
+    init_temperature: float = 0.1
+    sat_rotations: int = 1
+    max_range_m: float = 100.0
+    ground_z_m: float = 0.0
+    robust_iterations: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ground_size_px", tuple(int(v) for v in self.ground_size_px))
+        object.__setattr__(self, "encoder_widths", tuple(int(v) for v in self.encoder_widths))
+        if not self.name:
+            raise ConfigError("SparseDepthConfig.name must be a non-empty string")
+        for f in ("ground_stride", "sat_stride"):
+            if getattr(self, f) not in (4, 8):
+                raise ConfigError(f"SparseDepthConfig.{f} must be 4 or 8, got {getattr(self, f)}")
+        if len(self.ground_size_px) != 2 or any(v <= 0 or v % self.ground_stride for v in self.ground_size_px):
+            raise ConfigError(
+                f"SparseDepthConfig.ground_size_px must be two positive multiples of ground_stride "
+                f"{self.ground_stride}, got {self.ground_size_px}"
+            )
+        if self.sat_size_px <= 0 or self.sat_size_px % self.sat_stride:
+            raise ConfigError(
+                f"SparseDepthConfig.sat_size_px must be a positive multiple of sat_stride {self.sat_stride}, "
+                f"got {self.sat_size_px}"
+            )
+        if len(self.encoder_widths) != 3 or min(self.encoder_widths) <= 0:
+            raise ConfigError(f"SparseDepthConfig.encoder_widths must be 3 positive ints, got {self.encoder_widths}")
+        for f in ("blocks_per_stage", "feature_dim", "num_keypoints"):
+            if int(getattr(self, f)) < 1:
+                raise ConfigError(f"SparseDepthConfig.{f} must be >= 1, got {getattr(self, f)}")
+        hf, wf = self.ground_cells
+        if self.num_keypoints > hf * wf:
+            raise ConfigError(
+                f"SparseDepthConfig.num_keypoints {self.num_keypoints} exceeds the {hf}x{wf} ground feature cells"
+            )
+        for f in ("nms_radius_cells", "refine_radius_cells", "robust_iterations"):
+            if int(getattr(self, f)) < 0:
+                raise ConfigError(f"SparseDepthConfig.{f} must be >= 0, got {getattr(self, f)}")
+        if not (math.isfinite(self.init_temperature) and self.init_temperature > 0):
+            raise ConfigError(f"SparseDepthConfig.init_temperature must be > 0, got {self.init_temperature}")
+        if self.sat_rotations not in (1, 4):
+            raise ConfigError(f"SparseDepthConfig.sat_rotations must be 1 or 4, got {self.sat_rotations}")
+        if not (math.isfinite(self.max_range_m) and self.max_range_m > 0):
+            raise ConfigError(f"SparseDepthConfig.max_range_m must be finite and > 0, got {self.max_range_m}")
+        if not math.isfinite(self.ground_z_m):
+            raise ConfigError(f"SparseDepthConfig.ground_z_m must be finite, got {self.ground_z_m}")
+
+    @property
+    def ground_cells(self) -> tuple[int, int]:
+        """(Hf, Wf) of the ground feature map = keypoint candidate grid."""
+        return self.ground_size_px[0] // self.ground_stride, self.ground_size_px[1] // self.ground_stride
+
+    @property
+    def sat_cells(self) -> int:
+        """Side of the square satellite feature map."""
+        return self.sat_size_px // self.sat_stride
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ground_size_px"] = list(self.ground_size_px)
+        d["encoder_widths"] = list(self.encoder_widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SparseDepthConfig":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"SparseDepthConfig: unknown field(s) {sorted(unknown)}")
+        return cls(**d)
+
+
+#: ``compact``: CPU default, the dense-flow compact input sizes (128x512 ground, 256 px / 0.4 m
+#: satellite = ±51 m), 128 keypoints, satellite at 1/4 (64x64 cells of 1.6 m).
+#: ``paper``: ResNet18-size encoders, 256x1024 ground, 512 px / 0.2 m satellite at 1/4
+#: (128x128 cells of 0.8 m), 256-d descriptors, 256 keypoints, C4 satellite pooling.
+SPARSE_PRESETS: dict[str, SparseDepthConfig] = {
+    "compact": SparseDepthConfig(),
+    "paper": SparseDepthConfig(
+        name="paper",
+        ground_size_px=(256, 1024),
+        sat_size_px=512,
+        ground_stride=8,
+        sat_stride=4,
+        encoder_widths=(64, 128, 256),
+        blocks_per_stage=2,
+        feature_dim=256,
+        num_keypoints=256,
+        sat_rotations=4,
+    ),
+}
+
+
+def sparse_preset(name: str, **overrides: Any) -> SparseDepthConfig:
+    """The named preset, optionally with fields replaced (``sparse_preset("compact", num_keypoints=64)``)."""
+    if name not in SPARSE_PRESETS:
+        raise ConfigError(f"unknown sparse-depth preset {name!r}; known: {sorted(SPARSE_PRESETS)}")
+    cfg = SPARSE_PRESETS[name]
+    return replace(cfg, **overrides) if overrides else cfg
+
+
+# ----------------------------------------------------------------------------- geometry (numpy, per camera)
+@dataclass(frozen=True)
+class KeypointRays:
+    """Per-camera keypoint candidate geometry (numpy; compute once per camera and cache).
+
+    Attributes:
+        uv_px: (N, 2) float64 integer camera pixels (u, v) of the N = Hf * Wf candidate cells,
+            row-major cell order.
+        grid_norm: (N, 2) float32 ``grid_sample`` coordinates (align_corners=False) of those
+            pixels: resolution independent, used to look up depth maps of any size.
+        rays_base: (N, 3) float32 ``R_base_camera @ (x_n, y_n, 1)``; 0 where invalid.
+        ray_valid: (N,) bool, the pixel can be undistorted.
+        cam_xyz_base_m: (3,) float32 camera centre in base_link.
+    """
+
+    uv_px: np.ndarray
+    grid_norm: np.ndarray
+    rays_base: np.ndarray
+    ray_valid: np.ndarray
+    cam_xyz_base_m: np.ndarray
+
+
+def keypoint_rays(camera: Any, T_base_camera: np.ndarray, cfg: SparseDepthConfig) -> KeypointRays:
+    """Rays of the keypoint candidate cells of ``cfg`` for one camera (see the module docstring)."""
+    from ..camera import _check_T
+
+    r, t = _check_T(T_base_camera, "T_base_camera")
+    hf, wf = cfg.ground_cells
+    hg, wg = cfg.ground_size_px
+    w_cam, h_cam = camera.width_px, camera.height_px
+    jj, ii = np.meshgrid(np.arange(wf, dtype=np.float64), np.arange(hf, dtype=np.float64))
+    u = np.clip(np.floor((jj + 0.5) * cfg.ground_stride * w_cam / wg - 0.5 + 0.5), 0, w_cam - 1)
+    v = np.clip(np.floor((ii + 0.5) * cfg.ground_stride * h_cam / hg - 0.5 + 0.5), 0, h_cam - 1)
+    uv = np.column_stack((u.reshape(-1), v.reshape(-1)))
+    xy_n, ok = camera.undistort_checked(uv)
+    rays = np.column_stack((xy_n, np.ones(uv.shape[0]))) @ r.T
+    rays[~ok] = 0.0
+    grid = np.column_stack(((2 * uv[:, 0] + 1) / w_cam - 1, (2 * uv[:, 1] + 1) / h_cam - 1))
+    return KeypointRays(uv, grid.astype(np.float32), rays.astype(np.float32), ok.astype(bool), t.astype(np.float32))
+
+
+def sample_depth_nearest(depth: torch.Tensor, grid_norm: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour depth lookup: ``depth (B, Hd, Wd)`` at ``grid_norm (B, N, 2)``
+    (align_corners=False coordinates) -> ``(B, N)``. NaN/inf are kept as they are (lifting
+    marks them invalid); positions outside the map give 0 (invalid)."""
+    if depth.dim() != 3:
+        raise GeometryError(f"depth must have shape (B, Hd, Wd), got {tuple(depth.shape)}")
+    b, hd, wd = depth.shape
+    g = grid_norm.to(torch.float32)
+    # nearest pixel: u = ((gx + 1) W - 1) / 2, rounded; done by hand so NaN depths survive
+    # (grid_sample would be fine too, but this keeps exact integer indexing).
+    u = torch.floor(((g[..., 0] + 1) * wd - 1) / 2 + 0.5).long()
+    v = torch.floor(((g[..., 1] + 1) * hd - 1) / 2 + 0.5).long()
+    inside = (u >= 0) & (u < wd) & (v >= 0) & (v < hd)
+    idx = (v.clamp(0, hd - 1) * wd + u.clamp(0, wd - 1)).reshape(b, -1)
+    z = torch.gather(depth.reshape(b, hd * wd), 1, idx).reshape(u.shape)
+    return torch.where(inside, z, torch.zeros_like(z))
+
+
+def lift_keypoints(
+    rays_base: torch.Tensor,
+    ray_valid: torch.Tensor,
+    cam_xyz_base_m: torch.Tensor,
+    depth: torch.Tensor | None,
+    kind: str,
+    ground_z_m: float = 0.0,
+    max_range_m: float = 100.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lift keypoints to BEV: the torch twin of :func:`camera.lift_depth` / :func:`camera.lift_flat_ground`.
+
+    Args:
+        rays_base: (B, N, 3) ``R_base_camera @ (x_n, y_n, 1)``.
+        ray_valid: (B, N) bool/float.
+        cam_xyz_base_m: (B, 3) camera centre in base_link.
+        depth: (B, N) optical-z depth (metric/relative) or inverse relative depth; ignored (may
+            be None) for ``kind="none"``.
+        kind: "metric" | "relative" | "inverse" | "none" (flat ground).
+    Returns:
+        ``xy (B, N, 2)``: base_link metres (metric, none) or camera-centred relative units
+        (relative, inverse); ``valid (B, N)`` bool. Invalid rows are exactly 0, never NaN.
+    """
+    if kind not in DEPTH_KINDS:
+        raise GeometryError(f"depth kind must be one of {DEPTH_KINDS}, got {kind!r}")
+    valid = ray_valid.bool()
+    t = cam_xyz_base_m[:, None, :].to(rays_base.dtype)
+    if kind == "none":
+        down = rays_base[..., 2] < -_MIN_RAY_DOWN
+        valid = valid & down
+        lam = torch.where(valid, (ground_z_m - t[..., 2]) / torch.where(down, rays_base[..., 2], -1.0), 0.0)
+        offset = lam[..., None] * rays_base[..., :2]
+        valid = valid & (torch.linalg.vector_norm(offset, dim=-1) <= max_range_m)
+        xy = t[..., :2] + offset
+    else:
+        if depth is None:
+            raise GeometryError(f"depth kind {kind!r} needs a depth tensor (use kind='none' without depth)")
+        if depth.shape != rays_base.shape[:2]:
+            raise GeometryError(f"depth must have shape {tuple(rays_base.shape[:2])}, got {tuple(depth.shape)}")
+        z = depth.to(rays_base.dtype)
+        good = torch.isfinite(z) & (z > 0)
+        z = torch.where(good, z, torch.ones_like(z))
+        if kind == "inverse":
+            z = 1.0 / z
+            good = good & torch.isfinite(z) & (z > 0)
+            z = torch.where(good, z, torch.ones_like(z))
+        valid = valid & good
+        offset = z[..., None] * rays_base[..., :2]
+        if kind == "metric":
+            valid = valid & (torch.linalg.vector_norm(offset, dim=-1) <= max_range_m)
+            xy = t[..., :2] + offset
+        else:
+            xy = offset
+        valid = valid & torch.isfinite(xy).all(dim=-1)
+    xy = torch.where(valid[..., None], xy, torch.zeros_like(xy))
+    return xy, valid
+
+
+def sat_cell_to_patch_m(uv_cells: torch.Tensor, cells: int, m_per_cell: torch.Tensor) -> torch.Tensor:
+    """Satellite feature coordinates ``(B, N, 2)`` (u = column, v = row, continuous) ->
+    patch ENU metres ``(B, N, 2)`` (east, north), for a square ``cells x cells`` map."""
+    c = (cells - 1) / 2.0
+    m = m_per_cell.view(-1, 1)
+    return torch.stack([(uv_cells[..., 0] - c) * m, (c - uv_cells[..., 1]) * m], dim=-1)
+
+
+# ----------------------------------------------------------------------------- network blocks
+class ScoreHead(nn.Module):
+    """Keypoint score map: ``(B, D, Hf, Wf)`` features -> ``(B, Hf, Wf)`` scores in (0, 1)."""
+
+    def __init__(self, in_ch: int) -> None:
+        super().__init__()
+        mid = max(in_ch // 2, 8)
+        self.net = nn.Sequential(nn.Conv2d(in_ch, mid, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(mid, 1, 1))
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(feat).float()).squeeze(1)
+
+
+def select_keypoints(
+    score: torch.Tensor, candidate_valid: torch.Tensor, k: int, nms_radius: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k keypoints with non-maximum suppression (selection is not differentiable; the
+    scores gathered afterwards are).
+
+    Args:
+        score: (B, Hf, Wf) scores. candidate_valid: (B, Hf * Wf) bool, lifted point valid.
+        k: keypoints to return. nms_radius: a cell is kept only if it is the max of its
+            (2r+1)^2 neighbourhood (ties kept); 0 disables.
+    Returns:
+        index (B, k) long into the row-major cells; selected (B, k) bool: False where fewer than
+        k valid NMS survivors existed (those slots hold arbitrary cells and must get weight 0).
+    """
+    b = score.shape[0]
+    s = score.detach().float()
+    keep = torch.ones_like(s, dtype=torch.bool)
+    if nms_radius > 0:
+        pooled = F.max_pool2d(s[:, None], 2 * nms_radius + 1, stride=1, padding=nms_radius)[:, 0]
+        keep = s >= pooled
+    keep = keep.reshape(b, -1) & candidate_valid.bool()
+    ranked = torch.where(keep, s.reshape(b, -1), torch.full_like(s.reshape(b, -1), -1.0))
+    top, index = torch.topk(ranked, k, dim=1)
+    return index, top >= 0
+
+
+def match_descriptors(
+    desc: torch.Tensor, sat_feat: torch.Tensor, inv_temperature: torch.Tensor, refine_radius: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Match each keypoint descriptor against every satellite position.
+
+    Args:
+        desc: (B, K, D) L2-normalized ground descriptors.
+        sat_feat: (B, D, Hs, Ws) L2-normalized (over D) satellite features.
+        inv_temperature: scalar tensor, the softmax sharpness.
+        refine_radius: r of the soft-argmax window.
+    Returns:
+        uv_cells (B, K, 2) sub-cell matched satellite coordinate (u = column, v = row): the argmax
+        cell refined by a soft-argmax over the (2r+1)^2 window around it (window logits
+        re-normalized, cells outside the map excluded); confidence (B, K) in [0, 1]: the global
+        softmax probability mass inside that window; logits (B, K, Hs * Ws) the similarity
+        logits (for optional losses).
+    """
+    b, k, _ = desc.shape
+    hs, ws = sat_feat.shape[-2:]
+    with torch.autocast(desc.device.type, enabled=False):
+        logits = torch.einsum("bkd,bdp->bkp", desc.float(), sat_feat.float().flatten(2)) * inv_temperature.float()
+    log_p = torch.log_softmax(logits, dim=-1)
+    best = logits.detach().argmax(dim=-1)  # (B, K)
+    i0, j0 = best // ws, best % ws
+    d = torch.arange(-refine_radius, refine_radius + 1, device=desc.device)
+    di, dj = torch.meshgrid(d, d, indexing="ij")
+    ii = i0[..., None] + di.reshape(-1)  # (B, K, W2)
+    jj = j0[..., None] + dj.reshape(-1)
+    inside = (ii >= 0) & (ii < hs) & (jj >= 0) & (jj < ws)
+    flat = (ii.clamp(0, hs - 1) * ws + jj.clamp(0, ws - 1)).reshape(b, k, -1)
+    win_logits = torch.gather(logits, 2, flat)
+    win_log_p = torch.gather(log_p, 2, flat)
+    neg = torch.finfo(win_logits.dtype).min
+    w = torch.softmax(torch.where(inside, win_logits, torch.full_like(win_logits, neg)), dim=-1)
+    u = (w * jj.to(w.dtype)).sum(-1)
+    v = (w * ii.to(w.dtype)).sum(-1)
+    confidence = torch.where(inside, win_log_p.exp(), torch.zeros_like(win_log_p)).sum(-1).clamp(0.0, 1.0)
+    return torch.stack([u, v], dim=-1), confidence, logits
+
+
+def pose_from_correspondences(
+    src_xy: torch.Tensor,
+    dst_xy_m: torch.Tensor,
+    weight: torch.Tensor,
+    scale_known: bool,
+    cam_xy_base_m: torch.Tensor,
+    robust_iterations: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable weighted Procrustes on the matcher's correspondences.
+
+    ``scale_known=True`` (metric depth / flat ground): ``src_xy`` in base_link, rigid fit.
+    ``scale_known=False`` (relative / inverse depth): ``src_xy`` camera-centred, Sim(2) fit
+    ``dst = s R src + t``, then (as :func:`camera.T_patch_base_from_camera_centred`)
+    ``T_patch_base = (t - R c, yaw)`` with ``c = cam_xy_base_m``.
+
+    Returns ``(T_patch_base (B, 3) = (x_m, y_m, yaw_rad), scale (B,))`` (scale 1 when known).
+    """
+    from ..procrustes import procrustes_torch, robust_procrustes_torch
+
+    src, dst, w = src_xy.float(), dst_xy_m.float(), weight.float()
+    if robust_iterations > 0:
+        pose, _ = robust_procrustes_torch(src, dst, w, with_scale=not scale_known, iterations=robust_iterations)
+    else:
+        pose = procrustes_torch(src, dst, w, with_scale=not scale_known)
+    x, y = pose.x_m, pose.y_m
+    if not scale_known:
+        c = cam_xy_base_m.float()
+        cy, sy = torch.cos(pose.yaw_rad), torch.sin(pose.yaw_rad)
+        x = x - (cy * c[:, 0] - sy * c[:, 1])
+        y = y - (sy * c[:, 0] + cy * c[:, 1])
+    return torch.stack([x, y, pose.yaw_rad], dim=-1), pose.scale
+
+
+# ----------------------------------------------------------------------------- network
+@dataclass
+class SparseDepthOutput:
+    """What :meth:`SparseDepthMatcher.forward` returns (B batch, K = cfg.num_keypoints,
+    P = Hs * Ws satellite cells, Hf x Wf ground cells).
+
+    Attributes:
+        score_map: (B, Hf, Wf) keypoint scores in (0, 1).
+        kp_index: (B, K) long, selected cells (row-major into Hf x Wf).
+        kp_score: (B, K) score of each selected keypoint (differentiable).
+        src_valid: (B, K) bool, the keypoint was selected and lifted validly.
+        src_xy: (B, K, 2) lifted points: base_link metres (scale_known) or camera-centred
+            relative units (not scale_known); 0 where invalid.
+        match_uv_cells: (B, K, 2) sub-cell matched satellite feature coordinates (u, v).
+        match_logits: (B, K, P) similarity logits (for optional losses).
+        confidence: (B, K) matching confidence in [0, 1].
+        dst_xy_m: (B, K, 2) matched points in the patch frame (ENU metres).
+        weight: (B, K) = kp_score * confidence * src_valid, the Procrustes weights in [0, 1].
+        scale_known: False for relative / inverse depth (src camera-centred, Sim(2)).
+        T_patch_base: (B, 3) (x_m, y_m, yaw_rad) of base_link in the patch frame.
+        scale: (B,) metres per relative depth unit (ones when scale_known).
+    """
+
+    score_map: torch.Tensor
+    kp_index: torch.Tensor
+    kp_score: torch.Tensor
+    src_valid: torch.Tensor
+    src_xy: torch.Tensor
+    match_uv_cells: torch.Tensor
+    match_logits: torch.Tensor
+    confidence: torch.Tensor
+    dst_xy_m: torch.Tensor
+    weight: torch.Tensor
+    scale_known: bool
+    T_patch_base: torch.Tensor
+    scale: torch.Tensor
+
+
+class SparseDepthMatcher(nn.Module):
+    """The depth-prior sparse cross-view matcher. See the module docstring for conventions."""
+
+    def __init__(self, cfg: SparseDepthConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        w, blocks = cfg.encoder_widths, cfg.blocks_per_stage
+        self.ground_encoder = ResNetEncoder(w, blocks, cfg.feature_dim, cfg.ground_stride)
+        self.sat_encoder = ResNetEncoder(w, blocks, cfg.feature_dim, cfg.sat_stride)
+        self.score_head = ScoreHead(cfg.feature_dim)
+        self.log_inv_temperature = nn.Parameter(torch.tensor(-math.log(cfg.init_temperature)))
+
+    # -- stages (public: the inference wrapper caches satellite features) ---------------------
+    def encode_sat(self, sat_rgb: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] -> L2-normalized satellite features (B, D, S/s, S/s).
+
+        With ``sat_rotations = 4``: ``mean_k rot90^-k(E(rot90^k x))``, which is exactly
+        equivariant to 90-degree rotations of the patch (tested)."""
+        if self.cfg.sat_rotations == 1:
+            feat = self.sat_encoder(sat_rgb)
+        else:
+            rots = torch.cat([torch.rot90(sat_rgb, k, dims=(2, 3)) for k in range(4)], dim=0)
+            out = self.sat_encoder(rots).chunk(4, dim=0)
+            feat = torch.stack([torch.rot90(f, -k, dims=(2, 3)) for k, f in enumerate(out)]).mean(0)
+        return F.normalize(feat.float(), dim=1)
+
+    def encode_ground(self, ground_rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, Hg, Wg) -> (descriptor map (B, D, Hf, Wf), score map (B, Hf, Wf))."""
+        feat = self.ground_encoder(ground_rgb)
+        return feat, self.score_head(feat)
+
+    def forward(
+        self,
+        ground_rgb: torch.Tensor,
+        sat_rgb: torch.Tensor | None,
+        sat_m_per_px: torch.Tensor,
+        rays_base: torch.Tensor,
+        ray_valid: torch.Tensor,
+        cam_xyz_base_m: torch.Tensor,
+        kp_grid_norm: torch.Tensor,
+        depth: torch.Tensor | None = None,
+        depth_kind: str = "none",
+        sat_features: torch.Tensor | None = None,
+    ) -> SparseDepthOutput:
+        """Match a batch of ground images against satellite patches (no yaw prior needed).
+
+        Args:
+            ground_rgb: (B, 3, Hg, Wg) float in [0, 1], ``cfg.ground_size_px``.
+            sat_rgb: (B, 3, S, S) float in [0, 1], S = ``cfg.sat_size_px``, north-up patch centred
+                on the position prior; may be None when ``sat_features`` is given.
+            sat_m_per_px: (B,) metres per pixel of ``sat_rgb`` (after any resize).
+            rays_base: (B, N, 3), ray_valid: (B, N), cam_xyz_base_m: (B, 3), kp_grid_norm: (B, N, 2):
+                :class:`KeypointRays` fields of each sample's camera, N = Hf * Wf.
+            depth: (B, Hd, Wd) depth map aligned with the camera image (any resolution), or None
+                for the flat-ground fallback. Values <= 0 / NaN / inf are holes.
+            depth_kind: "metric" (optical z in metres), "relative" (optical z up to an unknown
+                scale), "inverse" (1 / relative z), or "none" (flat ground; ``depth`` ignored).
+                One kind per batch.
+            sat_features: optional (B, D, Hs, Ws) cached output of :meth:`encode_sat`.
+        Returns:
+            :class:`SparseDepthOutput` (keypoints, lifted points, matches, weights, pose, scale).
+        Raises:
+            GeometryError: wrong shapes or unknown ``depth_kind``.
+        """
+        cfg = self.cfg
+        hf, wf = cfg.ground_cells
+        n = hf * wf
+        b = ground_rgb.shape[0]
+        if depth_kind not in DEPTH_KINDS:
+            raise GeometryError(f"depth_kind must be one of {DEPTH_KINDS}, got {depth_kind!r}")
+        if depth_kind != "none" and depth is None:
+            raise GeometryError(f"depth_kind {depth_kind!r} needs a depth map (pass depth_kind='none' without one)")
+        if ground_rgb.dim() != 4 or tuple(ground_rgb.shape[1:]) != (3, *cfg.ground_size_px):
+            raise GeometryError(
+                f"ground_rgb must have shape (B, 3, {cfg.ground_size_px[0]}, {cfg.ground_size_px[1]}), "
+                f"got {tuple(ground_rgb.shape)}"
+            )
+        for name, t, shape in (
+            ("rays_base", rays_base, (b, n, 3)),
+            ("ray_valid", ray_valid, (b, n)),
+            ("cam_xyz_base_m", cam_xyz_base_m, (b, 3)),
+            ("kp_grid_norm", kp_grid_norm, (b, n, 2)),
+        ):
+            if tuple(t.shape) != shape:
+                raise GeometryError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+        if depth is not None and depth_kind != "none" and (depth.dim() != 3 or depth.shape[0] != b):
+            raise GeometryError(f"depth must have shape ({b}, Hd, Wd), got {tuple(depth.shape)}")
+        hs = cfg.sat_cells
+        if sat_features is None:
+            if sat_rgb is None or tuple(sat_rgb.shape) != (b, 3, cfg.sat_size_px, cfg.sat_size_px):
+                got = None if sat_rgb is None else tuple(sat_rgb.shape)
+                raise GeometryError(f"sat_rgb must have shape ({b}, 3, {cfg.sat_size_px}, {cfg.sat_size_px}), got {got}")
+            sat_features = self.encode_sat(sat_rgb)
+        elif tuple(sat_features.shape) != (b, cfg.feature_dim, hs, hs):
+            raise GeometryError(
+                f"sat_features must have shape ({b}, {cfg.feature_dim}, {hs}, {hs}), got {tuple(sat_features.shape)}"
+            )
+        m_per_cell = sat_m_per_px.reshape(b).float() * cfg.sat_stride
+
+        # keypoints: lift every candidate first so top-k only picks valid ones
+        z = None if depth_kind == "none" else sample_depth_nearest(depth.float(), kp_grid_norm)
+        xy_all, valid_all = lift_keypoints(
+            rays_base.float(), ray_valid, cam_xyz_base_m.float(), z, depth_kind, cfg.ground_z_m, cfg.max_range_m
+        )
+        feat_g, score_map = self.encode_ground(ground_rgb)
+        index, selected = select_keypoints(score_map, valid_all, cfg.num_keypoints, cfg.nms_radius_cells)
+        kp_score = torch.gather(score_map.reshape(b, n), 1, index)
+        src_valid = selected & torch.gather(valid_all, 1, index)
+        src = torch.gather(xy_all, 1, index[..., None].expand(-1, -1, 2))
+        desc = torch.gather(feat_g.float().flatten(2), 2, index[:, None, :].expand(-1, feat_g.shape[1], -1))
+        desc = F.normalize(desc.transpose(1, 2), dim=-1)  # (B, K, D)
+
+        uv, conf, logits = match_descriptors(desc, sat_features, self.log_inv_temperature.exp(), cfg.refine_radius_cells)
+        dst = sat_cell_to_patch_m(uv, hs, m_per_cell)
+        weight = kp_score * conf * src_valid.float()
+        scale_known = depth_kind in ("metric", "none")
+        pose, scale = pose_from_correspondences(
+            src, dst, weight, scale_known, cam_xyz_base_m[:, :2], cfg.robust_iterations
+        )
+        return SparseDepthOutput(
+            score_map, index, kp_score, src_valid, src, uv, logits, conf, dst, weight, scale_known, pose, scale
+        )
