@@ -236,6 +236,11 @@ def test_node_without_checkpoint_stays_up_with_error_diagnostic(tmp_path):
         assert proc.poll() is None, "node died"
         summary = h.statuses(t0, "localization")[-1]
         assert summary.level == DiagnosticStatus.ERROR
+        # A lasting condition: still ERROR a few periods later although no frame arrived.
+        t1 = time.monotonic()
+        h.spin_for(1.5)
+        later = [s for s in h.statuses(t1, "matcher_unavailable")]
+        assert later and all(s.level == DiagnosticStatus.ERROR for s in later)
     finally:
         h.close()
         rc, out = _stop_node(proc)

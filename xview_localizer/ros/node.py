@@ -500,6 +500,9 @@ class LocalizerNode(Node):
             cause_counts = dict(st.cause_counts)
             counts = dict(st.counts)
             stages = {k: list(v) for k, v in st.stage_s.items()}
+        if self._matcher_state == "unavailable" and "matcher_unavailable" in causes:
+            # A lasting condition, not an event: stays ERROR every period, frames or not.
+            cause_window["matcher_unavailable"] = max(1, cause_window.get("matcher_unavailable", 0))
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         hw = self.get_fully_qualified_name()
