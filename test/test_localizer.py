@@ -131,7 +131,10 @@ def test_nees_is_chi_square_consistent(tile_cache):
     """Over many frames the normalised estimation error squared averages ~3 (3 dof)."""
     rng = np.random.default_rng(5)
     matcher = NoisyTruthMatcher(seed=6, noise_m=0.3, outlier_fraction=0.2, n_points=150)
-    loc = Localizer(_config(cov_floor_xy_m2=1e-6, cov_floor_yaw_rad2=1e-6, jump_gate_max_age_s=0.1),
+    # The vehicle teleports between frames (random position and yaw), so the "GNSS course" is
+    # meaningless here: the prior-yaw gate is opened; this test is about the covariance.
+    loc = Localizer(_config(cov_floor_xy_m2=1e-6, cov_floor_yaw_rad2=1e-6, jump_gate_max_age_s=0.1,
+                            max_prior_yaw_deviation_rad=math.pi),
                     matcher, tile_cache)
     utm = UtmProjection(LAT0, LON0)
     e0, n0 = utm.forward(LAT0, LON0)
@@ -344,3 +347,22 @@ def test_real_dense_flow_matcher_runs_in_the_pipeline(tile_cache, tmp_path):
     assert res.reason != "matcher_failed", res.detail
     assert res.correspondences is not None and len(res.correspondences) > 0
     assert res.timings_s["matcher"] > 0
+
+
+def test_gating_yaw_far_from_the_gnss_course(tile_cache):
+    """With the prior yaw known from the GNSS course (heading east), an estimate 60 deg off it is
+    rejected as 'yaw_inconsistent'; one 5 deg off is accepted."""
+    for yaw_off_deg, ok in ((60.0, False), (5.0, True)):
+        matcher = NoisyTruthMatcher(seed=11, noise_m=0.05, outlier_fraction=0.0)
+        loc = Localizer(_config(map_projection="enu"), matcher, tile_cache)
+        loc.add_fix(_fix(0.0, -20.0, 0.0, std_m=1.0))
+        loc.add_fix(_fix(2.0, 0.0, 0.0, std_m=1.0))  # 20 m east in 2 s: course = east (yaw 0)
+        matcher.truth = (*_latlon(0.0, 0.0), math.radians(yaw_off_deg))
+        res = loc.step(_frame(2.0))
+        assert abs(matcher.calls[-1]["prior_yaw_rad"]) < math.radians(1.0)  # the matcher saw the course
+        if ok:
+            assert res.estimate is not None, res.detail
+            assert math.degrees(res.estimate.T_map_base.yaw_rad) == pytest.approx(yaw_off_deg, abs=0.5)
+        else:
+            assert res.estimate is None and res.reason == "yaw_inconsistent", (res.reason, res.detail)
+            assert "60.0 deg from the prior yaw" in res.detail

@@ -129,6 +129,11 @@ class LocalizerConfig:
                            "odometry (m); larger -> 'odometry_contradiction'.", range=(0.1, 10000.0))
     max_yaw_jump_rad: float = _p(0.35, "Largest yaw difference from the previous estimate propagated with "
                                  "odometry (rad).", range=(0.001, math.pi))
+    max_prior_yaw_deviation_rad: float = _p(0.5, "Largest yaw difference between the estimate and a known prior "
+                                            "yaw (GNSS course or previous estimate) (rad); larger -> "
+                                            "'yaw_inconsistent'. The matcher is trained for priors within "
+                                            "+-10 deg, so a result far outside them is not trusted.",
+                                            range=(0.01, math.pi))
     max_speed_mps: float = _p(40.0, "Without odometry: largest speed allowed between consecutive "
                               "estimates (m/s), on top of max_jump_m.", range=(0.1, 500.0))
     max_yaw_rate_radps: float = _p(1.0, "Without odometry: largest yaw rate allowed between consecutive "

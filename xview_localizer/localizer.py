@@ -25,6 +25,7 @@ One frame (:meth:`Localizer.step`):
 6. **Gating** (a rejected frame gives a reason, not an estimate): fewer than
    ``min_confident_matches`` confident or inlier matches -> ``too_few_matches``; Mahalanobis
    distance to the GNSS prior above ``max_gnss_mahalanobis`` -> ``gnss_inconsistent``;
+   yaw farther than ``max_prior_yaw_deviation_rad`` from a known prior yaw -> ``yaw_inconsistent``;
    farther than ``max_jump_m`` / ``max_yaw_jump_rad`` from the previous estimate propagated
    with odometry -> ``odometry_contradiction``.
 
@@ -75,6 +76,7 @@ REASONS = (
     "too_few_matches",
     "solver_degenerate",
     "gnss_inconsistent",
+    "yaw_inconsistent",
     "odometry_contradiction",
 )
 
@@ -621,6 +623,12 @@ class Localizer:
         if maha > cfg.max_gnss_mahalanobis:
             raise LocalizationRejected("gnss_inconsistent", f"estimate is {np.hypot(*d):.1f} m from the GNSS prior, "
                                                f"Mahalanobis {maha:.2f} > {cfg.max_gnss_mahalanobis}")
+        if prior.yaw_map_rad is not None:
+            dyaw_prior = abs(wrap_angle_rad(T_map_base.yaw_rad - prior.yaw_map_rad))
+            if dyaw_prior > cfg.max_prior_yaw_deviation_rad:
+                raise LocalizationRejected("yaw_inconsistent",
+                                           f"estimate yaw is {math.degrees(dyaw_prior):.1f} deg from the prior yaw "
+                                           f"(allowed {math.degrees(cfg.max_prior_yaw_deviation_rad):.1f} deg)")
         if pred is not None:
             T_pred = pred[0]
             dpos = math.hypot(T_map_base.x_m - T_pred.x_m, T_map_base.y_m - T_pred.y_m)
