@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xview_localizer.train.cli",
     "xview_localizer.tiles.cli",
     "xview_localizer.replay_cli",
+    "xview_localizer.train.dataset_cli",
 )
 
 

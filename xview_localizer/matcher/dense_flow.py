@@ -460,13 +460,14 @@ def bev_grid_for_camera(
     import numpy as np
 
     from .. import camera as cam_mod
+    from .. import camera_pano
 
     a = float(prior_yaw_rad) - math.pi / 2.0
     rz = np.eye(4)
     rz[:2, :2] = [[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]
     T = rz @ np.asarray(T_base_camera, dtype=np.float64)
     bev = cam_mod.BevGrid(size_px=(cells, cells), m_per_px=float(m_per_cell))
-    uv_px, valid = cam_mod.bev_sampling_grid(camera, T, bev, ground_z_m=ground_z_m)
+    uv_px, valid = camera_pano.bev_sampling_grid_any(camera, T, bev, ground_z_m=ground_z_m)
     grid = cam_mod.bev_sampling_grid_to_torch(uv_px, valid, camera.width_px, camera.height_px).numpy()
     return grid, np.asarray(valid, dtype=np.float32)
 

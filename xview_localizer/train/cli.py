@@ -46,7 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     e = sub.add_parser("evaluate", help="evaluate a dense-flow checkpoint (table + JSON, prior baseline beside)")
     e.add_argument("--checkpoint", required=True)
-    e.add_argument("--dataset", required=True, help="pair directory or synthetic:N[:SEED]")
+    e.add_argument("--dataset", required=True,
+                   help="pair directory, synthetic:N[:SEED], kitti:PATH or vigor:PATH")
+    e.add_argument("--split", default=None, help="kitti: train | test1 (same area) | test2 (cross area)")
+    e.add_argument("--area", default=None, choices=["same", "cross"], help="vigor: same- or cross-area split")
+    e.add_argument("--orientation", default=None, choices=["known", "unknown"],
+                   help="vigor: known heading, or unknown (random circular roll of the panorama)")
     e.add_argument("--out", default=None, help="write the metrics as JSON here")
     e.add_argument("--batch-size", type=int, default=4)
     e.add_argument("--max-samples", type=int, default=None)
@@ -107,7 +112,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, _ = load_model(args.checkpoint, device)
-    dataset = open_dataset(args.dataset, model.cfg)
+    dataset = open_dataset(args.dataset, model.cfg, split=args.split, area=args.area,
+                           orientation=args.orientation)
     result = evaluate_model(model, dataset, device, args.batch_size, args.max_samples, progress=True)
     print(format_table(result))
     if args.out:

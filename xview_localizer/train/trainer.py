@@ -158,10 +158,15 @@ class PairTensorDataset(Dataset):
     resizes the ground image and the satellite patch to the preset, computes the north-up,
     prior-rotated BEV sampling grid with the record's camera and ``T_base_camera``."""
 
-    def __init__(self, directory: str | os.PathLike, cfg: DenseFlowConfig) -> None:
+    def __init__(self, directory: Any, cfg: DenseFlowConfig) -> None:
+        """``directory``: a pair directory, or an already open sequence of pair samples
+        (e.g. the KITTI / VIGOR loaders of :mod:`xview_localizer.train.datasets`)."""
         from .pairs import PairDataset  # written by the synthetic-data issue
 
-        self.pairs = PairDataset(Path(directory), load_depth=False)
+        if isinstance(directory, (str, os.PathLike)):
+            self.pairs = PairDataset(Path(directory), load_depth=False)
+        else:
+            self.pairs = directory
         self.cfg = cfg
 
     def __len__(self) -> int:
@@ -192,8 +197,14 @@ class PairTensorDataset(Dataset):
         }
 
 
-def open_dataset(spec: str, cfg: DenseFlowConfig) -> Dataset:
-    """``synthetic:N[:SEED]`` or a pair directory (see the module docstring)."""
+def open_dataset(spec: str, cfg: DenseFlowConfig, **opts: Any) -> Dataset:
+    """``synthetic:N[:SEED]``, a pair directory (see the module docstring), or a benchmark:
+    ``kitti:PATH`` / ``vigor:PATH`` with ``opts`` such as ``split``, ``area``, ``orientation``
+    (see :func:`xview_localizer.train.datasets.open_dataset`; options set to None are ignored)."""
+    if spec.startswith(("kitti:", "vigor:")):
+        from .datasets import open_dataset as open_benchmark
+
+        return PairTensorDataset(open_benchmark(spec, **opts), cfg)
     if spec.startswith("synthetic:"):
         parts = spec.split(":")
         try:
