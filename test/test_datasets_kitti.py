@@ -240,3 +240,22 @@ def test_evaluate_cli_on_kitti_split(tree, tmp_path, capsys):
     assert result["model"]["n_samples"] == result["prior"]["n_samples"] == n
     # The prior baseline is the test-line offset itself: finite and within the +-20 m box.
     assert 0.0 <= result["prior"]["xy_err_mean_m"] <= 20.0 * 2**0.5
+
+
+def test_train_cli_on_kitti_split_with_validation(tree, tmp_path):
+    """`train --dataset kitti:PATH --split train --val-dataset kitti:PATH --val-split test1`:
+    one optimizer step on the fixture tree, validation on test1 stored in the checkpoint."""
+    import torch
+
+    from xview_localizer.cli import main
+    from xview_localizer.train.datasets import open_dataset
+
+    out = tmp_path / "run"
+    rc = main(["train", "--dataset", f"kitti:{tree}", "--split", "train", "--val-dataset", f"kitti:{tree}",
+               "--val-split", "test1", "--out", str(out), "--steps", "1", "--batch-size", "1",
+               "--device", "cpu", "--no-progress", "--model-json", '{"iters": 1}'])
+    assert rc == 0
+    ckpt = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    assert ckpt["train_args"]["dataset_opts"] == {"split": "train"}
+    assert ckpt["train_args"]["val_dataset_opts"] == {"split": "test1"}
+    assert ckpt["metrics"]["val"]["model"]["n_samples"] == len(open_dataset(f"kitti:{tree}", split="test1"))

@@ -20,7 +20,12 @@ __all__ = ["register", "run_train", "run_evaluate"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the dense-flow matcher (CPU/CUDA, torchrun for DDP)")
-    p.add_argument("--dataset", required=True, help="pair directory or synthetic:N[:SEED]")
+    p.add_argument("--dataset", required=True,
+                   help="pair directory, synthetic:N[:SEED], kitti:PATH or vigor:PATH")
+    p.add_argument("--split", default=None, help="kitti/vigor: split of --dataset (default train)")
+    p.add_argument("--area", default=None, choices=["same", "cross"], help="vigor: same- or cross-area")
+    p.add_argument("--orientation", default=None, choices=["known", "unknown"], help="vigor: heading known or not")
+    p.add_argument("--val-split", default=None, help="kitti/vigor: split of --val-dataset (e.g. test1)")
     p.add_argument("--out", required=True, help="output directory (checkpoints, CSV log, metrics)")
     p.add_argument("--preset", default="compact", choices=["compact", "paper"], help="model preset")
     p.add_argument("--epochs", type=int, default=25, help="epochs (paper: 25)")
@@ -85,6 +90,8 @@ def run_train(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         val_dataset=args.val_dataset,
         val_max_samples=args.val_max_samples,
+        dataset_opts=_benchmark_opts(args.dataset, args.split or "train", args),
+        val_dataset_opts=_benchmark_opts(args.val_dataset, args.val_split, args),
         resume=args.resume,
         log_every=args.log_every,
         save_every=args.save_every,
@@ -101,6 +108,16 @@ def run_train(args: argparse.Namespace) -> int:
         print(format_table(metrics["val"]))
     print(f"checkpoint: {Path(args.out) / 'model.pt'}  steps: {metrics['steps']}")
     return 0
+
+
+def _benchmark_opts(spec: str | None, split: str | None, args: argparse.Namespace) -> dict:
+    """Loader options for ``kitti:``/``vigor:`` specs; none for pair directories / synthetic."""
+    if not spec or not spec.startswith(("kitti:", "vigor:")):
+        return {}
+    opts = {"split": split, "area": args.area, "orientation": args.orientation}
+    if spec.startswith("kitti:"):
+        opts = {"split": split}
+    return {k: v for k, v in opts.items() if v is not None}
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

@@ -238,6 +238,9 @@ class TrainConfig:
     num_workers: int = 0
     val_dataset: str | None = None
     val_max_samples: int = 256
+    #: options for benchmark data sets (kitti:/vigor:), e.g. {"split": "train", "area": "cross"}
+    dataset_opts: dict = field(default_factory=dict)
+    val_dataset_opts: dict = field(default_factory=dict)
     resume: bool = False
     log_every: int = 10
     save_every: int = 200
@@ -393,7 +396,7 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
         if dist_info.main:
             log.info("resumed from %s at epoch %d step %d", last_path, start_epoch, step)
 
-    dataset = open_dataset(tc.dataset, mcfg)
+    dataset = open_dataset(tc.dataset, mcfg, **tc.dataset_opts)
     sampler = None
     if dist_info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -479,7 +482,7 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
         dist.barrier()
     if dist_info.main:
         if tc.val_dataset:
-            val = open_dataset(tc.val_dataset, mcfg)
+            val = open_dataset(tc.val_dataset, mcfg, **tc.val_dataset_opts)
             metrics["val"] = evaluate_model(net, val, dev, tc.batch_size, tc.val_max_samples)
         save_checkpoint(last_path, net, metrics=metrics, train_args=train_args, epoch=final_epoch + 1, step=step,
                         optimizer=opt, scaler=scaler if use_amp else None)
