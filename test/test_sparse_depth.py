@@ -381,3 +381,28 @@ def test_match_ce_loss_runs_for_metric_and_relative():
     terms = sparse_depth_loss(out, batch["T_patch_base"], cfg, sat_m_per_px=batch["sat_m_per_px"], sat_stride=4,
                               cam_xy_base_m=batch["cam_xyz_base_m"][:, :2], depth_scale_gt=torch.tensor([2.0]))
     assert terms.match_ce > 0 and terms.scale >= 0 and torch.isfinite(terms.total)
+
+
+@pytest.mark.parametrize("kind", ["metric", "none"])
+def test_panorama_keypoints_lift_like_camera_pano(kind):
+    """Equirectangular (VIGOR-style) cameras: the sparse matcher's rays are unit rays, so a
+    metric depth is the range along the ray; lifting agrees with camera_pano's numpy functions."""
+    from xview_localizer import camera_pano
+
+    camera = camera_pano.EquirectangularCamera(512, 256)
+    T = cam_mod.T_base_camera_from_xyz_rpy(0.0, 0.0, 2.5, 0.0, 0.0, 0.0)
+    kr = keypoint_rays(camera, T, sparse_preset("compact"))
+    np.testing.assert_allclose(np.linalg.norm(kr.rays_base, axis=1), 1.0, atol=1e-6)
+    rng = np.random.default_rng(4)
+    d = rng.uniform(1.0, 60.0, len(kr.uv_px))
+    args = (torch.from_numpy(kr.rays_base)[None], torch.from_numpy(kr.ray_valid)[None],
+            torch.from_numpy(kr.cam_xyz_base_m)[None])
+    if kind == "none":
+        xy, valid = lift_keypoints(*args, None, "none", max_range_m=1e4)
+        ref, ref_valid = camera_pano.lift_flat_ground(camera, T, kr.uv_px, max_range_m=1e4)
+    else:
+        xy, valid = lift_keypoints(*args, torch.from_numpy(d).float()[None], "metric", max_range_m=1e4)
+        ref, ref_valid = camera_pano.lift_depth(camera, T, kr.uv_px, d)
+    assert ref_valid.sum() > 100
+    assert np.array_equal(valid[0].numpy(), ref_valid)
+    np.testing.assert_allclose(xy[0].numpy()[ref_valid], ref[ref_valid], atol=2e-3, rtol=1e-5)

@@ -238,8 +238,13 @@ class KeypointRays:
 
 
 def keypoint_rays(camera: Any, T_base_camera: np.ndarray, cfg: SparseDepthConfig) -> KeypointRays:
-    """Rays of the keypoint candidate cells of ``cfg`` for one camera (see the module docstring)."""
+    """Rays of the keypoint candidate cells of ``cfg`` for one camera (see the module docstring).
+
+    Pinhole cameras give rays ``(x_n, y_n, 1)`` (so depth = optical z, as ROS depth images);
+    an :class:`~xview_localizer.camera_pano.EquirectangularCamera` gives unit rays (depth =
+    range along the ray, the only depth a panorama has)."""
     from ..camera import _check_T
+    from ..camera_pano import EquirectangularCamera
 
     r, t = _check_T(T_base_camera, "T_base_camera")
     hf, wf = cfg.ground_cells
@@ -249,8 +254,12 @@ def keypoint_rays(camera: Any, T_base_camera: np.ndarray, cfg: SparseDepthConfig
     u = np.clip(np.floor((jj + 0.5) * cfg.ground_stride * w_cam / wg - 0.5 + 0.5), 0, w_cam - 1)
     v = np.clip(np.floor((ii + 0.5) * cfg.ground_stride * h_cam / hg - 0.5 + 0.5), 0, h_cam - 1)
     uv = np.column_stack((u.reshape(-1), v.reshape(-1)))
-    xy_n, ok = camera.undistort_checked(uv)
-    rays = np.column_stack((xy_n, np.ones(uv.shape[0]))) @ r.T
+    if isinstance(camera, EquirectangularCamera):
+        rays = camera.pixel_to_ray(uv) @ r.T
+        ok = np.ones(uv.shape[0], dtype=bool)
+    else:
+        xy_n, ok = camera.undistort_checked(uv)
+        rays = np.column_stack((xy_n, np.ones(uv.shape[0]))) @ r.T
     rays[~ok] = 0.0
     grid = np.column_stack(((2 * uv[:, 0] + 1) / w_cam - 1, (2 * uv[:, 1] + 1) / h_cam - 1))
     return KeypointRays(uv, grid.astype(np.float32), rays.astype(np.float32), ok.astype(bool), t.astype(np.float32))
