@@ -135,10 +135,11 @@ def test_errors_name_the_cause(drive, tmp_path):
 
 
 def test_fine_tune_on_exported_pairs(drive, tmp_path):
-    """Train a tiny model (stand-in for the default checkpoint), then continue training it on the
-    pairs exported from the bag (copy its last.pt into the new run and --resume)."""
-    import shutil
+    """Train a tiny model (stand-in for the default checkpoint), then fine-tune it on the pairs
+    exported from the bag with `train --init` (weights and preset from the checkpoint)."""
+    import torch
 
+    from xview_localizer.cli import main
     from xview_localizer.matcher.checkpoint import load_model
     from xview_localizer.train.trainer import TrainConfig, train
 
@@ -152,11 +153,18 @@ def test_fine_tune_on_exported_pairs(drive, tmp_path):
     base = tmp_path / "base"
     train(TrainConfig(dataset="synthetic:4", out_dir=str(base), model_overrides=tiny, steps=1, batch_size=2,
                       progress=False), device="cpu")
+    base_model, _ = load_model(base / "model.pt")
     ft = tmp_path / "ft"
-    ft.mkdir()
-    shutil.copy(base / "last.pt", ft / "last.pt")
-    m = train(TrainConfig(dataset=str(pairs), out_dir=str(ft), model_overrides=tiny, steps=2, batch_size=2,
-                          resume=True, progress=False), device="cpu")
-    assert m["steps"] == 2 and math.isfinite(m["final_loss"])
-    _, blob = load_model(ft / "model.pt")
+    rc = main(["train", "--dataset", str(pairs), "--out", str(ft), "--init", str(base / "model.pt"),
+               "--steps", "2", "--batch-size", "2", "--lr", "1e-3", "--device", "cpu", "--no-progress"])
+    assert rc == 0
+    ft_model, blob = load_model(ft / "model.pt")
     assert blob["train_args"]["dataset"] == str(pairs)
+    assert blob["train_args"]["init_checkpoint"] == str(base / "model.pt")
+    assert ft_model.cfg == base_model.cfg  # the tiny architecture came from the checkpoint
+    assert blob["step"] == 2 and math.isfinite(blob["metrics"]["final_loss"])
+    # fine-tuning moved the weights away from the starting point (it did not start from scratch:
+    # a fresh model would differ everywhere, while these stay close)
+    a = torch.cat([p.flatten() for p in base_model.parameters()])
+    b = torch.cat([p.flatten() for p in ft_model.parameters()])
+    assert 0 < float((a - b).abs().max()) < 0.05

@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: CUDA when available")
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="fine-tune: start from this checkpoint's weights and preset (e.g. the packaged "
+                        "default), with a fresh optimizer")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=run_train)
 
@@ -93,6 +96,7 @@ def run_train(args: argparse.Namespace) -> int:
         dataset_opts=_benchmark_opts(args.dataset, args.split or "train", args),
         val_dataset_opts=_benchmark_opts(args.val_dataset, args.val_split, args),
         resume=args.resume,
+        init_checkpoint=args.init,
         log_every=args.log_every,
         save_every=args.save_every,
         amp=not args.no_amp,

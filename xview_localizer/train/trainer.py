@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import ConfigError, DatasetError
-from ..matcher.checkpoint import load_checkpoint_dict, save_checkpoint
+from ..errors import CheckpointError, ConfigError, DatasetError
+from ..matcher.checkpoint import config_from_checkpoint, load_checkpoint_dict, save_checkpoint
 from ..matcher.dense_flow import DenseFlowConfig, DenseFlowMatcher, preset
 from .losses import LossConfig, dense_flow_loss
 from .metrics import evaluate_with_baseline
@@ -240,6 +240,8 @@ class TrainConfig:
     val_max_samples: int = 256
     #: options for benchmark data sets (kitti:/vigor:), e.g. {"split": "train", "area": "cross"}
     dataset_opts: dict = field(default_factory=dict)
+    #: fine-tune: start from this checkpoint's weights and config (fresh optimizer)
+    init_checkpoint: str | None = None
     val_dataset_opts: dict = field(default_factory=dict)
     resume: bool = False
     log_every: int = 10
@@ -378,14 +380,30 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
 
-    mcfg = tc.model_config()
+    last_path = out_dir / "last.pt"
+    resuming = tc.resume and last_path.is_file()
+    init_blob = None
+    if tc.init_checkpoint:
+        # Fine-tuning: the architecture comes from the checkpoint; its weights are the start
+        # unless this run is being resumed (then last.pt holds the newer ones).
+        init_blob = load_checkpoint_dict(tc.init_checkpoint)
+        mcfg = config_from_checkpoint(init_blob, tc.init_checkpoint)
+    else:
+        mcfg = tc.model_config()
     model = DenseFlowMatcher(mcfg).to(dev)
+    if init_blob is not None and not resuming:
+        try:
+            model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                   for k, v in init_blob["state_dict"].items()})
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint {tc.init_checkpoint}: weights do not fit its config ({exc})") from exc
+        if dist_info.main:
+            log.info("fine-tuning from %s (preset %s)", tc.init_checkpoint, mcfg.name)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.999))
     use_amp = tc.amp and dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start_epoch, step = 0, 0
-    last_path = out_dir / "last.pt"
-    if tc.resume and last_path.is_file():
+    if resuming:
         blob = load_checkpoint_dict(last_path)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
         if "optimizer" in blob:
