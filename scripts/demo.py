@@ -311,6 +311,8 @@ def main(argv=None) -> int:
                    help="tests only: node parameter matcher_factory ('module:function', e.g. a labelled test "
                         "double with test/ on PYTHONPATH) instead of the checkpoint")
     p.add_argument("--world-zoom-max", type=int, default=19, help="finest tile zoom of the world")
+    p.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
+                   help="extra localizer_node parameter (repeatable), e.g. max_gnss_mahalanobis:=4.0")
     p.add_argument("--patch-size-px", type=int, default=512, help="satellite patch size (node parameter)")
     p.add_argument("--patch-m-per-px", type=float, default=0.2, help="satellite patch resolution (node parameter)")
     args = p.parse_args(argv)
@@ -360,6 +362,11 @@ def main(argv=None) -> int:
               "base_frame": side["frames"]["base"], "odom_frame": side["frames"]["odom"]}
     if args.matcher_factory:
         params["matcher_factory"] = args.matcher_factory
+    for item in args.node_param:
+        name, sep, value = item.partition(":=")
+        if not sep or not name:
+            raise SystemExit(f"demo: --node-param expects NAME:=VALUE, got {item!r}")
+        params[name] = value
     cmd = [str(bin_dir / "localizer_node"), "--ros-args", "--params-file", str(REPO / "config" / "localizer.yaml")]
     for k, v in params.items():
         cmd += ["-p", f"{k}:={v}"]

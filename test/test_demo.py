@@ -27,7 +27,10 @@ def test_demo_pipeline_at_toy_size(tmp_path):
     cmd = [sys.executable, str(REPO / "scripts" / "demo.py"), "--dir", str(tmp_path / "demo"), "--seconds", "4",
            "--width", "96", "--height", "32", "--world-size-m", "300", "--world-zoom-max", "18",
            "--patch-size-px", "128", "--patch-m-per-px", "0.5",
-           "--matcher-factory", "localizer_doubles:make_prior_echo_matcher"]
+           "--matcher-factory", "localizer_doubles:make_prior_echo_matcher",
+           # the echo double 'sees' whatever yaw it is given, so several unknown-yaw hypotheses
+           # would (rightly) be rejected as ambiguous: one hypothesis for this plumbing test
+           "--node-param", "unknown_yaw_hypotheses:=1"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out

@@ -26,6 +26,7 @@ from xview_localizer.localizer import (
     MapProjection,
     OdomSample,
 )
+from xview_localizer.matcher.base import Correspondences
 from xview_localizer.se2 import SE2
 from xview_localizer.tiles.cache import TileCache, TileCacheConfig
 from xview_localizer.tiles.server import serve_directory
@@ -366,3 +367,33 @@ def test_gating_yaw_far_from_the_gnss_course(tile_cache):
         else:
             assert res.estimate is None and res.reason == "yaw_inconsistent", (res.reason, res.detail)
             assert "60.0 deg from the prior yaw" in res.detail
+
+
+def test_unknown_yaw_with_equally_supported_disagreeing_hypotheses_is_rejected(tile_cache):
+    """No prior yaw (one fix, no course): the matcher runs at 4 yaws. A matcher that just
+    echoes the hypothesis gives 4 disagreeing, equally supported solutions -> 'yaw_ambiguous',
+    never a pose that may be turned around. A matcher whose answer does not depend on the
+    hypothesis (one consistent solution) is accepted."""
+
+    class HypothesisEcho:  # TEST DOUBLE: always 'sees' the yaw it was given
+        def __init__(self) -> None:
+            self.rng = np.random.default_rng(0)
+
+        def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad):
+            src = self.rng.uniform(-15.0, 15.0, size=(100, 2))
+            dst = SE2(0.0, 0.0, prior_yaw_rad).apply(src) + self.rng.normal(0.0, 0.1, size=src.shape)
+            return Correspondences(src, dst, np.full(100, 0.9), True)
+
+    loc = Localizer(_config(), HypothesisEcho(), tile_cache)
+    loc.add_fix(_fix(1.0, 0.0, 0.0))
+    res = loc.step(_frame(1.0))
+    assert res.estimate is None and res.reason == "yaw_ambiguous", (res.reason, res.detail)
+    assert "no prior yaw" in res.detail
+
+    matcher = NoisyTruthMatcher(seed=12, noise_m=0.1, outlier_fraction=0.0)
+    loc = Localizer(_config(), matcher, tile_cache)
+    loc.add_fix(_fix(1.0, 0.0, 0.0))
+    matcher.truth = (LAT0, LON0, 1.0)
+    res = loc.step(_frame(1.0))
+    assert len(matcher.calls) == 4  # four hypotheses ran
+    assert res.estimate is not None, res.detail

@@ -117,6 +117,11 @@ class LocalizerConfig:
     unknown_yaw_hypotheses: int = _p(4, "Without a prior yaw (no previous estimate, GNSS too slow for a course) "
                                      "the matcher runs at this many evenly spaced yaws and the best-supported "
                                      "solution is kept.", range=(1, 72))
+    unknown_yaw_min_support_ratio: float = _p(1.5, "With several yaw hypotheses: the best solution must have "
+                                              "at least this many times the support of any runner-up that "
+                                              "disagrees with it (by more than max_prior_yaw_deviation_rad "
+                                              "or max_jump_m); else the frame is rejected 'yaw_ambiguous'.",
+                                              range=(1.0, 100.0))
     # --- gating --------------------------------------------------------------------------------
     min_weight: float = _p(0.5, "Smallest matcher confidence that counts a correspondence as confident.",
                            range=(0.0, 1.0))

@@ -26,6 +26,7 @@ One frame (:meth:`Localizer.step`):
    ``min_confident_matches`` confident or inlier matches -> ``too_few_matches``; Mahalanobis
    distance to the GNSS prior above ``max_gnss_mahalanobis`` -> ``gnss_inconsistent``;
    yaw farther than ``max_prior_yaw_deviation_rad`` from a known prior yaw -> ``yaw_inconsistent``;
+   without a prior yaw, two disagreeing yaw hypotheses of similar support -> ``yaw_ambiguous``;
    farther than ``max_jump_m`` / ``max_yaw_jump_rad`` from the previous estimate propagated
    with odometry -> ``odometry_contradiction``.
 
@@ -76,6 +77,7 @@ REASONS = (
     "too_few_matches",
     "solver_degenerate",
     "gnss_inconsistent",
+    "yaw_ambiguous",
     "yaw_inconsistent",
     "odometry_contradiction",
 )
@@ -597,18 +599,17 @@ class Localizer:
             yaws = [wrap_angle_rad(2.0 * math.pi * k / n_hyp) for k in range(n_hyp)]
         else:
             yaws = [prior_yaw_true]
-        best = None
+        cands = []
         first_reject: Optional[LocalizationRejected] = None
         for yaw in yaws:
             try:
-                cand = self._match_and_solve(frame, sat_rgb, georef, yaw, timings)
+                cands.append(self._match_and_solve(frame, sat_rgb, georef, yaw, timings))
             except LocalizationRejected as rej:
                 first_reject = first_reject or rej
-                continue
-            if best is None or cand[3] > best[3]:
-                best = cand
-        if best is None:
+        if not cands:
             raise first_reject
+        best = max(cands, key=lambda c: c[3])
+        self._check_yaw_ambiguity(best, cands)
         corr, inlier_mask, sol, _score = best
         result.correspondences, result.inlier_mask = corr, inlier_mask
         n_confident = int(np.count_nonzero(corr.weight >= cfg.min_weight))
@@ -647,6 +648,26 @@ class Localizer:
             if self._last is None or est.stamp_ns >= self._last.stamp_ns:
                 self._last = est
         result.estimate = est
+
+    def _check_yaw_ambiguity(self, best: tuple, cands: list[tuple]) -> None:
+        """Without a prior yaw, a runner-up solution that disagrees with the best one (yaw or
+        position) but has nearly its support makes the frame ambiguous: no pose beats a pose
+        that may be turned around."""
+        cfg = self.config
+        T_best = best[2].T_patch_base
+        for c in cands:
+            if c is best:
+                continue
+            T = c[2].T_patch_base
+            dyaw = abs(wrap_angle_rad(T.yaw_rad - T_best.yaw_rad))
+            dpos = math.hypot(T.x_m - T_best.x_m, T.y_m - T_best.y_m)
+            disagrees = dyaw > cfg.max_prior_yaw_deviation_rad or dpos > cfg.max_jump_m
+            if disagrees and best[3] < cfg.unknown_yaw_min_support_ratio * c[3]:
+                raise LocalizationRejected(
+                    "yaw_ambiguous",
+                    f"no prior yaw and two solutions {math.degrees(dyaw):.0f} deg / {dpos:.1f} m apart have "
+                    f"support {best[3]:.1f} vs {c[3]:.1f} (need a ratio of "
+                    f"{cfg.unknown_yaw_min_support_ratio:g})")
 
     def _match_and_solve(self, frame: Frame, sat_rgb: np.ndarray, georef: Any, prior_yaw_true: float,
                          timings: dict) -> tuple[Correspondences, np.ndarray, Any, float]:
