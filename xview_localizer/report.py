@@ -427,12 +427,12 @@ def _write_csv(t: _Table, path: Path) -> None:
 
 def _tum_lines(stamps_ns, xyz_yaw) -> str:
     lines = []
-    for s, (x, y, yaw) in zip(stamps_ns, xyz_yaw):
+    for s, (x, y, yaw_map_rad) in zip(stamps_ns, xyz_yaw):
         if not (math.isfinite(x) and math.isfinite(y)):
             continue
-        yaw = 0.0 if not math.isfinite(yaw) else yaw
-        lines.append(f"{int(s) / NS_PER_S:.9f} {x:.6f} {y:.6f} 0.0 0.0 0.0 {math.sin(yaw / 2):.9f} "
-                     f"{math.cos(yaw / 2):.9f}")
+        yaw_map_rad = 0.0 if not math.isfinite(yaw_map_rad) else yaw_map_rad
+        lines.append(f"{int(s) / NS_PER_S:.9f} {x:.6f} {y:.6f} 0.0 0.0 0.0 {math.sin(yaw_map_rad / 2):.9f} "
+                     f"{math.cos(yaw_map_rad / 2):.9f}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 
@@ -454,10 +454,10 @@ def write_pose_bag(out: Path, t: _Table, data: EvalData, map_frame: str = "map")
     def header(s: int):
         return Header(stamp=Time(sec=int(s // NS_PER_S), nanosec=int(s % NS_PER_S)), frame_id=map_frame)
 
-    def pose(x: float, y: float, yaw: float):
-        yaw = 0.0 if not math.isfinite(yaw) else yaw
+    def pose(x: float, y: float, yaw_map_rad: float):
+        yaw_map_rad = 0.0 if not math.isfinite(yaw_map_rad) else yaw_map_rad
         return Pose(position=Point(x=float(x), y=float(y), z=0.0),
-                    orientation=Quat(x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2)))
+                    orientation=Quat(x=0.0, y=0.0, z=math.sin(yaw_map_rad / 2), w=math.cos(yaw_map_rad / 2)))
 
     writer = Writer(out, version=9, storage_plugin=StoragePlugin.MCAP)
     writer.open()
@@ -844,10 +844,10 @@ def frames_from_pose_bag(bag: Path, topic: str, image_stamps_ns, latency_s_by_st
                 m = reader.deserialize(raw, c.msgtype)
                 s = int(m.header.stamp.sec) * NS_PER_S + int(m.header.stamp.nanosec)
                 p, q = m.pose.pose.position, m.pose.pose.orientation
-                yaw = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+                yaw_map_rad = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
                 c6 = np.asarray(m.pose.covariance, float).reshape(6, 6)
                 idx = [0, 1, 5]
-                poses[s] = (float(p.x), float(p.y), yaw, c6[np.ix_(idx, idx)])
+                poses[s] = (float(p.x), float(p.y), yaw_map_rad, c6[np.ix_(idx, idx)])
     except BagError:
         raise
     except Exception as exc:  # noqa: BLE001 - rosbags raises several types for unreadable bags
