@@ -169,23 +169,13 @@ def bev_sampling_grid(camera: EquirectangularCamera, T_base_camera: np.ndarray, 
     ground, its panorama pixel ``uv_px (H, W, 2)`` float32 and ``valid (H, W)``. Every ground
     point except the camera's own foot point is seen by a full panorama, so cells are invalid
     only there. (grid_sample does not wrap around the seam: the last half column blends with
-    padding.)"""
-    if not isinstance(bev, BevGrid):
-        raise GeometryError(f"bev must be a BevGrid, got {type(bev).__name__}")
-    r, t = _check_T(T_base_camera, "T_base_camera")
-    _check_camera_above_ground(t, ground_z_m)
-    h, w = bev.size_px
-    xy = bev.cell_centres_base_xy().reshape(-1, 2)
-    p_base = np.column_stack((xy, np.full(xy.shape[0], float(ground_z_m))))
-    uv, valid = camera.project(_rotate(r.T, p_base - t))
-    valid &= camera.in_image(uv)
-    uv[~valid] = 0.0
-    return uv.reshape(h, w, 2).astype(np.float32), valid.reshape(h, w)
+    padding.) The algorithm is camera.py's, which only needs the camera's ``project`` and
+    ``in_image``."""
+    return _pinhole_bev_sampling_grid(camera, T_base_camera, bev, ground_z_m)
 
 
 def bev_sampling_grid_any(camera: PinholeCamera | EquirectangularCamera, T_base_camera: np.ndarray,
                           bev: BevGrid, ground_z_m: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`bev_sampling_grid` for panoramas, :func:`camera.bev_sampling_grid` otherwise."""
-    if isinstance(camera, EquirectangularCamera):
-        return bev_sampling_grid(camera, T_base_camera, bev, ground_z_m)
+    """The BEV sampling grid of a pinhole or a panoramic camera (both provide ``project`` and
+    ``in_image``, which is all :func:`camera.bev_sampling_grid` uses)."""
     return _pinhole_bev_sampling_grid(camera, T_base_camera, bev, ground_z_m)
