@@ -68,3 +68,12 @@ def parse_float(text: str, where: str, name: str) -> float:
     if not math.isfinite(v):
         raise DatasetError(f"{where}: {name} {text!r} is not finite")
     return v
+
+
+def normalize_index(index: object, n: int) -> int:
+    """A sequence index (negative allowed) checked against ``n`` samples -> ``0 <= i < n``."""
+    if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+        raise TypeError(f"index must be an int, got {type(index).__name__}")
+    if not -n <= index < n:
+        raise IndexError(f"sample index {index} out of range for {n} samples")
+    return int(index) % n

@@ -52,7 +52,15 @@ from ...camera import PinholeCamera, T_base_camera_from_xyz_rpy
 from ...errors import ConfigError, DatasetError
 from ...geo import ground_resolution_m_per_px
 from ..pairs import PairSample
-from ._common import offset_latlon, parse_float, read_rgb, sample_rng, shift_patch, split_lines
+from ._common import (
+    normalize_index,
+    offset_latlon,
+    parse_float,
+    read_rgb,
+    sample_rng,
+    shift_patch,
+    split_lines,
+)
 
 __all__ = [
     "CAMERA_HEIGHT_M",
@@ -247,12 +255,7 @@ class KittiCrossView:
     def __getitem__(self, index: int) -> PairSample:
         import cv2
 
-        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"index must be an int, got {type(index).__name__}")
-        n = len(self.entries)
-        if not -n <= index < n:
-            raise IndexError(f"sample index {index} out of range for {n} samples")
-        index = int(index) % n
+        index = normalize_index(index, len(self.entries))
         e = self.entries[index]
         ground = read_rgb(self._image_path(e), e.where)
         cam = self.camera(index, (ground.shape[1], ground.shape[0]))

@@ -57,7 +57,7 @@ from ...camera import T_base_camera_from_xyz_rpy
 from ...camera_pano import EquirectangularCamera
 from ...errors import ConfigError, DatasetError
 from ..pairs import PairSample
-from ._common import offset_latlon, parse_float, read_rgb, sample_rng, split_lines
+from ._common import normalize_index, offset_latlon, parse_float, read_rgb, sample_rng, split_lines
 
 __all__ = ["VIGOR_CITIES", "VIGOR_M_PER_PX", "PanoPairSample", "VigorConfig", "Vigor", "parse_pano_name",
            "parse_sat_name"]
@@ -221,12 +221,7 @@ class Vigor:
     def __getitem__(self, index: int) -> PanoPairSample:
         import cv2
 
-        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"index must be an int, got {type(index).__name__}")
-        n = len(self.entries)
-        if not -n <= index < n:
-            raise IndexError(f"sample index {index} out of range for {n} samples")
-        index = int(index) % n
+        index = normalize_index(index, len(self.entries))
         e = self.entries[index]
         pano = read_rgb(self._pano_path(e), e.where)
         if self.cfg.ground_width_px is not None:
