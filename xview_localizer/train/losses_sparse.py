@@ -65,9 +65,9 @@ class SparseLossTerms:
 
 def pose_losses(pose: torch.Tensor, pose_gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 3) (x_m, y_m, yaw_rad) -> (mean L1 translation error in m, mean |yaw error| in deg)."""
-    xy = (pose[:, :2] - pose_gt[:, :2]).abs().sum(dim=-1).mean()
-    yaw = torch.rad2deg(wrap_rad(pose[:, 2] - pose_gt[:, 2])).abs().mean()
-    return xy, yaw
+    xy_m = (pose[:, :2] - pose_gt[:, :2]).abs().sum(dim=-1).mean()
+    yaw_deg = torch.rad2deg(wrap_rad(pose[:, 2] - pose_gt[:, 2])).abs().mean()
+    return xy_m, yaw_deg
 
 
 def match_ce_loss(
@@ -122,8 +122,8 @@ def sparse_depth_loss(
         cam_xy_base_m (B, 2), depth_scale_gt (B,): relative depth only (optional terms).
     """
     cfg = cfg or SparseLossConfig()
-    xy, yaw = pose_losses(out.T_patch_base.float(), pose_gt.float())
-    total = cfg.xy_weight * xy + cfg.yaw_weight * yaw
+    xy_m, yaw_deg = pose_losses(out.T_patch_base.float(), pose_gt.float())
+    total = cfg.xy_weight * xy_m + cfg.yaw_weight * yaw_deg
     ce = torch.zeros((), device=total.device)
     if cfg.match_ce_weight > 0:
         if sat_m_per_px is None:
@@ -134,4 +134,4 @@ def sparse_depth_loss(
     if cfg.scale_weight > 0 and not out.scale_known and depth_scale_gt is not None:
         sc = torch.log(out.scale.float().clamp_min(1e-6) / depth_scale_gt.float()).abs().mean()
         total = total + cfg.scale_weight * sc
-    return SparseLossTerms(total, float(xy.detach()), float(yaw.detach()), float(ce.detach()), float(sc.detach()))
+    return SparseLossTerms(total, float(xy_m.detach()), float(yaw_deg.detach()), float(ce.detach()), float(sc.detach()))

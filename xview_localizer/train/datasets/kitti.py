@@ -159,10 +159,10 @@ def parse_oxts(path: Path) -> tuple[float, float, float]:
         raise DatasetError(f"{where}: expected at least 6 fields (lat lon alt roll pitch yaw), got {len(fields)}")
     lat = parse_float(fields[0], where, "lat")
     lon = parse_float(fields[1], where, "lon")
-    yaw = parse_float(fields[5], where, "yaw")
+    yaw_enu_rad = parse_float(fields[5], where, "yaw")
     if abs(lat) > 85.0 or abs(lon) > 180.0:
         raise DatasetError(f"{where}: lat/lon ({lat}, {lon}) out of range")
-    return lat, lon, yaw
+    return lat, lon, yaw_enu_rad
 
 
 class KittiCrossView:
@@ -265,14 +265,14 @@ class KittiCrossView:
         if sat.shape[0] != sat.shape[1]:
             raise DatasetError(f"{self._sat_path(e)}: satellite image must be square, got {sat.shape[1]}x{sat.shape[0]}")
         m_per_px = SAT_M_PER_PX * SAT_SIZE_PX / sat.shape[0]
-        lat, lon, yaw = parse_oxts(self._oxts_path(e))
+        lat, lon, yaw_enu_rad = parse_oxts(self._oxts_path(e))
         x, y, th = self.shift(index)
         east_m, north_m = x * self.cfg.offset_range_m, y * self.cfg.offset_range_m
         # patch centre (prior) = GPS - (east, north): content moves by (+east, -north) pixels.
         patch = shift_patch(sat, east_m / m_per_px, -north_m / m_per_px)
         c_lat, c_lon = offset_latlon(lat, lon, -east_m, -north_m)
-        yaw = math.remainder(yaw, 2.0 * math.pi)
-        prior_yaw = math.remainder(yaw + math.radians(th * self.cfg.yaw_range_deg), 2.0 * math.pi)
+        yaw_enu_rad = math.remainder(yaw_enu_rad, 2.0 * math.pi)
+        prior_yaw_rad = math.remainder(yaw_enu_rad + math.radians(th * self.cfg.yaw_range_deg), 2.0 * math.pi)
         return PairSample(
             id=e.name,
             world_seed=0,
@@ -284,8 +284,8 @@ class KittiCrossView:
             sat_m_per_px=m_per_px,
             sat_center_lat_deg=c_lat,
             sat_center_lon_deg=c_lon,
-            T_patch_base=np.array([east_m, north_m, yaw]),
-            prior_yaw_rad=prior_yaw,
+            T_patch_base=np.array([east_m, north_m, yaw_enu_rad]),
+            prior_yaw_rad=prior_yaw_rad,
             gt_lat_deg=lat,
             gt_lon_deg=lon,
         )
