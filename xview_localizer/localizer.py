@@ -708,7 +708,7 @@ class Localizer:
     def _to_map(self, proj: MapProjection, georef: Any, T_patch_base: SE2,
                 cov_patch: np.ndarray) -> tuple[SE2, np.ndarray, float, float]:
         """Patch frame (true-north ENU about the patch centre) -> map frame, with covariance."""
-        enu = LocalEnu(georef.center_lat_deg, georef.center_lon_deg)
+        enu = georef.enu()  # the ENU plane the patch frame lives in (tiles.patch.PatchGeoref)
         lat, lon = enu.inverse(T_patch_base.x_m, T_patch_base.y_m)
         lat, lon = float(lat), float(lon)
         x_m, y_m = proj.forward(lat, lon)
