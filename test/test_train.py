@@ -19,7 +19,13 @@ from xview_localizer.cli import main as cli_main
 from xview_localizer.errors import ConfigError, DatasetError, GeometryError
 from xview_localizer.matcher.checkpoint import load_model
 from xview_localizer.matcher.dense_flow import gt_flow_from_pose, preset
-from xview_localizer.train.losses import LossConfig, confidence_loss, matching_loss, position_loss
+from xview_localizer.train.losses import (
+    LossConfig,
+    confidence_loss,
+    correlation_loss,
+    matching_loss,
+    position_loss,
+)
 from xview_localizer.train.metrics import (
     evaluate_with_baseline,
     format_table,
@@ -110,6 +116,34 @@ def test_losses_on_hand_made_inputs():
     assert (cfg.beta(0), cfg.beta(15), cfg.kappa(14), cfg.kappa(15)) == (1.0, 10.0, 200.0, 20.0)
     with pytest.raises(ConfigError, match="gamma"):
         LossConfig(gamma=0.0)
+
+
+def test_correlation_loss_prefers_the_true_cell_and_skips_outside_truth():
+    cells = 8
+    flow_gt = torch.zeros(1, 2, cells, cells)
+    flow_gt[:, 0] = 1.25  # every BEV cell's truth is 1.25 cells east of itself
+    valid = torch.ones(1, cells, cells)
+    n = cells * cells
+    peaked = torch.full((1, n, cells, cells), -20.0)
+    for i in range(cells):
+        for j in range(cells):
+            if j + 1 < cells:
+                peaked[0, i * cells + j, i, j + 1] = 20.0  # the nearest neighbour of the truth
+    flat = torch.zeros(1, n, cells, cells)
+    loss_peaked = correlation_loss(peaked, flow_gt, valid)
+    loss_flat = correlation_loss(flat, flow_gt, valid)
+    assert float(loss_flat) == pytest.approx(math.log(n), rel=1e-5)
+    # bilinear target 0.75 / 0.25 on cells j+1 / j+2: the peaked rows pay 0.25 * 40 nats
+    assert float(loss_peaked) == pytest.approx(0.25 * 40.0, rel=1e-3)
+    # truth outside the patch (last column shifted east of the edge) is not counted
+    far = flow_gt.clone()
+    far[:, 0] = 100.0
+    assert float(correlation_loss(flat, far, valid)) == 0.0
+    logits = flat.clone().requires_grad_(True)
+    correlation_loss(logits, flow_gt, valid).backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="corr_weight"):
+        LossConfig(corr_weight=-1.0)
 
 
 def test_lr_schedule_warms_up_and_decays():

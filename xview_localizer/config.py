@@ -122,6 +122,11 @@ class LocalizerConfig:
                                               "disagrees with it (by more than max_prior_yaw_deviation_rad "
                                               "or max_jump_m); else the frame is rejected 'yaw_ambiguous'.",
                                               range=(1.0, 100.0))
+    # --- depth ---------------------------------------------------------------------------------
+    depth_kind: str = _p("metric", "What the 'depth' image holds, for matchers that use depth (sparse-depth): "
+                         "'metric' optical z in metres, 'relative' z up to an unknown scale, 'inverse' "
+                         "1/relative z. Relative kinds make the solver estimate the scale (Sim(2)).",
+                         choices=("metric", "relative", "inverse"))
     # --- gating --------------------------------------------------------------------------------
     min_weight: float = _p(0.5, "Smallest matcher confidence that counts a correspondence as confident.",
                            range=(0.0, 1.0))

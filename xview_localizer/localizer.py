@@ -16,8 +16,14 @@ One frame (:meth:`Localizer.step`):
    north-up patch in the true-north ENU plane about the prior.
 3. **Matcher** ``matcher.match(ground_rgb, camera, T_base_camera, sat_rgb, georef,
    prior_yaw_rad) -> Correspondences`` (``prior_yaw_rad`` in the patch frame, true north).
+   A matcher that accepts depth (``accepts_depth = True`` or a ``depth_m`` keyword, e.g. the
+   sparse-depth matcher) also gets ``depth_m=frame.depth_m, depth_kind=config.depth_kind``; one
+   with ``needs_yaw_prior = False`` runs once even when the prior yaw is unknown.
 4. **Procrustes** (:func:`xview_localizer.procrustes.solve`) on the confident
-   correspondences -> ``T_patch_base`` and its 3x3 covariance.
+   correspondences -> ``T_patch_base`` and its 3x3 covariance. Correspondences with
+   ``scale_known`` False (relative depth) are camera-centred: the Sim(2) solution is turned
+   into ``T_patch_base`` with :func:`camera.T_patch_base_from_camera_centred` (covariance
+   propagated through that map).
 5. **Map frame.** ``T_patch_base`` -> WGS84 -> map (UTM grid of the datum's zone with the
    origin at the datum, or the local ENU plane at the datum). Yaw gets the meridian
    convergence (grid north vs true north) added; the covariance is rotated with the exact
@@ -38,6 +44,8 @@ be called from other threads than ``step``.
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import inspect
 import math
 import threading
 import time
@@ -320,6 +328,35 @@ def _floor_covariance(cov: np.ndarray, floor_xy_m2: float, floor_yaw_rad2: float
     return 0.5 * (c + c.T)
 
 
+def _accepts_depth(matcher: Any) -> bool:
+    """Whether ``matcher.match`` takes ``depth_m`` / ``depth_kind`` keywords: an
+    ``accepts_depth`` attribute, else its signature (test doubles without either get none)."""
+    flag = getattr(matcher, "accepts_depth", None)
+    if flag is not None:
+        return bool(flag)
+    try:
+        return "depth_m" in inspect.signature(matcher.match).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _from_camera_centred(sol: procrustes.ProcrustesResult, T_base_camera: np.ndarray) -> procrustes.ProcrustesResult:
+    """A Sim(2) solution on camera-centred relative-depth points -> the result with
+    ``T_patch_base`` of base_link (``camera.T_patch_base_from_camera_centred``) and its
+    covariance propagated through ``(x, y, yaw) -> (x - R(yaw) c, yaw)``. The returned result's
+    ``scale`` is still the depth scale, so its ``transform`` no longer maps ``src`` to ``dst``."""
+    from .camera import T_patch_base_from_camera_centred, camera_xy_base_m
+
+    c = camera_xy_base_m(T_base_camera)
+    T_patch_base, _ = T_patch_base_from_camera_centred(sol.transform, c)
+    cy, sy = math.cos(sol.T_patch_base.yaw_rad), math.sin(sol.T_patch_base.yaw_rad)
+    J = np.eye(3)
+    J[0, 2] = sy * c[0] + cy * c[1]
+    J[1, 2] = -(cy * c[0] - sy * c[1])
+    cov = J @ np.asarray(sol.cov_xyyaw, float) @ J.T
+    return dataclasses.replace(sol, T_patch_base=T_patch_base, cov_xyyaw=0.5 * (cov + cov.T))
+
+
 # ----------------------------------------------------------------------------------------------
 # Time-indexed buffers
 # ----------------------------------------------------------------------------------------------
@@ -594,7 +631,9 @@ class Localizer:
             raise LocalizationRejected("matcher_failed", "matcher unavailable")
         gamma_prior = proj.convergence_rad(georef.center_lat_deg, georef.center_lon_deg)
         prior_yaw_true = None if prior.yaw_map_rad is None else wrap_angle_rad(prior.yaw_map_rad - gamma_prior)
-        if prior_yaw_true is None:
+        if prior_yaw_true is None and not getattr(self.matcher, "needs_yaw_prior", True):
+            yaws = [0.0]  # the matcher ignores the prior yaw (sparse-depth): one run
+        elif prior_yaw_true is None:
             n_hyp = cfg.unknown_yaw_hypotheses
             yaws = [wrap_angle_rad(2.0 * math.pi * k / n_hyp) for k in range(n_hyp)]
         else:
@@ -675,9 +714,12 @@ class Localizer:
         solver result, support = summed weight of the inliers). Stage times accumulate."""
         cfg = self.config
         t0 = time.perf_counter()
+        depth_kw = {}
+        if _accepts_depth(self.matcher):
+            depth_kw = {"depth_m": frame.depth_m, "depth_kind": cfg.depth_kind}
         try:
             corr = self.matcher.match(frame.image_rgb, frame.camera, frame.T_base_camera, sat_rgb, georef,
-                                      prior_yaw_true)
+                                      prior_yaw_true, **depth_kw)
         except XViewError as exc:
             raise LocalizationRejected("matcher_failed", f"{type(exc).__name__}: {exc}") from exc
         finally:
@@ -698,6 +740,8 @@ class Localizer:
             if sol.n_inliers < cfg.min_confident_matches:
                 raise LocalizationRejected("too_few_matches", f"{sol.n_inliers} inliers after robust fitting, "
                                                               f"need {cfg.min_confident_matches}")
+            if not corr.scale_known:
+                sol = _from_camera_centred(sol, frame.T_base_camera)
             inlier_mask = np.zeros(len(corr), dtype=bool)
             idx = np.flatnonzero(confident)[sol.inlier_mask]
             inlier_mask[idx] = True

@@ -1,12 +1,18 @@
-"""Dense-flow checkpoints: one ``.pt`` file holding weights, preset, config, metrics and the
-training arguments, loadable with ``torch.load(..., weights_only=True)`` (plain tensors, dicts,
-lists, strings and numbers only; no pickled classes).
+"""Matcher checkpoints (dense-flow and sparse-depth): one ``.pt`` file holding weights, model
+type, preset, config, metrics and the training arguments, loadable with
+``torch.load(..., weights_only=True)`` (plain tensors, dicts, lists, strings and numbers only;
+no pickled classes).
 
 Layout (``format`` = :data:`FORMAT`)::
 
-    {"format": "xview_localizer.dense_flow/1", "preset": "compact", "config": {...},
+    {"format": "xview_localizer.dense_flow/1", "model": "dense-flow" | "sparse-depth",
+     "preset": "compact", "config": {...},
      "state_dict": {name: tensor}, "metrics": {...}, "train_args": {...},
      "epoch": int, "step": int, "optimizer": {...} | absent, "scaler": {...} | absent}
+
+``model`` names the network class (:data:`MODEL_NAMES`); a checkpoint without it is a
+dense-flow one (written before the sparse-depth matcher existed), so old files keep loading.
+The format string is shared by both models (the layout is the same).
 
 Weights can be stored as float16 (``half=True``) to halve the file (the shipped checkpoint);
 they are cast back to float32 on load.
@@ -22,10 +28,56 @@ import torch
 
 from ..errors import CheckpointError, ConfigError
 from .dense_flow import PRESETS, DenseFlowConfig, DenseFlowMatcher
+from .sparse_depth import SPARSE_PRESETS, SparseDepthConfig, SparseDepthMatcher
 
-__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint_dict", "load_model", "config_from_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "MODEL_NAMES",
+    "model_name_of",
+    "model_name_from_checkpoint",
+    "build_model",
+    "save_checkpoint",
+    "load_checkpoint_dict",
+    "load_model",
+    "config_from_checkpoint",
+]
 
 FORMAT = "xview_localizer.dense_flow/1"
+#: Model names stored under ``"model"``: network class, config class and presets of each.
+_MODELS: dict[str, tuple[type, type, dict]] = {
+    "dense-flow": (DenseFlowMatcher, DenseFlowConfig, PRESETS),
+    "sparse-depth": (SparseDepthMatcher, SparseDepthConfig, SPARSE_PRESETS),
+}
+MODEL_NAMES: tuple[str, ...] = tuple(_MODELS)
+AnyMatcherNet = DenseFlowMatcher | SparseDepthMatcher
+AnyMatcherConfig = DenseFlowConfig | SparseDepthConfig
+
+
+def model_name_of(model: Any) -> str:
+    """``"dense-flow"`` or ``"sparse-depth"`` from a network (DDP-wrapped or not) or its config."""
+    net = getattr(model, "module", model)
+    for name, (net_cls, cfg_cls, _) in _MODELS.items():
+        if isinstance(net, (net_cls, cfg_cls)):
+            return name
+    raise CheckpointError(f"not a matcher network or config: {type(net).__name__}")
+
+
+def build_model(cfg: AnyMatcherConfig) -> AnyMatcherNet:
+    """A fresh network for a dense-flow or sparse-depth config."""
+    net_cls = _MODELS[model_name_of(cfg)][0]
+    return net_cls(cfg)
+
+
+def model_name_from_checkpoint(blob: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> str:
+    """The ``"model"`` of a checkpoint dict; missing = ``"dense-flow"``.
+
+    Raises:
+        CheckpointError: an unknown model name.
+    """
+    name = blob.get("model", "dense-flow")
+    if name not in _MODELS:
+        raise CheckpointError(f"checkpoint {path}: unknown model {name!r}; known: {list(MODEL_NAMES)}")
+    return name
 
 
 def _plain(value: Any) -> Any:
@@ -45,7 +97,7 @@ def _plain(value: Any) -> Any:
 
 def save_checkpoint(
     path: str | os.PathLike,
-    model: DenseFlowMatcher,
+    model: AnyMatcherNet,
     *,
     metrics: dict | None = None,
     train_args: dict | None = None,
@@ -63,6 +115,7 @@ def save_checkpoint(
              for k, v in net.state_dict().items()}
     blob: dict[str, Any] = {
         "format": FORMAT,
+        "model": model_name_of(net),
         "preset": net.cfg.name,
         "config": net.cfg.to_dict(),
         "state_dict": state,
@@ -85,7 +138,7 @@ def load_checkpoint_dict(path: str | os.PathLike) -> dict[str, Any]:
     """Load and validate the raw checkpoint dict (on the CPU).
 
     Raises:
-        CheckpointError: missing file, unreadable/garbage file, wrong format, unknown preset.
+        CheckpointError: missing file, unreadable/garbage file, wrong format, unknown model.
     """
     path = Path(path)
     if not path.is_file():
@@ -100,16 +153,20 @@ def load_checkpoint_dict(path: str | os.PathLike) -> dict[str, Any]:
     for key in ("preset", "config", "state_dict"):
         if key not in blob:
             raise CheckpointError(f"checkpoint {path}: missing key {key!r}")
+    model_name_from_checkpoint(blob, path)
     return blob
 
 
-def config_from_checkpoint(blob: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> DenseFlowConfig:
-    """The model config stored in a checkpoint; its preset must be a known one."""
+def config_from_checkpoint(blob: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> AnyMatcherConfig:
+    """The model config stored in a checkpoint (:class:`DenseFlowConfig` or
+    :class:`SparseDepthConfig`, by its ``"model"``); its preset must be a known one."""
+    model = model_name_from_checkpoint(blob, path)
+    _, cfg_cls, presets = _MODELS[model]
     name = blob.get("preset")
-    if name not in PRESETS:
-        raise CheckpointError(f"checkpoint {path}: unknown preset {name!r}; known: {sorted(PRESETS)}")
+    if name not in presets:
+        raise CheckpointError(f"checkpoint {path}: unknown preset {name!r} of model {model}; known: {sorted(presets)}")
     try:
-        cfg = DenseFlowConfig.from_dict(dict(blob["config"]))
+        cfg = cfg_cls.from_dict(dict(blob["config"]))
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {path}: invalid config ({exc})") from exc
     if cfg.name != name:
@@ -117,12 +174,13 @@ def config_from_checkpoint(blob: dict[str, Any], path: str | os.PathLike = "<che
     return cfg
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[DenseFlowMatcher, dict[str, Any]]:
-    """Build the model of a checkpoint, load its weights (float32), move it to ``device`` and
-    put it in eval mode. Returns ``(model, checkpoint dict)``."""
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[AnyMatcherNet, dict[str, Any]]:
+    """Build the model of a checkpoint (dense-flow or sparse-depth, by its ``"model"``), load its
+    weights (float32), move it to ``device`` and put it in eval mode. Returns
+    ``(model, checkpoint dict)``."""
     blob = load_checkpoint_dict(path)
     cfg = config_from_checkpoint(blob, path)
-    model = DenseFlowMatcher(cfg)
+    model = build_model(cfg)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in blob["state_dict"].items()}
     try:
         model.load_state_dict(state, strict=True)

@@ -483,6 +483,9 @@ class DenseFlowOutput:
         bev_valid: (B, H, W) BEV validity mask.
         src_xy_m, dst_xy_m: (B, N, 2) final correspondences, N = H * W; weight: (B, N).
         T_patch_base: (B, 3) (x_m, y_m, yaw_rad) from the weighted Procrustes of the last iteration.
+        corr_volume: (B, H*W, H, W) finest correlation level (BEV cell index row-major ``i*W+j``
+            against every satellite cell, scaled by 1/sqrt(feature_dim)); used by the optional
+            correlation loss of the trainer.
     """
 
     flows: list[torch.Tensor]
@@ -492,6 +495,7 @@ class DenseFlowOutput:
     dst_xy_m: torch.Tensor
     weight: torch.Tensor
     T_patch_base: torch.Tensor
+    corr_volume: torch.Tensor | None = None
 
 
 class DenseFlowMatcher(nn.Module):
@@ -623,4 +627,5 @@ class DenseFlowMatcher(nn.Module):
         src, dst, weight = flow_to_correspondences(flows[-1], confs[-1], bev_valid, m_per_cell, prior_yaw_rad)
         pose = weighted_procrustes_torch(src, dst, weight)
         stage("procrustes")
-        return DenseFlowOutput(flows, confs, bev_valid, src, dst, weight, pose)
+        corr_volume = corr_fn.pyramid[0].view(b, cells * cells, cells, cells)
+        return DenseFlowOutput(flows, confs, bev_valid, src, dst, weight, pose, corr_volume)

@@ -1,4 +1,6 @@
-"""Inference API of the dense-flow matcher, as the localizer node uses it.
+"""Inference API of the matchers (dense-flow :class:`Matcher`, depth-prior sparse
+:class:`SparseMatcher`), as the localizer node uses it. :func:`load_matcher` picks the class from
+the checkpoint's ``"model"``.
 
 >>> matcher = load_matcher("xview_localizer/checkpoints/dense_flow_compact.pt", device="cpu")
 >>> corr = matcher.match(ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad)
@@ -16,6 +18,14 @@ ground (``src_xy_m`` in base_link, ``dst_xy_m`` in the patch frame, ``weight`` =
 On CUDA the network runs under fp16 autocast (correlation and Procrustes stay float32).
 Satellite features are cached per (georef, content hash of the patch): a repeated patch skips the
 satellite encoder.
+
+:class:`SparseMatcher` has the same ``match`` plus ``depth_m=None, depth_kind="metric"``
+keywords (``accepts_depth = True``, ``needs_yaw_prior = False``): ``depth_m`` (H, W) aligned
+with the camera image (any resolution; <= 0 / NaN / inf = holes), ``depth_kind`` one of
+metric | relative | inverse (| none); no depth -> flat-ground lifting. With relative or inverse
+depth ``src_xy_m`` are **camera-centred** relative units and ``scale_known`` is False: solve
+Sim(2) and convert with :func:`xview_localizer.camera.T_patch_base_from_camera_centred`
+(the localizer does). ``prior_yaw_rad`` is accepted for the common signature and not used.
 """
 
 from __future__ import annotations
@@ -33,10 +43,11 @@ import torch
 
 from ..errors import GeometryError
 from .base import Correspondences
-from .checkpoint import load_model
+from .checkpoint import load_model, model_name_of
 from .dense_flow import DenseFlowMatcher, bev_grid_for_camera
+from .sparse_depth import DEPTH_KINDS, KeypointRays, SparseDepthMatcher, keypoint_rays
 
-__all__ = ["MatchRequest", "Matcher", "load_matcher"]
+__all__ = ["MatchRequest", "Matcher", "SparseMatcher", "load_matcher"]
 
 
 @dataclass(frozen=True)
@@ -68,10 +79,10 @@ def _to_tensor(img: np.ndarray, size_hw: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
 
 
-class Matcher:
-    """A loaded dense-flow matcher on one device. Not thread-safe (one worker calls it)."""
+class _SatFeatureCache:
+    """A network on a device with an LRU cache of satellite features (both matchers)."""
 
-    def __init__(self, model: DenseFlowMatcher, device: str | torch.device, meta: dict | None = None,
+    def __init__(self, model: Any, device: str | torch.device, meta: dict | None = None,
                  cache_size: int = 4) -> None:
         self.model = model.to(device).eval()
         self.device = torch.device(device)
@@ -81,42 +92,11 @@ class Matcher:
         self._sat_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
-        #: (B, 3) Procrustes poses of the last ``match_batch`` call (diagnostics only).
+        #: (B, 3) in-network Procrustes poses of the last call (diagnostics only).
         self.last_T_patch_base: np.ndarray | None = None
 
-    # -- preprocessing -------------------------------------------------------------------
-    def _prepare(self, req: MatchRequest) -> dict[str, Any]:
-        cfg = self.cfg
-        g = _rgb("ground_rgb", req.ground_rgb)
-        s = _rgb("sat_rgb", req.sat_rgb)
-        cam, geo = req.camera, req.georef
-        if (g.shape[1], g.shape[0]) != (cam.width_px, cam.height_px):
-            raise GeometryError(
-                f"ground_rgb is {g.shape[1]}x{g.shape[0]} px but the camera is {cam.width_px}x{cam.height_px}"
-            )
-        if (s.shape[1], s.shape[0]) != (geo.width_px, geo.height_px):
-            raise GeometryError(
-                f"sat_rgb is {s.shape[1]}x{s.shape[0]} px but its georef says {geo.width_px}x{geo.height_px}"
-            )
-        if geo.width_px != geo.height_px:
-            raise GeometryError(f"sat_rgb must be square, got {geo.width_px}x{geo.height_px} px")
-        if not math.isfinite(float(req.prior_yaw_rad)):
-            raise GeometryError(f"prior_yaw_rad must be finite, got {req.prior_yaw_rad!r}")
-        sat_m_per_px = float(geo.m_per_px) * geo.width_px / cfg.sat_size_px
-        m_per_cell = sat_m_per_px * cfg.feature_stride
-        grid, valid = bev_grid_for_camera(
-            cam, req.T_base_camera, float(req.prior_yaw_rad), cfg.feature_cells, m_per_cell, cfg.ground_z_m
-        )
-        key = (geo, hashlib.blake2b(np.ascontiguousarray(s).tobytes(), digest_size=16).hexdigest())
-        return {
-            "ground": _to_tensor(g, cfg.ground_size_px),
-            "grid": torch.from_numpy(grid),
-            "valid": torch.from_numpy(valid),
-            "sat": s,
-            "sat_key": key,
-            "sat_m_per_px": sat_m_per_px,
-            "prior_yaw_rad": float(req.prior_yaw_rad),
-        }
+    def _sat_key(self, s: np.ndarray, geo: Any) -> tuple:
+        return (geo, hashlib.blake2b(np.ascontiguousarray(s).tobytes(), digest_size=16).hexdigest())
 
     def _sat_features(self, items: list[dict[str, Any]]) -> torch.Tensor:
         feats: list[torch.Tensor | None] = []
@@ -147,6 +127,55 @@ class Matcher:
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.float16)
         return torch.autocast("cpu", enabled=False)
+
+
+def _check_sat(s: np.ndarray, geo: Any) -> None:
+    if (s.shape[1], s.shape[0]) != (geo.width_px, geo.height_px):
+        raise GeometryError(
+            f"sat_rgb is {s.shape[1]}x{s.shape[0]} px but its georef says {geo.width_px}x{geo.height_px}"
+        )
+    if geo.width_px != geo.height_px:
+        raise GeometryError(f"sat_rgb must be square, got {geo.width_px}x{geo.height_px} px")
+
+
+class Matcher(_SatFeatureCache):
+    """A loaded dense-flow matcher on one device. Not thread-safe (one worker calls it)."""
+
+    accepts_depth = False
+    needs_yaw_prior = True
+
+    def __init__(self, model: DenseFlowMatcher, device: str | torch.device, meta: dict | None = None,
+                 cache_size: int = 4) -> None:
+        super().__init__(model, device, meta, cache_size)
+
+    # -- preprocessing -------------------------------------------------------------------
+    def _prepare(self, req: MatchRequest) -> dict[str, Any]:
+        cfg = self.cfg
+        g = _rgb("ground_rgb", req.ground_rgb)
+        s = _rgb("sat_rgb", req.sat_rgb)
+        cam, geo = req.camera, req.georef
+        if (g.shape[1], g.shape[0]) != (cam.width_px, cam.height_px):
+            raise GeometryError(
+                f"ground_rgb is {g.shape[1]}x{g.shape[0]} px but the camera is {cam.width_px}x{cam.height_px}"
+            )
+        _check_sat(s, geo)
+        if not math.isfinite(float(req.prior_yaw_rad)):
+            raise GeometryError(f"prior_yaw_rad must be finite, got {req.prior_yaw_rad!r}")
+        sat_m_per_px = float(geo.m_per_px) * geo.width_px / cfg.sat_size_px
+        m_per_cell = sat_m_per_px * cfg.feature_stride
+        grid, valid = bev_grid_for_camera(
+            cam, req.T_base_camera, float(req.prior_yaw_rad), cfg.feature_cells, m_per_cell, cfg.ground_z_m
+        )
+        key = self._sat_key(s, geo)
+        return {
+            "ground": _to_tensor(g, cfg.ground_size_px),
+            "grid": torch.from_numpy(grid),
+            "valid": torch.from_numpy(valid),
+            "sat": s,
+            "sat_key": key,
+            "sat_m_per_px": sat_m_per_px,
+            "prior_yaw_rad": float(req.prior_yaw_rad),
+        }
 
     # -- public API ----------------------------------------------------------------------
     @torch.no_grad()
@@ -187,12 +216,89 @@ class Matcher:
         return self.match_batch([MatchRequest(ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad)])[0]
 
 
-def load_matcher(checkpoint_path: str | os.PathLike, device: str | torch.device = "cpu") -> Matcher:
-    """Load a dense-flow checkpoint onto ``device``.
+class SparseMatcher(_SatFeatureCache):
+    """A loaded depth-prior sparse matcher on one device (see the module docstring). Not
+    thread-safe (one worker calls it). :func:`keypoint_rays` is cached per camera."""
+
+    accepts_depth = True
+    needs_yaw_prior = False
+
+    def __init__(self, model: SparseDepthMatcher, device: str | torch.device, meta: dict | None = None,
+                 cache_size: int = 4) -> None:
+        super().__init__(model, device, meta, cache_size)
+        self._rays: OrderedDict[tuple, KeypointRays] = OrderedDict()
+        #: (B,) in-network depth scales of the last call (diagnostics only; 1 for metric).
+        self.last_scale: np.ndarray | None = None
+
+    def _rays_for(self, camera: Any, T_base_camera: np.ndarray) -> KeypointRays:
+        T = np.asarray(T_base_camera, dtype=np.float64)
+        key = (repr(camera), T.tobytes())
+        kr = self._rays.get(key)
+        if kr is None:
+            kr = keypoint_rays(camera, T, self.cfg)
+            self._rays[key] = kr
+            while len(self._rays) > 8:
+                self._rays.popitem(last=False)
+        return kr
+
+    @staticmethod
+    def _depth(depth_m: Any, depth_kind: str) -> tuple[torch.Tensor | None, str]:
+        if depth_kind not in DEPTH_KINDS:
+            raise GeometryError(f"depth_kind must be one of {DEPTH_KINDS}, got {depth_kind!r}")
+        if depth_m is None or depth_kind == "none":
+            return None, "none"
+        d = np.asarray(depth_m)
+        if d.ndim != 2 or min(d.shape) < 1 or not np.issubdtype(d.dtype, np.number):
+            raise GeometryError(f"depth_m must be a numeric (H, W) map, got shape {d.shape} {d.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(d, dtype=np.float32))[None], depth_kind
+
+    @torch.no_grad()
+    def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad: float | None = None, *,
+              depth_m: np.ndarray | None = None, depth_kind: str = "metric") -> Correspondences:
+        """Match one frame: keypoints lifted with ``depth_m`` of ``depth_kind`` (flat ground
+        without depth) against the whole patch. Returns the valid keypoints' correspondences
+        (``scale_known`` False for relative / inverse depth)."""
+        cfg = self.cfg
+        g = _rgb("ground_rgb", ground_rgb)
+        s = _rgb("sat_rgb", sat_rgb)
+        if (g.shape[1], g.shape[0]) != (camera.width_px, camera.height_px):
+            raise GeometryError(
+                f"ground_rgb is {g.shape[1]}x{g.shape[0]} px but the camera is {camera.width_px}x{camera.height_px}"
+            )
+        _check_sat(s, georef)
+        depth, kind = self._depth(depth_m, depth_kind)
+        kr = self._rays_for(camera, T_base_camera)
+        sat_m_per_px = float(georef.m_per_px) * georef.width_px / cfg.sat_size_px
+        sat_feat = self._sat_features([{"sat": s, "sat_key": self._sat_key(s, georef)}])
+        dev = self.device
+        t = lambda a: torch.from_numpy(a)[None].to(dev)  # noqa: E731
+        with self._autocast():
+            out = self.model(
+                _to_tensor(g, cfg.ground_size_px)[None].to(dev), None, torch.tensor([sat_m_per_px], device=dev),
+                t(kr.rays_base), t(kr.ray_valid), t(kr.cam_xyz_base_m), t(kr.grid_norm),
+                depth=None if depth is None else depth.to(dev), depth_kind=kind, sat_features=sat_feat,
+            )
+        self.last_T_patch_base = out.T_patch_base.float().cpu().numpy()
+        self.last_scale = out.scale.float().cpu().numpy()
+        keep = out.src_valid[0]
+        return Correspondences(
+            out.src_xy[0][keep].float().cpu().numpy(),
+            out.dst_xy_m[0][keep].float().cpu().numpy(),
+            out.weight[0][keep].float().clamp(0.0, 1.0).cpu().numpy(),
+            scale_known=bool(out.scale_known),
+        )
+
+
+def load_matcher(checkpoint_path: str | os.PathLike, device: str | torch.device = "cpu") -> Matcher | SparseMatcher:
+    """Load a checkpoint onto ``device``: a :class:`Matcher` for dense-flow, a
+    :class:`SparseMatcher` for sparse-depth (from the checkpoint's ``"model"``).
 
     Raises:
-        CheckpointError: missing, corrupt, wrong-format or unknown-preset checkpoint.
+        CheckpointError: missing, corrupt, wrong-format, unknown-model or unknown-preset checkpoint.
     """
     model, blob = load_model(checkpoint_path, device)
     meta = {k: blob.get(k) for k in ("preset", "metrics", "train_args", "epoch", "step")}
+    meta["model"] = model_name_of(model)
+    if isinstance(model, SparseDepthMatcher):
+        return SparseMatcher(model, device, meta)
     return Matcher(model, device, meta)

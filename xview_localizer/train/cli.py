@@ -1,8 +1,16 @@
-"""``xview-localizer train`` and ``xview-localizer evaluate`` (dense-flow matcher).
+"""``xview-localizer train`` and ``xview-localizer evaluate`` (dense-flow and sparse-depth matchers).
 
-    xview-localizer train --dataset DIR --out CKPT_DIR [--preset compact] [--epochs N | --steps N]
+    xview-localizer train --dataset DIR --out CKPT_DIR [--model dense-flow|sparse-depth]
+                          [--preset compact] [--epochs N | --steps N]
                           [--batch-size B] [--lr LR] [--val-dataset DIR] [--resume]
+                          [--depth-kind K] [--depth-scale-range LO HI] [--depth-noise F]
+                          [--depth-holes F] [--unknown-orientation]
     xview-localizer evaluate --checkpoint C --dataset D [--out JSON] [--max-samples N]
+                          [--depth-kind K] [--depth-scale-range LO HI] [--depth-noise F]
+                          [--depth-holes F] [--unknown-orientation] [--seed S]
+
+``evaluate`` reads the model type from the checkpoint; the depth options only matter for a
+sparse-depth checkpoint (``--unknown-orientation`` for both: uniform prior yaw, same samples).
 
 ``--dataset`` is a pair directory from ``xview-localizer sim dataset`` or ``synthetic:N[:SEED]``.
 Multi-process: ``torchrun --nproc_per_node K -m xview_localizer.cli train ...``.
@@ -15,11 +23,33 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["register", "run_train", "run_evaluate"]
+__all__ = ["register", "run_train", "run_evaluate", "evaluate_checkpoint"]
+
+# Copies of matcher.sparse_depth.DEPTH_KINDS / train.sparse_data.TRAIN_DEPTH_KINDS, so that
+# building the parser does not import torch (tested to agree).
+DEPTH_KINDS = ("metric", "relative", "inverse", "none")
+TRAIN_DEPTH_KINDS = (*DEPTH_KINDS, "mixed")
+
+
+def _add_depth_options(p: argparse.ArgumentParser, kinds: tuple[str, ...], default_kind: str) -> None:
+    """The depth / orientation options shared by train and evaluate (sparse-depth)."""
+    p.add_argument("--depth-kind", default=default_kind, choices=list(kinds),
+                   help="sparse-depth: depth input: metric, relative (unknown scale), inverse (1/relative), "
+                        f"none (flat ground){', mixed (one per step)' if 'mixed' in kinds else ''}")
+    p.add_argument("--depth-scale-range", type=float, nargs=2, default=[0.3, 3.0], metavar=("LO", "HI"),
+                   help="sparse-depth: relative/inverse depth scale drawn log-uniformly in [LO, HI]")
+    p.add_argument("--depth-noise", type=float, default=0.0,
+                   help="sparse-depth: multiplicative Gaussian depth noise (fraction, e.g. 0.05)")
+    p.add_argument("--depth-holes", type=float, default=0.0,
+                   help="sparse-depth: fraction of 8x8 px depth blocks set invalid")
+    p.add_argument("--unknown-orientation", action="store_true",
+                   help="prior yaw uniform in [-180, 180) deg instead of the data set's prior")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the dense-flow matcher (CPU/CUDA, torchrun for DDP)")
+    p = sub.add_parser("train", help="train a matcher, dense-flow or sparse-depth (CPU/CUDA, torchrun for DDP)")
+    p.add_argument("--model", default="dense-flow", choices=["dense-flow", "sparse-depth"],
+                   help="which matcher to train (sparse-depth needs pair directories with depth)")
     p.add_argument("--dataset", required=True,
                    help="pair directory, synthetic:N[:SEED], kitti:PATH or vigor:PATH")
     p.add_argument("--split", default=None, help="kitti/vigor: split of --dataset (default train)")
@@ -34,9 +64,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate (paper: 2e-5 with Adam)")
     p.add_argument("--iters", type=int, default=None, help="override the preset's GRU iterations")
     p.add_argument("--model-json", default=None,
-                   help='JSON object of DenseFlowConfig fields overriding the preset, e.g. \'{"feature_dim": 64}\'')
+                   help='JSON object of DenseFlowConfig (or SparseDepthConfig) fields overriding the preset, '
+                        'e.g. \'{"feature_dim": 64}\'')
     p.add_argument("--switch-epoch", type=int, default=15,
                    help="epoch at which kappa 200->20 and beta 1->10 (paper: 15 of 25)")
+    p.add_argument("--corr-loss-weight", type=float, default=0.0,
+                   help="weight of the correlation cross-entropy added to eq. 7 (not in the paper; "
+                        "0 = paper losses only; the shipped compact checkpoint uses 1)")
     p.add_argument("--val-dataset", default=None, help="evaluated at the end, metrics stored in the checkpoint")
     p.add_argument("--val-max-samples", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
@@ -50,9 +84,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fine-tune: start from this checkpoint's weights and preset (e.g. the packaged "
                         "default), with a fresh optimizer")
     p.add_argument("--no-progress", action="store_true")
+    _add_depth_options(p, TRAIN_DEPTH_KINDS, "metric")
     p.set_defaults(handler=run_train)
 
-    e = sub.add_parser("evaluate", help="evaluate a dense-flow checkpoint (table + JSON, prior baseline beside)")
+    e = sub.add_parser("evaluate", help="evaluate a matcher checkpoint (table + JSON, prior baseline beside)")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--dataset", required=True,
                    help="pair directory, synthetic:N[:SEED], kitti:PATH or vigor:PATH")
@@ -64,6 +99,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--batch-size", type=int, default=4)
     e.add_argument("--max-samples", type=int, default=None)
     e.add_argument("--device", default=None, choices=["cpu", "cuda"])
+    e.add_argument("--seed", type=int, default=0, help="seed of the depth / orientation draws")
+    _add_depth_options(e, DEPTH_KINDS, "metric")
     e.set_defaults(handler=run_evaluate)
 
 
@@ -79,10 +116,13 @@ def run_train(args: argparse.Namespace) -> int:
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"--model-json: not a JSON object ({exc})") from exc
     if args.iters:
+        if args.model != "dense-flow":
+            raise ConfigError("--iters is a dense-flow option")
         overrides["iters"] = args.iters
     tc = TrainConfig(
         dataset=args.dataset,
         out_dir=args.out,
+        model=args.model,
         preset=args.preset,
         model_overrides=overrides,
         epochs=args.epochs,
@@ -100,8 +140,13 @@ def run_train(args: argparse.Namespace) -> int:
         log_every=args.log_every,
         save_every=args.save_every,
         amp=not args.no_amp,
-        loss=LossConfig(switch_epoch=args.switch_epoch),
+        loss=LossConfig(switch_epoch=args.switch_epoch, corr_weight=args.corr_loss_weight),
         progress=not args.no_progress,
+        depth_kind=args.depth_kind,
+        depth_scale_range=tuple(args.depth_scale_range),
+        depth_noise_frac=args.depth_noise,
+        depth_hole_frac=args.depth_holes,
+        unknown_orientation=args.unknown_orientation,
     )
     metrics = train(tc, device=args.device)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
@@ -124,21 +169,42 @@ def _benchmark_opts(spec: str | None, split: str | None, args: argparse.Namespac
     return {k: v for k, v in opts.items() if v is not None}
 
 
+def evaluate_checkpoint(model, dataset_spec: str, *, device: str = "cpu", depth_kind: str = "metric",
+                        depth_scale_range: tuple[float, float] = (0.3, 3.0), depth_noise_frac: float = 0.0,
+                        depth_hole_frac: float = 0.0, unknown_orientation: bool = False, seed: int = 0,
+                        batch_size: int = 4, max_samples: int | None = None, progress: bool = False,
+                        **benchmark_opts) -> dict:
+    """The evaluate path: ``model`` (a loaded network of either type) on a data set with the
+    given depth / orientation options -> ``{"model": metrics, "prior": metrics}``. Used by
+    ``xview-localizer evaluate`` and scripts/robustness_table.py."""
+    from .sparse_data import DepthAugment
+    from .trainer import evaluate_model, open_dataset
+
+    aug = DepthAugment(depth_kind, tuple(depth_scale_range), depth_noise_frac, depth_hole_frac,
+                       unknown_orientation, seed)
+    dataset = open_dataset(dataset_spec, model.cfg, aug, **benchmark_opts)
+    return evaluate_model(model, dataset, device, batch_size, max_samples, progress=progress, depth_kind=depth_kind)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from ..matcher.checkpoint import load_model
     from .metrics import format_table
-    from .trainer import evaluate_model, open_dataset
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, _ = load_model(args.checkpoint, device)
-    dataset = open_dataset(args.dataset, model.cfg, split=args.split, area=args.area,
-                           orientation=args.orientation)
-    result = evaluate_model(model, dataset, device, args.batch_size, args.max_samples, progress=True)
+    model, blob = load_model(args.checkpoint, device)
+    model_name = blob.get("model", "dense-flow")
+    options = {"depth_kind": args.depth_kind, "depth_scale_range": list(args.depth_scale_range),
+               "depth_noise_frac": args.depth_noise, "depth_hole_frac": args.depth_holes,
+               "unknown_orientation": args.unknown_orientation, "seed": args.seed}
+    result = evaluate_checkpoint(model, args.dataset, device=device, batch_size=args.batch_size,
+                                 max_samples=args.max_samples, progress=True, split=args.split, area=args.area,
+                                 orientation=args.orientation, **options)
+    print(f"model: {model_name}  " + "  ".join(f"{k}={v}" for k, v in options.items()))
     print(format_table(result))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"checkpoint": str(args.checkpoint), "dataset": args.dataset, **result},
-                                             indent=2))
+        Path(args.out).write_text(json.dumps({"checkpoint": str(args.checkpoint), "dataset": args.dataset,
+                                              "model_type": model_name, "options": options, **result}, indent=2))
     return 0

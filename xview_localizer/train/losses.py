@@ -17,6 +17,14 @@
 * eq. 7, total: ``beta L_p + sum_l gamma^(L-1-l) (L_m^l + alpha L_c^l)``, alpha = 100, beta 1
   then 10. The paper sums the iterations with equal weights (``gamma = 1``); RAFT's
   ``gamma = 0.8`` is available.
+
+Not in the paper (off by default, ``LossConfig.corr_weight = 0``): a correlation loss
+``L_x``, the cross-entropy of the softmax over satellite cells of each valid BEV cell's row of
+the finest correlation volume against its true cell (bilinear soft target; cells whose truth
+falls outside the patch are skipped). It gives both encoders a direct, dense signal from the
+first step, where eqs. 4-6 reach them only through the GRU's correlation lookups; on two CPU
+cores it is what makes a few thousand steps enough to learn (docs/dense_flow.md, "Training").
+Total with it: ``eq. 7 + corr_weight * L_x``.
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ import torch
 from ..errors import ConfigError
 from ..matcher.dense_flow import DenseFlowOutput, gt_flow_from_pose
 
-__all__ = ["LossConfig", "LossTerms", "matching_loss", "confidence_loss", "position_loss", "dense_flow_loss"]
+__all__ = ["LossConfig", "LossTerms", "matching_loss", "confidence_loss", "position_loss", "correlation_loss",
+           "dense_flow_loss"]
 
 
 @dataclass(frozen=True)
@@ -43,9 +52,10 @@ class LossConfig:
     kappa_end: float = 20.0
     switch_epoch: int = 15
     gamma: float = 1.0
+    corr_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("alpha", "beta_start", "beta_end"):
+        for name in ("alpha", "beta_start", "beta_end", "corr_weight"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0.0):
                 raise ConfigError(f"LossConfig.{name} must be finite and >= 0, got {v}")
@@ -74,6 +84,7 @@ class LossTerms:
     confidence: float
     position: float
     epe_cells: float
+    corr: float = 0.0
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -116,6 +127,38 @@ def position_loss(pose: torch.Tensor, pose_gt: torch.Tensor) -> torch.Tensor:
     return (yaw_err_deg + t_err_m).mean()
 
 
+def correlation_loss(corr_volume: torch.Tensor, flow_gt: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each valid BEV cell's correlation row against its true satellite cell.
+
+    Args:
+        corr_volume: (B, H*W, H, W) logits, BEV cell ``i*W+j`` against satellite cell (v, u).
+        flow_gt: (B, 2, H, W) true flow in cells; the true cell of BEV cell (i, j) is
+            ``(u, v) = (j + du, i + dv)``.
+        valid: (B, H, W) BEV validity.
+    Returns:
+        scalar: mean over valid cells whose truth lies inside the patch (0 when there are none).
+        The target is the bilinear split of the fractional true cell over its 4 neighbours.
+    """
+    b, n, h, w = corr_volume.shape
+    jj, ii = torch.meshgrid(torch.arange(w, device=flow_gt.device, dtype=flow_gt.dtype),
+                            torch.arange(h, device=flow_gt.device, dtype=flow_gt.dtype), indexing="xy")
+    u = (jj + flow_gt[:, 0]).reshape(b, n)
+    v = (ii + flow_gt[:, 1]).reshape(b, n)
+    inside = (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
+    mask = valid.reshape(b, n).float() * inside.float()
+    u = u.clamp(0, w - 1)
+    v = v.clamp(0, h - 1)
+    u0 = u.floor().clamp(max=w - 2)
+    v0 = v.floor().clamp(max=h - 2)
+    fu, fv = u - u0, v - v0
+    logp = torch.log_softmax(corr_volume.float().reshape(b, n, h * w), dim=-1)
+    nll = torch.zeros(b, n, device=flow_gt.device)
+    for du, dv, wgt in ((0, 0, (1 - fu) * (1 - fv)), (1, 0, fu * (1 - fv)), (0, 1, (1 - fu) * fv), (1, 1, fu * fv)):
+        idx = ((v0 + dv) * w + (u0 + du)).long().unsqueeze(-1)
+        nll = nll - wgt * torch.gather(logp, 2, idx).squeeze(-1)
+    return (nll * mask).sum() / mask.sum().clamp_min(1.0)
+
+
 def dense_flow_loss(
     out: DenseFlowOutput,
     T_patch_base_gt: torch.Tensor,
@@ -149,6 +192,11 @@ def dense_flow_loss(
         lm_sum, lc_sum = lm_sum + lm.detach(), lc_sum + lc.detach()
     lp = position_loss(out.T_patch_base.float(), T_patch_base_gt.float())
     total = total + cfg.beta(epoch) * lp
+    lx = torch.zeros((), device=flow_gt.device)
+    if cfg.corr_weight > 0.0 and out.corr_volume is not None:
+        lx = correlation_loss(out.corr_volume, flow_gt, valid)
+        total = total + cfg.corr_weight * lx
     with torch.no_grad():
         epe = _masked_mean(torch.linalg.vector_norm(out.flows[-1].float() - flow_gt, dim=1), valid)
-    return LossTerms(total, float(lm_sum / n_it), float(lc_sum / n_it), float(lp.detach()), float(epe))
+    return LossTerms(total, float(lm_sum / n_it), float(lc_sum / n_it), float(lp.detach()), float(epe),
+                     float(lx.detach()))

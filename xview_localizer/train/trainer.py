@@ -1,4 +1,4 @@
-"""Trainer of the dense-flow matcher: one code path for CPU and CUDA (AMP on CUDA), seeded,
+"""Trainer of the matchers (dense-flow, and sparse-depth with ``TrainConfig.model``): one code path for CPU and CUDA (AMP on CUDA), seeded,
 tqdm progress, CSV log, checkpoints (weights + preset + metrics), resume, and multi-process
 training through ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on CUDA, a
 DistributedSampler per rank).
@@ -14,6 +14,12 @@ Data sets yield dicts of tensors (the model's inputs, see :data:`SAMPLE_KEYS`):
 Outputs in ``out_dir``: ``last.pt`` (weights + optimizer, for ``--resume``), ``model.pt``
 (final weights + metrics), ``train_log.csv`` (one row per logged step), ``metrics.json`` and
 ``ranks/rank<r>.json`` (what every rank did).
+
+Sparse-depth (``model="sparse-depth"``): samples from
+:class:`xview_localizer.train.sparse_data.SparsePairTensorDataset` (pair directories with depth;
+depth kind, noise, holes, relative scale and unknown orientation as options), the loss
+:func:`xview_localizer.train.losses_sparse.sparse_depth_loss`, CSV columns
+:data:`SPARSE_CSV_COLUMNS`. Checkpoints record the model type.
 """
 
 from __future__ import annotations
@@ -34,10 +40,25 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import CheckpointError, ConfigError, DatasetError
-from ..matcher.checkpoint import config_from_checkpoint, load_checkpoint_dict, save_checkpoint
+from ..matcher.checkpoint import (
+    MODEL_NAMES,
+    build_model,
+    config_from_checkpoint,
+    load_checkpoint_dict,
+    save_checkpoint,
+)
 from ..matcher.dense_flow import DenseFlowConfig, DenseFlowMatcher, preset
+from ..matcher.sparse_depth import DEPTH_KINDS, SparseDepthConfig, SparseDepthMatcher, sparse_preset
 from .losses import LossConfig, dense_flow_loss
+from .losses_sparse import SparseLossConfig, sparse_depth_loss
 from .metrics import evaluate_with_baseline
+from .sparse_data import (
+    DepthAugment,
+    SparsePairTensorDataset,
+    batch_depth_kind,
+    depth_for_kind,
+    unknown_prior_yaw_rad,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +67,8 @@ __all__ = [
     "TrainConfig",
     "SyntheticWarpDataset",
     "PairTensorDataset",
+    "SparsePairTensorDataset",
+    "DepthAugment",
     "open_dataset",
     "train",
     "lr_at",
@@ -158,9 +181,12 @@ class PairTensorDataset(Dataset):
     resizes the ground image and the satellite patch to the preset, computes the north-up,
     prior-rotated BEV sampling grid with the record's camera and ``T_base_camera``."""
 
-    def __init__(self, directory: Any, cfg: DenseFlowConfig) -> None:
+    def __init__(self, directory: Any, cfg: DenseFlowConfig, unknown_orientation_seed: int | None = None) -> None:
         """``directory``: a pair directory, or an already open sequence of pair samples
-        (e.g. the KITTI / VIGOR loaders of :mod:`xview_localizer.train.datasets`)."""
+        (e.g. the KITTI / VIGOR loaders of :mod:`xview_localizer.train.datasets`).
+        ``unknown_orientation_seed``: when set, the prior yaw of sample i is
+        :func:`unknown_prior_yaw_rad` (seed, i), uniform in [-pi, pi) (the same priors the sparse
+        adapter uses, so both models see the same samples)."""
         from .pairs import PairDataset  # written by the synthetic-data issue
 
         if isinstance(directory, (str, os.PathLike)):
@@ -168,6 +194,7 @@ class PairTensorDataset(Dataset):
         else:
             self.pairs = directory
         self.cfg = cfg
+        self.unknown_orientation_seed = unknown_orientation_seed
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -182,8 +209,11 @@ class PairTensorDataset(Dataset):
         if sat.shape[0] != sat.shape[1]:
             raise DatasetError(f"pair {idx}: satellite patch must be square, got {sat.shape[:2]}")
         sat_m_per_px = float(rec.sat_m_per_px) * sat.shape[1] / cfg.sat_size_px
+        prior_yaw_rad = float(rec.prior_yaw_rad)
+        if self.unknown_orientation_seed is not None:
+            prior_yaw_rad = unknown_prior_yaw_rad(self.unknown_orientation_seed, idx)
         grid, valid = bev_grid_for_camera(
-            rec.camera, rec.T_base_camera, float(rec.prior_yaw_rad), cfg.feature_cells,
+            rec.camera, rec.T_base_camera, prior_yaw_rad, cfg.feature_cells,
             sat_m_per_px * cfg.feature_stride, cfg.ground_z_m,
         )
         return {
@@ -192,20 +222,36 @@ class PairTensorDataset(Dataset):
             "bev_valid": torch.from_numpy(valid),
             "sat_rgb": _to_tensor(sat, (cfg.sat_size_px, cfg.sat_size_px)),
             "sat_m_per_px": torch.tensor(sat_m_per_px, dtype=torch.float32),
-            "prior_yaw_rad": torch.tensor(float(rec.prior_yaw_rad), dtype=torch.float32),
+            "prior_yaw_rad": torch.tensor(prior_yaw_rad, dtype=torch.float32),
             "T_patch_base": torch.tensor([float(v) for v in rec.T_patch_base], dtype=torch.float32),
         }
 
 
-def open_dataset(spec: str, cfg: DenseFlowConfig, **opts: Any) -> Dataset:
+def open_dataset(spec: str, cfg: DenseFlowConfig | SparseDepthConfig, depth_aug: DepthAugment | None = None,
+                 **opts: Any) -> Dataset:
     """``synthetic:N[:SEED]``, a pair directory (see the module docstring), or a benchmark:
     ``kitti:PATH`` / ``vigor:PATH`` with ``opts`` such as ``split``, ``area``, ``orientation``
-    (see :func:`xview_localizer.train.datasets.open_dataset`; options set to None are ignored)."""
+    (see :func:`xview_localizer.train.datasets.open_dataset`; options set to None are ignored).
+
+    A :class:`SparseDepthConfig` gives a :class:`SparsePairTensorDataset` with ``depth_aug``
+    (depth kind options; synthetic:N is dense-flow only). For dense-flow only
+    ``depth_aug.unknown_orientation`` (and its seed) is used."""
+    sparse = isinstance(cfg, SparseDepthConfig)
+    uo_seed = depth_aug.seed if depth_aug is not None and depth_aug.unknown_orientation else None
+
+    def adapt(pairs: Any) -> Dataset:
+        if sparse:
+            return SparsePairTensorDataset(pairs, cfg, depth_aug)
+        return PairTensorDataset(pairs, cfg, unknown_orientation_seed=uo_seed)
+
     if spec.startswith(("kitti:", "vigor:")):
         from .datasets import open_dataset as open_benchmark
 
-        return PairTensorDataset(open_benchmark(spec, **opts), cfg)
+        return adapt(open_benchmark(spec, **opts))
     if spec.startswith("synthetic:"):
+        if sparse:
+            raise DatasetError(f"dataset {spec!r}: synthetic:N is dense-flow only; the sparse-depth model "
+                               "needs a pair directory with depth (xview-localizer sim dataset)")
         parts = spec.split(":")
         try:
             n = int(parts[1])
@@ -216,16 +262,23 @@ def open_dataset(spec: str, cfg: DenseFlowConfig, **opts: Any) -> Dataset:
     path = Path(spec)
     if not path.is_dir():
         raise DatasetError(f"dataset {spec}: not a directory (nor synthetic:N[:SEED])")
-    return PairTensorDataset(path, cfg)
+    return adapt(path)
 
 
 # ----------------------------------------------------------------------------- config
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training run settings (CLI: ``xview-localizer train``)."""
+    """Training run settings (CLI: ``xview-localizer train``).
+
+    ``model``: "dense-flow" or "sparse-depth" (``preset`` / ``model_overrides`` are of that
+    model's config). ``depth_*`` and ``unknown_orientation``: see
+    :class:`xview_localizer.train.sparse_data.DepthAugment` (``depth_*`` sparse-depth only;
+    ``depth_kind`` "mixed" draws one kind per step). ``loss`` is the dense-flow loss,
+    ``sparse_loss`` the sparse-depth one."""
 
     dataset: str
     out_dir: str
+    model: str = "dense-flow"
     preset: str = "compact"
     model_overrides: dict = field(default_factory=dict)
     epochs: int = 25
@@ -249,6 +302,12 @@ class TrainConfig:
     amp: bool = True
     loss: LossConfig = field(default_factory=LossConfig)
     progress: bool = True
+    depth_kind: str = "metric"
+    depth_scale_range: tuple[float, float] = (0.3, 3.0)
+    depth_noise_frac: float = 0.0
+    depth_hole_frac: float = 0.0
+    unknown_orientation: bool = False
+    sparse_loss: SparseLossConfig = field(default_factory=SparseLossConfig)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -261,14 +320,25 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.lr must be > 0, got {self.lr}")
         if self.log_every < 1 or self.save_every < 1:
             raise ConfigError("TrainConfig.log_every and save_every must be >= 1")
-        preset(self.preset, **self.model_overrides)  # validates the preset name and overrides
+        if self.model not in MODEL_NAMES:
+            raise ConfigError(f"TrainConfig.model must be one of {list(MODEL_NAMES)}, got {self.model!r}")
+        object.__setattr__(self, "depth_scale_range", self.depth_augment(0).scale_range)  # validates
+        self.model_config()  # validates the preset name and overrides
 
-    def model_config(self) -> DenseFlowConfig:
+    def model_config(self) -> DenseFlowConfig | SparseDepthConfig:
+        if self.model == "sparse-depth":
+            return sparse_preset(self.preset, **self.model_overrides)
         return preset(self.preset, **self.model_overrides)
+
+    def depth_augment(self, seed: int, kind: str | None = None) -> DepthAugment:
+        """The data set options of this run (``seed``: of the augmentation draws)."""
+        return DepthAugment(kind or self.depth_kind, self.depth_scale_range, self.depth_noise_frac,
+                            self.depth_hole_frac, self.unknown_orientation, seed)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["loss"] = asdict(self.loss)
+        d["sparse_loss"] = asdict(self.sparse_loss)
         return d
 
 
@@ -303,7 +373,15 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _forward(model, batch: dict[str, torch.Tensor]):
+def _forward(model, batch: dict[str, torch.Tensor], depth_kind: str = "metric"):
+    """One forward pass of either network (dispatch on the class; ``depth_kind``: one of
+    ``DEPTH_KINDS`` for the sparse-depth model, ignored by dense-flow)."""
+    if isinstance(getattr(model, "module", model), SparseDepthMatcher):
+        return model(
+            batch["ground_rgb"], batch["sat_rgb"], batch["sat_m_per_px"], batch["rays_base"],
+            batch["ray_valid"], batch["cam_xyz_base_m"], batch["kp_grid_norm"],
+            depth=depth_for_kind(batch["depth_m"], batch["depth_scale"], depth_kind), depth_kind=depth_kind,
+        )
     return model(
         batch["ground_rgb"], batch["bev_grid"], batch["bev_valid"], batch["sat_rgb"],
         batch["sat_m_per_px"], batch["prior_yaw_rad"],
@@ -312,12 +390,16 @@ def _forward(model, batch: dict[str, torch.Tensor]):
 
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate_model(model: DenseFlowMatcher, dataset: Dataset, device: str | torch.device = "cpu",
-                   batch_size: int = 4, max_samples: int | None = None, progress: bool = False) -> dict[str, Any]:
+def evaluate_model(model: DenseFlowMatcher | SparseDepthMatcher, dataset: Dataset,
+                   device: str | torch.device = "cpu", batch_size: int = 4, max_samples: int | None = None,
+                   progress: bool = False, depth_kind: str = "metric") -> dict[str, Any]:
     """Run the model over ``dataset`` (first ``max_samples``) and compute the paper's metrics
-    with the prior baseline beside them: ``{"model": {...}, "prior": {...}}``."""
+    with the prior baseline beside them: ``{"model": {...}, "prior": {...}}``.
+    ``depth_kind`` (sparse-depth only): one of ``DEPTH_KINDS`` for every batch."""
     from tqdm import tqdm
 
+    if depth_kind not in DEPTH_KINDS:
+        raise ConfigError(f"evaluate: depth kind must be one of {DEPTH_KINDS}, got {depth_kind!r}")
     device = torch.device(device)
     net = getattr(model, "module", model)
     was_training = net.training
@@ -330,7 +412,7 @@ def evaluate_model(model: DenseFlowMatcher, dataset: Dataset, device: str | torc
     for batch in tqdm(loader, desc="evaluate", disable=not progress):
         batch = _to(batch, device)
         with amp:
-            out = _forward(net, batch)
+            out = _forward(net, batch, depth_kind)
         preds.append(out.T_patch_base.float().cpu())
         gts.append(batch["T_patch_base"].cpu())
         priors.append(batch["prior_yaw_rad"].cpu())
@@ -347,6 +429,19 @@ def _batches(loader: DataLoader, sampler, start_epoch: int, epochs: int) -> Iter
             yield epoch, batch
 
 
+#: CSV columns of a sparse-depth run (dense-flow keeps its own).
+SPARSE_CSV_COLUMNS = ["step", "epoch", "loss", "xy_m", "yaw_deg", "match_ce", "scale", "depth_kind", "lr",
+                      "sec_per_step"]
+
+
+def _sparse_terms(out, batch: dict[str, torch.Tensor], loss_cfg: SparseLossConfig, mcfg: SparseDepthConfig):
+    """:func:`sparse_depth_loss` of one batch (the true relative-depth scale for the optional terms)."""
+    return sparse_depth_loss(
+        out, batch["T_patch_base"], loss_cfg, sat_m_per_px=batch["sat_m_per_px"], sat_stride=mcfg.sat_stride,
+        cam_xy_base_m=batch["cam_xyz_base_m"][:, :2], depth_scale_gt=batch["depth_scale"],
+    )
+
+
 def lr_at(step: int, total_steps: int, base_lr: float, warmup_frac: float = 0.05) -> float:
     """One-cycle-like schedule as in RAFT: linear warm-up over ``warmup_frac`` of the steps,
     then linear decay to 5% of ``base_lr``. A function of the global step, so resume is exact."""
@@ -358,7 +453,7 @@ def lr_at(step: int, total_steps: int, base_lr: float, warmup_frac: float = 0.05
 
 
 def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
-    """Train (or resume) a dense-flow matcher; returns the final metrics dict.
+    """Train (or resume) a dense-flow or sparse-depth matcher; returns the final metrics dict.
 
     Launch under ``torchrun --nproc_per_node K`` for K processes (DDP). ``device``: "cpu",
     "cuda" or None (CUDA when available).
@@ -388,9 +483,13 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
         # unless this run is being resumed (then last.pt holds the newer ones).
         init_blob = load_checkpoint_dict(tc.init_checkpoint)
         mcfg = config_from_checkpoint(init_blob, tc.init_checkpoint)
+        if isinstance(mcfg, SparseDepthConfig) != (tc.model == "sparse-depth"):
+            raise ConfigError(f"--init {tc.init_checkpoint} holds a {init_blob.get('model', 'dense-flow')} "
+                              f"model but this run trains {tc.model}")
     else:
         mcfg = tc.model_config()
-    model = DenseFlowMatcher(mcfg).to(dev)
+    sparse = isinstance(mcfg, SparseDepthConfig)
+    model = build_model(mcfg).to(dev)
     if init_blob is not None and not resuming:
         try:
             model.load_state_dict({k: v.float() if v.is_floating_point() else v
@@ -414,7 +513,7 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
         if dist_info.main:
             log.info("resumed from %s at epoch %d step %d", last_path, start_epoch, step)
 
-    dataset = open_dataset(tc.dataset, mcfg, **tc.dataset_opts)
+    dataset = open_dataset(tc.dataset, mcfg, tc.depth_augment(tc.seed), **tc.dataset_opts)
     sampler = None
     if dist_info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -438,8 +537,10 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
         new = not (tc.resume and log_path.is_file())
         csv_file = open(log_path, "w" if new else "a", newline="")
         writer = csv.writer(csv_file)
-        if new:
-            writer.writerow(["step", "epoch", "loss", "matching", "confidence", "position", "epe_cells", "lr", "sec_per_step"])
+        if new and sparse:
+            writer.writerow(SPARSE_CSV_COLUMNS)
+        elif new:
+            writer.writerow(["step", "epoch", "loss", "matching", "confidence", "position", "epe_cells", "corr", "lr", "sec_per_step"])
     net = getattr(model, "module", model)
     model.train()
     bar = tqdm(total=total_steps, initial=step, desc="train", disable=not (tc.progress and dist_info.main))
@@ -453,10 +554,14 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
             if step >= total_steps:
                 break
             batch = _to(batch, dev)
+            kind = batch_depth_kind(tc.depth_kind, tc.seed, step) if sparse else "metric"
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp) if dev.type == "cuda" else torch.autocast("cpu", enabled=False):
-                out = _forward(model, batch)
-            m_per_cell = batch["sat_m_per_px"] * mcfg.feature_stride
-            terms = dense_flow_loss(out, batch["T_patch_base"], batch["prior_yaw_rad"], m_per_cell, tc.loss, epoch)
+                out = _forward(model, batch, kind)
+            if sparse:
+                terms = _sparse_terms(out, batch, tc.sparse_loss, mcfg)
+            else:
+                m_per_cell = batch["sat_m_per_px"] * mcfg.feature_stride
+                terms = dense_flow_loss(out, batch["T_patch_base"], batch["prior_yaw_rad"], m_per_cell, tc.loss, epoch)
             if not torch.isfinite(terms.total):
                 raise FloatingPointError(f"non-finite loss at step {step}: {terms}")
             lr = lr_at(step, total_steps, tc.lr)
@@ -472,11 +577,20 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
             samples_seen += int(batch["ground_rgb"].shape[0])
             last_terms = terms
             bar.update(1)
-            bar.set_postfix(loss=f"{float(terms.total.detach()):.3g}", epe=f"{terms.epe_cells:.2f}", pos=f"{terms.position:.2f}")
-            if writer is not None and (step % tc.log_every == 0 or step == total_steps):
+            if sparse:
+                bar.set_postfix(loss=f"{float(terms.total.detach()):.3g}", xy=f"{terms.xy_m:.2f}", yaw=f"{terms.yaw_deg:.1f}")
+            else:
+                bar.set_postfix(loss=f"{float(terms.total.detach()):.3g}", epe=f"{terms.epe_cells:.2f}", pos=f"{terms.position:.2f}")
+            if writer is not None and sparse and (step % tc.log_every == 0 or step == total_steps):
+                dt = (time.perf_counter() - t0) / max(1, samples_seen / tc.batch_size)
+                writer.writerow([step, epoch, f"{float(terms.total.detach()):.6g}", f"{terms.xy_m:.6g}",
+                                 f"{terms.yaw_deg:.6g}", f"{terms.match_ce:.6g}", f"{terms.scale:.6g}", kind,
+                                 f"{lr:.4g}", f"{dt:.4g}"])
+                csv_file.flush()
+            elif writer is not None and (step % tc.log_every == 0 or step == total_steps):
                 dt = (time.perf_counter() - t0) / max(1, samples_seen / tc.batch_size)
                 writer.writerow([step, epoch, f"{float(terms.total.detach()):.6g}", f"{terms.matching:.6g}", f"{terms.confidence:.6g}",
-                                 f"{terms.position:.6g}", f"{terms.epe_cells:.6g}", f"{lr:.4g}", f"{dt:.4g}"])
+                                 f"{terms.position:.6g}", f"{terms.epe_cells:.6g}", f"{terms.corr:.6g}", f"{lr:.4g}", f"{dt:.4g}"])
                 csv_file.flush()
             if dist_info.main and step % tc.save_every == 0:
                 save_checkpoint(last_path, net, train_args=train_args, epoch=epoch, step=step, optimizer=opt,
@@ -488,7 +602,10 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
 
     final_epoch = epoch
     metrics: dict[str, Any] = {"steps": step, "train_seconds": time.perf_counter() - t0}
-    if last_terms is not None:
+    if last_terms is not None and sparse:
+        metrics.update({"final_loss": float(last_terms.total.detach()), "final_xy_loss_m": last_terms.xy_m,
+                        "final_yaw_loss_deg": last_terms.yaw_deg})
+    elif last_terms is not None:
         metrics.update({"final_loss": float(last_terms.total.detach()), "final_epe_cells": last_terms.epe_cells,
                         "final_position_loss": last_terms.position})
     (out_dir / "ranks").mkdir(exist_ok=True)
@@ -500,8 +617,9 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
         dist.barrier()
     if dist_info.main:
         if tc.val_dataset:
-            val = open_dataset(tc.val_dataset, mcfg, **tc.val_dataset_opts)
-            metrics["val"] = evaluate_model(net, val, dev, tc.batch_size, tc.val_max_samples)
+            val_kind = "metric" if tc.depth_kind == "mixed" else tc.depth_kind
+            val = open_dataset(tc.val_dataset, mcfg, tc.depth_augment(tc.seed + 1, val_kind), **tc.val_dataset_opts)
+            metrics["val"] = evaluate_model(net, val, dev, tc.batch_size, tc.val_max_samples, depth_kind=val_kind)
         save_checkpoint(last_path, net, metrics=metrics, train_args=train_args, epoch=final_epoch + 1, step=step,
                         optimizer=opt, scaler=scaler if use_amp else None)
         save_checkpoint(out_dir / "model.pt", net, metrics=metrics, train_args=train_args, epoch=final_epoch + 1,
