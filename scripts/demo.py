@@ -58,7 +58,7 @@ def find_checkpoint(arg: str) -> str:
     if env:
         return str(Path(env).resolve())
     from xview_localizer.errors import CheckpointError
-    from xview_localizer.ros.node import default_checkpoint_path
+    from xview_localizer.matcher.factory import default_checkpoint_path
 
     try:
         return str(default_checkpoint_path())

@@ -172,12 +172,12 @@ def detect_topics(conns: dict[str, str], cfg: ReplayConfig, bag: str = "bag") ->
 def load_matcher_for_replay(checkpoint: str, device: str, matcher_factory: str = "") -> Any:
     """The matcher the node would load: ``matcher_factory`` ('module:function', tests) or the
     dense-flow checkpoint (``''`` = the packaged default, see
-    :func:`xview_localizer.ros.node.default_checkpoint_path`).
+    :func:`xview_localizer.matcher.factory.default_checkpoint_path`).
 
     Raises:
         CheckpointError: naming the checkpoint and the cause.
     """
-    from .ros.node import resolve_factory
+    from .matcher.factory import resolve_factory
 
     factory = resolve_factory(matcher_factory)
     try:

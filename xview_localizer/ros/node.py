@@ -23,7 +23,6 @@ running. A missing checkpoint leaves the node up with an ERROR 'matcher unavaila
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import threading
@@ -31,7 +30,7 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import rclpy
@@ -51,8 +50,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix
 
 from ..camera import T_base_camera_from_xyz_rpy
 from ..config import NodeConfig
-from ..errors import CheckpointError, ConfigError, LocalizationRejected, TileSourceError, XViewError
+from ..errors import ConfigError, LocalizationRejected, TileSourceError, XViewError
 from ..localizer import Frame, Localizer, StepResult
+from ..matcher.factory import resolve_factory
 from . import conversions as conv
 from .params import declare_parameters, read_config
 
@@ -71,41 +71,6 @@ ERROR_CAUSES = {"matcher_unavailable", "tiles_unavailable", "tiles_unconfigured"
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-def default_checkpoint_path() -> Path:
-    """The packaged checkpoint: the first ``xview_localizer/checkpoints/*.pt``.
-
-    Raises:
-        CheckpointError: none is packaged.
-    """
-    folder = Path(__file__).resolve().parents[1] / "checkpoints"
-    found = sorted(folder.glob("*.pt"))
-    if not found:
-        raise CheckpointError(f"no packaged checkpoint in {folder}; set the checkpoint_path parameter")
-    return found[0]
-
-
-def _builtin_matcher_factory(checkpoint_path: str, device: str) -> Any:
-    from ..matcher.inference import load_matcher  # heavy (torch): only in the worker thread
-
-    path = checkpoint_path or str(default_checkpoint_path())
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return load_matcher(path, device)
-
-
-def resolve_factory(spec: str) -> Callable[[str, str], Any]:
-    """``'module:function'`` -> the function; ``''`` -> the built-in dense-flow loader."""
-    if not spec:
-        return _builtin_matcher_factory
-    module, _, func = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module), func)
-    except (ImportError, AttributeError) as exc:
-        raise CheckpointError(f"matcher_factory {spec!r} cannot be imported: {exc}") from exc
 
 
 class _UnavailableTiles:

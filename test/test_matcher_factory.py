@@ -1,0 +1,52 @@
+"""The matcher loader the node and the replay share (ROS-free): packaged default, bad specs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from xview_localizer.errors import CheckpointError
+from xview_localizer.matcher import factory
+
+
+def test_default_checkpoint_is_pinned_by_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(factory, "packaged_checkpoint_dir", lambda: tmp_path)
+    (tmp_path / "aaa_other.pt").write_bytes(b"x")  # sorts first, must not be picked
+    with pytest.raises(CheckpointError, match="aaa_other.pt"):
+        factory.default_checkpoint_path()
+    (tmp_path / factory.DEFAULT_CHECKPOINT_NAME).write_bytes(b"x")
+    assert factory.default_checkpoint_path() == tmp_path / factory.DEFAULT_CHECKPOINT_NAME
+
+
+def test_resolve_factory_errors_name_the_spec():
+    with pytest.raises(CheckpointError, match="no_such_module_xyz"):
+        factory.resolve_factory("no_such_module_xyz:make")
+    with pytest.raises(CheckpointError, match="nothing_here"):
+        factory.resolve_factory("xview_localizer.matcher.factory:nothing_here")
+    assert callable(factory.resolve_factory(""))
+
+
+def test_builtin_factory_on_a_bad_file_raises_checkpoint_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        factory.resolve_factory("")(str(bad), "cpu")
+
+
+def test_replay_loader_does_not_import_rclpy():
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'rclpy' or name.startswith('rclpy.'):\n"
+        "            raise ImportError('rclpy blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from xview_localizer.replay import load_matcher_for_replay\n"
+        "from xview_localizer.matcher.factory import resolve_factory\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

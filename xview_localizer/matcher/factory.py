@@ -1,0 +1,66 @@
+"""Which matcher the node and the replay load (ROS-free).
+
+* ``checkpoint_path = ''`` means the packaged default, :data:`DEFAULT_CHECKPOINT_NAME` in
+  ``xview_localizer/checkpoints/`` (the dense-flow ``compact`` model). Other packaged checkpoints
+  (e.g. ``sparse_depth_compact.pt``) are selected by path.
+* ``matcher_factory = 'module:function'`` replaces the loader (tests, custom matchers); the
+  function is called as ``f(checkpoint_path, device)`` and returns an object with ``match``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import CheckpointError
+
+__all__ = ["DEFAULT_CHECKPOINT_NAME", "packaged_checkpoint_dir", "default_checkpoint_path", "resolve_factory"]
+
+#: File name of the default matcher in the package's ``checkpoints/`` folder.
+DEFAULT_CHECKPOINT_NAME = "dense_flow_compact.pt"
+
+
+def packaged_checkpoint_dir() -> Path:
+    """``xview_localizer/checkpoints`` of the installed package."""
+    return Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+def default_checkpoint_path() -> Path:
+    """The packaged default checkpoint (:data:`DEFAULT_CHECKPOINT_NAME`).
+
+    Raises:
+        CheckpointError: it is not packaged (names the folder and what is there).
+    """
+    folder = packaged_checkpoint_dir()
+    path = folder / DEFAULT_CHECKPOINT_NAME
+    if not path.is_file():
+        present = sorted(p.name for p in folder.glob("*.pt")) if folder.is_dir() else []
+        raise CheckpointError(
+            f"no packaged default checkpoint {path} (present: {present or 'none'}); "
+            "set the checkpoint_path parameter"
+        )
+    return path
+
+
+def _builtin_matcher_factory(checkpoint_path: str, device: str) -> Any:
+    from .inference import load_matcher  # heavy (torch): only when a matcher is built
+
+    path = checkpoint_path or str(default_checkpoint_path())
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return load_matcher(path, device)
+
+
+def resolve_factory(spec: str) -> Callable[[str, str], Any]:
+    """``'module:function'`` -> the function; ``''`` -> the built-in checkpoint loader (dense-flow
+    or sparse-depth, whichever the checkpoint holds)."""
+    if not spec:
+        return _builtin_matcher_factory
+    module, _, func = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as exc:
+        raise CheckpointError(f"matcher_factory {spec!r} cannot be imported: {exc}") from exc
