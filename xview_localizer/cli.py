@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xview_localizer.tiles.cli",
     "xview_localizer.replay_cli",
     "xview_localizer.train.dataset_cli",
+    "xview_localizer.calibration_cli",
 )
 
 

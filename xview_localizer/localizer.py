@@ -27,7 +27,8 @@ One frame (:meth:`Localizer.step`):
 5. **Map frame.** ``T_patch_base`` -> WGS84 -> map (UTM grid of the datum's zone with the
    origin at the datum, or the local ENU plane at the datum). Yaw gets the meridian
    convergence (grid north vs true north) added; the covariance is rotated with the exact
-   Jacobian of that mapping, inflated by ``cov_inflation`` and floored.
+   Jacobian of that mapping, scaled by the matcher's calibrated ``covariance_scale`` (from its
+   checkpoint, :mod:`xview_localizer.calibration`) and the user's ``cov_inflation``, and floored.
 6. **Gating** (a rejected frame gives a reason, not an estimate): fewer than
    ``min_confident_matches`` confident or inlier matches -> ``too_few_matches``; Mahalanobis
    distance to the GNSS prior above ``max_gnss_mahalanobis`` -> ``gnss_inconsistent``;
@@ -749,6 +750,16 @@ class Localizer:
         finally:
             timings["solver"] = timings.get("solver", 0.0) + time.perf_counter() - t0
 
+    def _matcher_covariance_scale(self) -> float:
+        """The matcher's calibrated covariance factor (``covariance_scale`` of its checkpoint,
+        see :mod:`xview_localizer.calibration`); 1.0 for matchers without one."""
+        scale = getattr(self.matcher, "covariance_scale", 1.0)
+        try:
+            scale = float(scale)
+        except (TypeError, ValueError):
+            return 1.0
+        return scale if math.isfinite(scale) and scale > 0.0 else 1.0
+
     def _to_map(self, proj: MapProjection, georef: Any, T_patch_base: SE2,
                 cov_patch: np.ndarray) -> tuple[SE2, np.ndarray, float, float]:
         """Patch frame (true-north ENU about the patch centre) -> map frame, with covariance."""
@@ -759,7 +770,8 @@ class Localizer:
         yaw_map = T_patch_base.yaw_rad + proj.convergence_rad(lat, lon)
         J = np.eye(3)
         J[:2, :2] = _jacobian_map_from_enu(proj, enu, T_patch_base.x_m, T_patch_base.y_m)
-        cov = self.config.cov_inflation * (J @ np.asarray(cov_patch, float) @ J.T)
+        scale = self.config.cov_inflation * self._matcher_covariance_scale()
+        cov = scale * (J @ np.asarray(cov_patch, float) @ J.T)
         cov = _floor_covariance(cov, self.config.cov_floor_xy_m2, self.config.cov_floor_yaw_rad2)
         return SE2(x_m, y_m, yaw_map), cov, lat, lon
 

@@ -20,6 +20,7 @@ they are cast back to float32 on load.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from .dense_flow import PRESETS, DenseFlowConfig, DenseFlowMatcher
 from .sparse_depth import SPARSE_PRESETS, SparseDepthConfig, SparseDepthMatcher
 
 __all__ = [
+    "set_covariance_scale",
     "FORMAT",
     "MODEL_NAMES",
     "model_name_of",
@@ -128,6 +130,25 @@ def save_checkpoint(
         blob["optimizer"] = optimizer.state_dict()
     if scaler is not None:
         blob["scaler"] = scaler.state_dict()
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def set_covariance_scale(path: str | os.PathLike, scale: float, report: dict | None = None) -> Path:
+    """Store a calibrated covariance scale (``xview-localizer calibrate-covariance``) in a
+    checkpoint, rewriting it atomically; the weights are untouched.
+
+    Raises:
+        CheckpointError: the file does not load, or ``scale`` is not finite and > 0.
+    """
+    if not (math.isfinite(float(scale)) and float(scale) > 0.0):
+        raise CheckpointError(f"covariance scale must be finite and > 0, got {scale!r}")
+    path = Path(path)
+    blob = load_checkpoint_dict(path)
+    blob["covariance_scale"] = float(scale)
+    blob["covariance_calibration"] = _plain(report or {})
     tmp = path.with_name(path.name + ".tmp")
     torch.save(blob, tmp)
     os.replace(tmp, path)

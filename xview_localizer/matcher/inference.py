@@ -94,6 +94,10 @@ class _SatFeatureCache:
         self.cache_misses = 0
         #: (B, 3) in-network Procrustes poses of the last call (diagnostics only).
         self.last_T_patch_base: np.ndarray | None = None
+        #: Factor for the Procrustes covariance of this model's correspondences, calibrated on
+        #: held-out pairs (xview_localizer.calibration); 1.0 when the checkpoint has none.
+        scale = self.meta.get("covariance_scale")
+        self.covariance_scale = float(scale) if isinstance(scale, (int, float)) and scale > 0 else 1.0
 
     def _sat_key(self, s: np.ndarray, geo: Any) -> tuple:
         return (geo, hashlib.blake2b(np.ascontiguousarray(s).tobytes(), digest_size=16).hexdigest())
@@ -297,7 +301,7 @@ def load_matcher(checkpoint_path: str | os.PathLike, device: str | torch.device 
         CheckpointError: missing, corrupt, wrong-format, unknown-model or unknown-preset checkpoint.
     """
     model, blob = load_model(checkpoint_path, device)
-    meta = {k: blob.get(k) for k in ("preset", "metrics", "train_args", "epoch", "step")}
+    meta = {k: blob.get(k) for k in ("preset", "metrics", "train_args", "epoch", "step", "covariance_scale")}
     meta["model"] = model_name_of(model)
     if isinstance(model, SparseDepthMatcher):
         return SparseMatcher(model, device, meta)

@@ -1,0 +1,168 @@
+"""Covariance calibration (xview_localizer.calibration): NEES, the scale factor, storing it in a
+checkpoint and the localizer applying it. The matcher here is a TEST DOUBLE producing
+correspondences from the known true pose with noise that is correlated across points (like
+dense flow), which makes the solver's independent-point covariance overconfident."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from localizer_doubles import NoisyTruthMatcher, write_tile_folder
+
+from xview_localizer.calibration import (
+    CHI2_3_MEDIAN,
+    FrameNees,
+    collect_nees,
+    frame_nees,
+    summarize_nees,
+)
+from xview_localizer.camera import PinholeCamera, T_base_camera_from_xyz_rpy
+from xview_localizer.config import LocalizerConfig
+from xview_localizer.errors import CheckpointError, XViewError
+from xview_localizer.geo import LocalEnu
+from xview_localizer.localizer import FixSample, Frame, Localizer
+from xview_localizer.matcher.base import Correspondences
+from xview_localizer.matcher.checkpoint import save_checkpoint, set_covariance_scale
+from xview_localizer.matcher.dense_flow import DenseFlowMatcher, preset
+from xview_localizer.matcher.inference import load_matcher
+from xview_localizer.se2 import SE2
+from xview_localizer.tiles.cache import TileCache, TileCacheConfig
+
+LAT0, LON0, ZOOM = 48.1, 11.5, 18
+
+
+def test_frame_nees_values_and_singular_covariance():
+    cov = np.diag([4.0, 1.0, 0.01])
+    T_true = SE2(1.0, 2.0, 0.5)
+    T_est = SE2(3.0, 3.0, 0.6)
+    assert frame_nees(T_est, T_true, cov) == pytest.approx(4 / 4 + 1 / 1 + 0.01 / 0.01)
+    wrap = SE2(1.0, 2.0, 0.5 + 2 * math.pi)  # wrapped yaw: zero error
+    assert frame_nees(wrap, T_true, cov) == pytest.approx(0.0, abs=1e-12)
+    assert frame_nees(T_est, T_true, np.zeros((3, 3))) == math.inf
+
+
+def test_summary_scale_is_median_nees_over_chi2_median():
+    frames = [FrameNees(str(i), 1.0, 1.0, v) for i, v in enumerate([10.0, 20.0, 30.0, 40.0, 5000.0])]
+    s = summarize_nees(frames, n_frames=7)
+    assert (s.n_frames, s.n_solved) == (7, 5)
+    assert s.covariance_scale == pytest.approx(30.0 / CHI2_3_MEDIAN)
+    assert s.median_nees_scaled == pytest.approx(CHI2_3_MEDIAN)
+    assert s.frac_within_p95_raw == 0.0 and s.frac_within_p95_scaled == pytest.approx(0.8)
+    # an already conservative covariance is never made smaller (min_scale 1)
+    assert summarize_nees([FrameNees("a", 0.0, 0.0, 0.1)], 1).covariance_scale == 1.0
+    with pytest.raises(XViewError, match="none of 3 frames"):
+        summarize_nees([], 3)
+
+
+@dataclass
+class _Sample:
+    id: str
+    T_patch_base_se2: SE2
+    prior_yaw_rad: float = 0.0
+    ground_rgb: object = None
+    camera: object = None
+    T_base_camera: object = None
+    sat_rgb: object = None
+    georef: object = None
+
+
+class _CorrelatedNoiseMatcher:
+    """TEST DOUBLE: dst = T_true(src) + a per-frame common offset (sigma_common) + independent
+    noise (sigma_point). The common part is invisible to an independent-point covariance."""
+
+    def __init__(self, truths: dict, seed: int, sigma_common_m: float, sigma_point_m: float) -> None:
+        self.truths, self.rng = truths, np.random.default_rng(seed)
+        self.sigma_common_m, self.sigma_point_m = sigma_common_m, sigma_point_m
+        self.current: SE2 | None = None
+
+    def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad):
+        T = self.current
+        src = self.rng.uniform(-20.0, 20.0, size=(300, 2))
+        dst = T.apply(src) + self.rng.normal(0, self.sigma_common_m, size=2) \
+            + self.rng.normal(0, self.sigma_point_m, size=src.shape)
+        return Correspondences(src, dst, np.ones(len(src)))
+
+
+def _samples(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        yield _Sample(str(i), SE2(*rng.uniform(-10, 10, size=2), float(rng.uniform(-3, 3))))
+
+
+def _run(matcher, n: int, seed: int):
+    def gen():
+        for s in _samples(n, seed):
+            matcher.current = s.T_patch_base_se2
+            yield s
+    return collect_nees(matcher, gen())
+
+
+def test_correlated_noise_is_overconfident_and_the_scale_fixes_it():
+    matcher = _CorrelatedNoiseMatcher({}, seed=1, sigma_common_m=1.0, sigma_point_m=0.5)
+    frames, tried = _run(matcher, 120, seed=2)
+    assert tried == 120 and len(frames) == 120
+    s = summarize_nees(frames, tried)
+    assert s.median_nees_raw > 20.0 and s.frac_within_p95_raw < 0.5
+    assert s.covariance_scale > 8.0
+    # the scale measured on one set makes a fresh set consistent
+    frames2, _ = _run(_CorrelatedNoiseMatcher({}, seed=3, sigma_common_m=1.0, sigma_point_m=0.5), 120, seed=4)
+    scaled = np.array([f.nees_raw for f in frames2]) / s.covariance_scale
+    # one factor for x, y and yaw: the tail is not exactly chi-square(3) (the common offset moves
+    # x/y only), but far closer than the raw covariance
+    assert 0.75 <= float(np.mean(scaled <= 7.815)) <= 1.0
+    assert 1.5 <= float(np.median(scaled)) <= 3.5
+
+
+def test_frames_the_localizer_would_reject_are_left_out():
+    class Few:
+        def match(self, *a):
+            return Correspondences(np.zeros((5, 2)), np.zeros((5, 2)), np.ones(5))
+
+    frames, tried = collect_nees(Few(), _samples(3, 0), LocalizerConfig(min_confident_matches=20))
+    assert (frames, tried) == ([], 3)
+
+
+def test_scale_stored_in_checkpoint_and_loaded(tmp_path):
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "m.pt", DenseFlowMatcher(preset("compact", iters=1)), half=True)
+    assert load_matcher(path).covariance_scale == 1.0
+    before = {k: v.clone() for k, v in torch.load(path, weights_only=True)["state_dict"].items()}
+    set_covariance_scale(path, 123.5, {"median_nees_raw": 292.2})
+    blob = torch.load(path, weights_only=True)
+    assert blob["covariance_scale"] == 123.5 and blob["covariance_calibration"]["median_nees_raw"] == 292.2
+    assert all(torch.equal(before[k], v) for k, v in blob["state_dict"].items())
+    assert load_matcher(path).covariance_scale == 123.5
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(CheckpointError, match="covariance scale"):
+            set_covariance_scale(path, bad)
+    with pytest.raises(CheckpointError):
+        set_covariance_scale(tmp_path / "missing.pt", 2.0)
+
+
+def test_localizer_applies_the_matcher_covariance_scale(tmp_path):
+    tiles = write_tile_folder(tmp_path / "tiles", LAT0, LON0, ZOOM, radius_tiles=3, seed=1)
+    camera = PinholeCamera.from_intrinsics(64, 32, 40.0, 40.0, 31.5, 15.5)
+    T_base_camera = T_base_camera_from_xyz_rpy(1.5, 0.0, 1.6, 0.0, 0.1, 0.0)
+    image = np.zeros((32, 64, 3), np.uint8)
+    cfg = LocalizerConfig(patch_size_px=128, patch_m_per_px=0.5, datum_lat_deg=LAT0, datum_lon_deg=LON0,
+                          map_projection="enu", cov_floor_xy_m2=1e-6, cov_floor_yaw_rad2=1e-6,
+                          max_gnss_mahalanobis=50.0)
+    covs = []
+    for scale in (None, 50.0):
+        matcher = NoisyTruthMatcher(seed=4, noise_m=0.2, outlier_fraction=0.0)
+        if scale is not None:
+            matcher.covariance_scale = scale
+        with TileCache(f"file://{tiles}/{{z}}/{{x}}/{{y}}.png", tmp_path / f"cache{scale}",
+                       TileCacheConfig(zoom=ZOOM)) as cache:
+            loc = Localizer(cfg, matcher, cache)
+            lat, lon = (float(v) for v in LocalEnu(LAT0, LON0).inverse(3.0, -2.0))
+            matcher.truth = (lat, lon, 0.4)
+            loc.add_fix(FixSample(10**9, lat, lon, 40.0, np.eye(2) * 9.0))
+            res = loc.step(Frame(10**9, image, camera, T_base_camera))
+            assert res.ok, res.detail
+            covs.append(res.estimate.cov_xyyaw)
+    assert np.allclose(covs[1], 50.0 * covs[0], rtol=1e-6)

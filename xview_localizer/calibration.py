@@ -1,0 +1,165 @@
+"""Covariance calibration of a matcher checkpoint against ground truth (ROS-free).
+
+The Procrustes covariance (:mod:`xview_localizer.procrustes`) treats every correspondence as an
+independent measurement. A dense-flow matcher's ~1000 flow vectors are not independent (the GRU
+smooths neighbouring cells, the encoders share receptive fields), so the raw covariance is far
+too small: a robot_localization filter would trust the pose too much, and the localizer's GNSS
+gate would reject good frames. The fix is one scale factor per checkpoint, measured here:
+
+* run the matcher on held-out pairs exactly as the localizer does (same ``min_weight``,
+  ``min_confident_matches`` and solver settings) and keep the frames it would solve;
+* NEES of each frame: ``e^T C^-1 e`` with ``e = (dx_m, dy_m, dyaw_rad)`` the error of the
+  solved ``T_patch_base`` and ``C`` the solver's 3x3 covariance (patch frame);
+* ``covariance_scale = median(NEES) / median(chi2_3)`` (2.366): after scaling the covariance by it
+  the median NEES is that of a consistent 3-dof estimator. The median, not the mean, so that a
+  few gross failures (which the localizer's gates exist for) do not dominate.
+
+The factor is stored in the checkpoint (``"covariance_scale"``); :class:`~xview_localizer.
+matcher.inference.Matcher` exposes it and the localizer multiplies the solver covariance by it
+(before the user's ``cov_inflation``). CLI: ``xview-localizer calibrate-covariance``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
+
+import numpy as np
+
+from . import procrustes
+from .config import LocalizerConfig
+from .errors import DegenerateInputError, XViewError
+from .se2 import wrap_angle_rad
+
+__all__ = ["CHI2_3_MEDIAN", "CHI2_3_P95", "FrameNees", "NeesSummary", "frame_nees", "summarize_nees",
+           "collect_nees"]
+
+#: Median and 95 % quantile of the chi-square distribution with 3 degrees of freedom.
+CHI2_3_MEDIAN = 2.365974
+CHI2_3_P95 = 7.814728
+
+
+@dataclass(frozen=True)
+class FrameNees:
+    """One solved frame: its errors and NEES under the raw solver covariance."""
+
+    sample_id: str
+    err_xy_m: float
+    err_yaw_deg: float
+    nees_raw: float
+
+
+@dataclass(frozen=True)
+class NeesSummary:
+    """Calibration result over the solved frames.
+
+    Attributes:
+        n_frames: frames tried; n_solved: frames the localizer's solver settings accepted.
+        median_nees_raw, mean_nees_raw: of the raw solver covariance.
+        covariance_scale: factor for the covariance (median NEES / 2.366), >= ``min_scale``.
+        frac_within_p95_raw, frac_within_p95_scaled: share of solved frames with NEES below the
+            chi-square 95 % bound (7.81) before / after scaling (0.95 for a consistent estimator).
+        median_nees_scaled: after scaling (2.366 by construction unless the scale was clamped).
+        median_err_xy_m, median_err_yaw_deg: of the solved frames.
+    """
+
+    n_frames: int
+    n_solved: int
+    median_nees_raw: float
+    mean_nees_raw: float
+    covariance_scale: float
+    frac_within_p95_raw: float
+    frac_within_p95_scaled: float
+    median_nees_scaled: float
+    median_err_xy_m: float
+    median_err_yaw_deg: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def frame_nees(T_est: Any, T_true: Any, cov_xyyaw: np.ndarray) -> float:
+    """NEES of one pose: ``e^T C^-1 e`` with ``e = (dx_m, dy_m, wrapped dyaw_rad)``.
+
+    ``T_est``, ``T_true``: objects with ``x_m``, ``y_m``, ``yaw_rad``; ``cov_xyyaw`` (3, 3).
+    Returns inf when the covariance is singular (never NaN).
+    """
+    e = np.array([T_est.x_m - T_true.x_m, T_est.y_m - T_true.y_m,
+                  float(wrap_angle_rad(T_est.yaw_rad - T_true.yaw_rad))])
+    c = np.asarray(cov_xyyaw, dtype=float)
+    try:
+        v = float(e @ np.linalg.solve(c, e))
+    except np.linalg.LinAlgError:
+        return math.inf
+    return v if math.isfinite(v) and v >= 0.0 else math.inf
+
+
+def summarize_nees(frames: list[FrameNees], n_frames: int, min_scale: float = 1.0) -> NeesSummary:
+    """The calibration factor and consistency figures from solved frames.
+
+    Raises:
+        XViewError: no frame was solved (nothing to calibrate on).
+    """
+    if not frames:
+        raise XViewError(f"covariance calibration: none of {n_frames} frames was solved; nothing to calibrate")
+    nees = np.array([f.nees_raw for f in frames])
+    med = float(np.median(nees))
+    scale = max(float(min_scale), med / CHI2_3_MEDIAN) if math.isfinite(med) else float("inf")
+    if not math.isfinite(scale):
+        raise XViewError("covariance calibration: the median NEES is infinite (singular covariances)")
+    scaled = nees / scale
+    return NeesSummary(
+        n_frames=int(n_frames),
+        n_solved=len(frames),
+        median_nees_raw=med,
+        mean_nees_raw=float(np.mean(nees[np.isfinite(nees)])) if np.isfinite(nees).any() else math.inf,
+        covariance_scale=scale,
+        frac_within_p95_raw=float(np.mean(nees <= CHI2_3_P95)),
+        frac_within_p95_scaled=float(np.mean(scaled <= CHI2_3_P95)),
+        median_nees_scaled=float(np.median(scaled)),
+        median_err_xy_m=float(np.median([f.err_xy_m for f in frames])),
+        median_err_yaw_deg=float(np.median([f.err_yaw_deg for f in frames])),
+    )
+
+
+def collect_nees(matcher: Any, samples: Iterable[Any], config: LocalizerConfig | None = None,
+                 procrustes_config: procrustes.ProcrustesConfig | None = None) -> tuple[list[FrameNees], int]:
+    """Match and solve each pair like :class:`~xview_localizer.localizer.Localizer` does.
+
+    Args:
+        matcher: an object with ``match(ground_rgb, camera, T_base_camera, sat_rgb, georef,
+            prior_yaw_rad) -> Correspondences`` (:class:`~xview_localizer.matcher.inference.Matcher`).
+        samples: :class:`~xview_localizer.train.pairs.PairSample` records (ground truth in
+            ``T_patch_base``).
+        config: the localizer settings used for the confident-match threshold and count.
+    Returns:
+        (solved frames, number of frames tried). Frames the localizer would reject for too few
+        matches or a degenerate solve are left out.
+    """
+    cfg = config or LocalizerConfig()
+    pcfg = procrustes_config or procrustes.ProcrustesConfig()
+    frames: list[FrameNees] = []
+    n = 0
+    for rec in samples:
+        n += 1
+        corr = matcher.match(rec.ground_rgb, rec.camera, rec.T_base_camera, rec.sat_rgb, rec.georef,
+                             float(rec.prior_yaw_rad))
+        confident = corr.weight >= cfg.min_weight
+        if int(np.count_nonzero(confident)) < cfg.min_confident_matches:
+            continue
+        try:
+            sol = procrustes.solve(corr.select(confident), pcfg)
+        except DegenerateInputError:
+            continue
+        if sol.n_inliers < cfg.min_confident_matches:
+            continue
+        T_true = rec.T_patch_base_se2
+        T_est = sol.T_patch_base
+        frames.append(FrameNees(
+            sample_id=str(rec.id),
+            err_xy_m=math.hypot(T_est.x_m - T_true.x_m, T_est.y_m - T_true.y_m),
+            err_yaw_deg=abs(math.degrees(float(wrap_angle_rad(T_est.yaw_rad - T_true.yaw_rad)))),
+            nees_raw=frame_nees(T_est, T_true, sol.cov_xyyaw),
+        ))
+    return frames, n
