@@ -25,6 +25,8 @@ SWITCH_EPOCH=${SWITCH_EPOCH:-15}
 STEPS=${STEPS:-}
 BATCH=${BATCH:-8}
 LR=${LR:-2e-4}
+ITERS=${ITERS:-4}
+CORR_WEIGHT=${CORR_WEIGHT:-5}
 NPROC=${NPROC:-1}
 DEVICE=${DEVICE:-}
 SIM_DEVICE=${SIM_DEVICE:-cpu}
@@ -49,7 +51,7 @@ done
 
 args=(train --dataset "$WORK/pairs_train" --out "$OUT" --preset compact --epochs "$EPOCHS"
       --switch-epoch "$SWITCH_EPOCH" --batch-size "$BATCH" --lr "$LR" --val-dataset "$WORK/pairs_test"
-      --val-max-samples "$TEST_PAIRS" --resume)
+      --val-max-samples "$TEST_PAIRS" --iters "$ITERS" --corr-loss-weight "$CORR_WEIGHT" --resume)
 [ -n "$STEPS" ] && args+=(--steps "$STEPS")
 [ -n "$DEVICE" ] && args+=(--device "$DEVICE")
 start=$(date +%s)
@@ -61,6 +63,9 @@ fi
 echo "training took $(( $(date +%s) - start )) s"
 $PY -m xview_localizer.cli evaluate --checkpoint "$OUT/model.pt" --dataset "$WORK/pairs_test" \
     --out "$OUT/eval_heldout.json"
+# covariance scale for the localizer (NEES on held-out pairs), stored in the checkpoint
+$PY -m xview_localizer.cli calibrate-covariance --checkpoint "$OUT/model.pt" --dataset "$WORK/pairs_test" \
+    --max-samples 200 --out "$OUT/calibration.json" --write
 mkdir -p "$(dirname "$DEST")"
 cp "$OUT/model.pt" "$DEST"
 ls -l "$DEST"
