@@ -40,21 +40,8 @@ SIM_DEVICE=${SIM_DEVICE:-cpu}
 OUT=${OUT:-$WORK/run_sparse_$PRESET}
 DEST=${DEST:-xview_localizer/checkpoints/sparse_depth_compact.pt}
 
-mkdir -p "$WORK/worlds"
-train_worlds=(); test_worlds=()
-for i in $(seq 1 "$N_TRAIN_WORLDS"); do train_worlds+=("$WORK/worlds/w$i"); done
-for i in $(seq 1001 $((1000 + N_TEST_WORLDS))); do test_worlds+=("$WORK/worlds/w$i"); done
-for w in "${train_worlds[@]}" "${test_worlds[@]}"; do
-  seed=${w##*/w}
-  [ -f "$w/world.json" ] || $PY -m xview_localizer.cli sim world --seed "$seed" --out "$w" \
-      --size-m "$WORLD_SIZE_M" --zoom-min 18 --no-mbtiles
-done
-[ -f "$WORK/pairs_train/meta.json" ] || $PY -m xview_localizer.cli sim dataset --worlds "${train_worlds[@]}" \
-    --pairs "$TRAIN_PAIRS" --out "$WORK/pairs_train" --width "$GROUND_W" --height "$GROUND_H" --seed 1 \
-    --device "$SIM_DEVICE"
-[ -f "$WORK/pairs_test/meta.json" ] || $PY -m xview_localizer.cli sim dataset --worlds "${test_worlds[@]}" \
-    --pairs "$TEST_PAIRS" --out "$WORK/pairs_test" --width "$GROUND_W" --height "$GROUND_H" --seed 2 \
-    --device "$SIM_DEVICE"
+export PY WORK N_TRAIN_WORLDS N_TEST_WORLDS WORLD_SIZE_M TRAIN_PAIRS TEST_PAIRS GROUND_W GROUND_H SIM_DEVICE
+scripts/make_training_data.sh
 
 args=(train --model sparse-depth --dataset "$WORK/pairs_train" --out "$OUT" --preset "$PRESET"
       --epochs "$EPOCHS" --batch-size "$BATCH" --lr "$LR" --depth-kind "$DEPTH_KIND"

@@ -406,3 +406,18 @@ def test_panorama_keypoints_lift_like_camera_pano(kind):
     assert ref_valid.sum() > 100
     assert np.array_equal(valid[0].numpy(), ref_valid)
     np.testing.assert_allclose(xy[0].numpy()[ref_valid], ref[ref_valid], atol=2e-3, rtol=1e-5)
+
+
+def test_keypoint_rays_cache_reuses_and_evicts():
+    from xview_localizer.matcher.sparse_depth import KeypointRaysCache
+
+    camera = _distorted_kitti()
+    cache = KeypointRaysCache(sparse_preset("compact"), size=2)
+    Ts = [cam_mod.T_base_camera_from_xyz_rpy(0.8, 0.0, 1.5 + 0.1 * k, 0.0, 0.1, 0.0) for k in range(3)]
+    first = cache.get(camera, Ts[0])
+    assert cache.get(camera, Ts[0]) is first
+    np.testing.assert_array_equal(first.uv_px, keypoint_rays(camera, Ts[0], sparse_preset("compact")).uv_px)
+    cache.get(camera, Ts[1])
+    cache.get(camera, Ts[0])  # most recently used now
+    cache.get(camera, Ts[2])  # evicts Ts[1]
+    assert len(cache) == 2 and cache.get(camera, Ts[0]) is first

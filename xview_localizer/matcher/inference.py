@@ -45,7 +45,7 @@ from ..errors import GeometryError
 from .base import Correspondences
 from .checkpoint import load_model, model_name_of
 from .dense_flow import DenseFlowMatcher, bev_grid_for_camera
-from .sparse_depth import DEPTH_KINDS, KeypointRays, SparseDepthMatcher, keypoint_rays
+from .sparse_depth import DEPTH_KINDS, KeypointRays, KeypointRaysCache, SparseDepthMatcher
 
 __all__ = ["MatchRequest", "Matcher", "SparseMatcher", "load_matcher"]
 
@@ -230,20 +230,12 @@ class SparseMatcher(_SatFeatureCache):
     def __init__(self, model: SparseDepthMatcher, device: str | torch.device, meta: dict | None = None,
                  cache_size: int = 4) -> None:
         super().__init__(model, device, meta, cache_size)
-        self._rays: OrderedDict[tuple, KeypointRays] = OrderedDict()
+        self._rays = KeypointRaysCache(model.cfg, size=8)
         #: (B,) in-network depth scales of the last call (diagnostics only; 1 for metric).
         self.last_scale: np.ndarray | None = None
 
     def _rays_for(self, camera: Any, T_base_camera: np.ndarray) -> KeypointRays:
-        T = np.asarray(T_base_camera, dtype=np.float64)
-        key = (repr(camera), T.tobytes())
-        kr = self._rays.get(key)
-        if kr is None:
-            kr = keypoint_rays(camera, T, self.cfg)
-            self._rays[key] = kr
-            while len(self._rays) > 8:
-                self._rays.popitem(last=False)
-        return kr
+        return self._rays.get(camera, T_base_camera)
 
     @staticmethod
     def _depth(depth_m: Any, depth_kind: str) -> tuple[torch.Tensor | None, str]:

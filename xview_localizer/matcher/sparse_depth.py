@@ -46,6 +46,7 @@ Conventions (docs/conventions.md, docs/camera.md, docs/sparse_depth.md):
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
@@ -65,6 +66,7 @@ __all__ = [
     "sparse_preset",
     "KeypointRays",
     "keypoint_rays",
+    "KeypointRaysCache",
     "sample_depth_nearest",
     "lift_keypoints",
     "ScoreHead",
@@ -263,6 +265,33 @@ def keypoint_rays(camera: Any, T_base_camera: np.ndarray, cfg: SparseDepthConfig
     rays[~ok] = 0.0
     grid = np.column_stack(((2 * uv[:, 0] + 1) / w_cam - 1, (2 * uv[:, 1] + 1) / h_cam - 1))
     return KeypointRays(uv, grid.astype(np.float32), rays.astype(np.float32), ok.astype(bool), t.astype(np.float32))
+
+
+
+class KeypointRaysCache:
+    """LRU cache of :func:`keypoint_rays` per (camera parameters, extrinsics): the rays depend
+    only on those, so the matcher and the training data compute them once per camera."""
+
+    def __init__(self, cfg: SparseDepthConfig, size: int = 8) -> None:
+        self.cfg = cfg
+        self.size = max(1, int(size))
+        self._rays: OrderedDict[tuple, KeypointRays] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._rays)
+
+    def get(self, camera: Any, T_base_camera: np.ndarray) -> KeypointRays:
+        T = np.asarray(T_base_camera, dtype=np.float64)
+        key = (repr(camera), T.tobytes())
+        kr = self._rays.get(key)
+        if kr is None:
+            kr = keypoint_rays(camera, T, self.cfg)
+            self._rays[key] = kr
+            while len(self._rays) > self.size:
+                self._rays.popitem(last=False)
+        else:
+            self._rays.move_to_end(key)
+        return kr
 
 
 def sample_depth_nearest(depth: torch.Tensor, grid_norm: torch.Tensor) -> torch.Tensor:

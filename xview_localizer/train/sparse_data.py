@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DatasetError
-from ..matcher.sparse_depth import DEPTH_KINDS, KeypointRays, SparseDepthConfig, keypoint_rays
+from ..matcher.sparse_depth import DEPTH_KINDS, KeypointRays, KeypointRaysCache, SparseDepthConfig
 
 __all__ = [
     "TRAIN_DEPTH_KINDS",
@@ -160,25 +159,14 @@ class SparsePairTensorDataset(Dataset):
             self.pairs = directory
         self.cfg = cfg
         self.aug = aug or DepthAugment()
-        self.rays_cache_size = int(rays_cache_size)
-        self._rays: OrderedDict[tuple, KeypointRays] = OrderedDict()
+        self._rays = KeypointRaysCache(cfg, size=rays_cache_size)
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def rays_for(self, camera: Any, T_base_camera: np.ndarray) -> KeypointRays:
         """:func:`keypoint_rays` of a camera, cached (LRU) by its parameters and extrinsics."""
-        T = np.asarray(T_base_camera, dtype=np.float64)
-        key = (repr(camera), T.tobytes())
-        kr = self._rays.get(key)
-        if kr is None:
-            kr = keypoint_rays(camera, T, self.cfg)
-            self._rays[key] = kr
-            while len(self._rays) > self.rays_cache_size:
-                self._rays.popitem(last=False)
-        else:
-            self._rays.move_to_end(key)
-        return kr
+        return self._rays.get(camera, T_base_camera)
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
         from ..matcher.inference import _to_tensor
