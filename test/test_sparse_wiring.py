@@ -187,7 +187,7 @@ def test_train_sparse_through_cli_then_evaluate(tmp_path, pairs, capsys):
     rc = cli_main(["train", "--model", "sparse-depth", "--dataset", str(pairs), "--out", str(out), "--steps", "5",
                    "--batch-size", "2", "--model-json", json.dumps(TINY_SPARSE), "--depth-kind", "mixed",
                    "--depth-noise", "0.05", "--depth-holes", "0.1", "--log-every", "1", "--device", "cpu",
-                   "--no-progress", "--val-dataset", str(pairs), "--val-max-samples", "2"])
+                   "--match-ce-weight", "0.5", "--no-progress", "--val-dataset", str(pairs), "--val-max-samples", "2"])
     assert rc == 0
     with open(out / "train_log.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -198,6 +198,8 @@ def test_train_sparse_through_cli_then_evaluate(tmp_path, pairs, capsys):
     model, blob = load_model(out / "model.pt")
     assert isinstance(model, SparseDepthMatcher) and blob["model"] == "sparse-depth" and blob["step"] == 5
     assert blob["train_args"]["depth_kind"] == "mixed" and blob["metrics"]["val"]["model"]["n_samples"] == 2
+    assert blob["train_args"]["sparse_loss"]["match_ce_weight"] == 0.5
+    assert any(float(r["match_ce"]) > 0 for r in rows)
     capsys.readouterr()
     report = tmp_path / "eval.json"
     rc = cli_main(["evaluate", "--checkpoint", str(out / "model.pt"), "--dataset", str(pairs), "--out", str(report),

@@ -68,6 +68,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         'e.g. \'{"feature_dim": 64}\'')
     p.add_argument("--switch-epoch", type=int, default=15,
                    help="epoch at which kappa 200->20 and beta 1->10 (paper: 15 of 25)")
+    p.add_argument("--match-ce-weight", type=float, default=0.0,
+                   help="sparse-depth: weight of the keypoint matching cross-entropy against the true "
+                        "satellite cell (not in the paper's weak supervision; 0 = pose losses only)")
+    p.add_argument("--scale-loss-weight", type=float, default=0.0,
+                   help="sparse-depth: weight of |log(s / s_true)| for relative depth (0 = off)")
     p.add_argument("--corr-loss-weight", type=float, default=0.0,
                    help="weight of the correlation cross-entropy added to eq. 7 (not in the paper; "
                         "0 = paper losses only; the shipped compact checkpoint uses 1)")
@@ -107,6 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from .losses import LossConfig
+    from .losses_sparse import SparseLossConfig
     from .trainer import TrainConfig, train
 
     overrides: dict = {}
@@ -141,6 +147,7 @@ def run_train(args: argparse.Namespace) -> int:
         save_every=args.save_every,
         amp=not args.no_amp,
         loss=LossConfig(switch_epoch=args.switch_epoch, corr_weight=args.corr_loss_weight),
+        sparse_loss=SparseLossConfig(match_ce_weight=args.match_ce_weight, scale_weight=args.scale_loss_weight),
         progress=not args.no_progress,
         depth_kind=args.depth_kind,
         depth_scale_range=tuple(args.depth_scale_range),
