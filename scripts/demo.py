@@ -305,7 +305,8 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=int, default=512, help="camera width (px)")
     p.add_argument("--height", type=int, default=128, help="camera height (px)")
     p.add_argument("--world-size-m", type=float, default=1000.0, help="side of the synthetic world (m)")
-    p.add_argument("--seed", type=int, default=7, help="world and drive seed")
+    p.add_argument("--seed", type=int, default=2001,
+                   help="world and drive seed (2001: never used by the training recipes, seeds 1-20 and 1001-1003)")
     p.add_argument("--rate", type=float, default=1.0, help="playback speed (x real time)")
     p.add_argument("--matcher-factory", default="",
                    help="tests only: node parameter matcher_factory ('module:function', e.g. a labelled test "
