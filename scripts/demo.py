@@ -68,6 +68,11 @@ def find_checkpoint(arg: str) -> str:
     return str(models[-1]) if models else ""
 
 
+#: Tiles also cover this band outside the world (background fill): the node's 512 px x 0.2 m
+#: patch reaches 51 m around the vehicle, and drives may run along the world's edge.
+TILE_MARGIN_M = 64.0
+
+
 def ensure_world(world_dir: Path, size_m: float, seed: int, zoom_max: int = 19) -> None:
     if (world_dir / "world.json").is_file() and (world_dir / "tiles").is_dir():
         log(f"reusing world {world_dir}")
@@ -85,7 +90,7 @@ def ensure_world(world_dir: Path, size_m: float, seed: int, zoom_max: int = 19) 
         shutil.rmtree(tmp)
     world.save(tmp)
     write_tile_pyramid(world, tmp / "tiles", zoom_max=zoom_max, zoom_min=zoom_max - 3,
-                       mbtiles=False, progress=True)
+                       mbtiles=False, progress=True, margin_m=TILE_MARGIN_M)
     tmp.rename(world_dir)
     log(f"world ready in {time.perf_counter() - t0:.1f} s")
 

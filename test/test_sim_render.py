@@ -366,3 +366,20 @@ def test_geometric_consistency_ground_depth_lands_on_the_aerial_surfaces(world, 
     off_u, off_v = ncc(1.0, 0.0), ncc(0.0, 1.0)
     assert off_u < max(su) and off_v < max(sv)
     assert min(off_u - max(su), off_v - max(sv)) < -0.05
+
+
+def test_tile_margin_covers_patches_beyond_the_world_edge(world, ortho, tmp_path):
+    margin_m = 40.0
+    plain = tile_range(world, 17)
+    grown = tile_range(world, 17, margin_m)
+    assert grown[0] <= plain[0] and grown[1] <= plain[1] and grown[2] >= plain[2] and grown[3] >= plain[3]
+    info = write_tile_pyramid(world, tmp_path / "tiles", zoom_max=17, zoom_min=17, mbtiles=False,
+                              ortho=ortho, margin_m=margin_m)
+    assert info.tile_ranges[17] == grown
+    # a point 35 m east of the world's east edge lies on a written tile
+    lat, lon = world.enu.inverse(world.half_size_m + 35.0, 0.0)
+    gx, gy = latlon_to_global_px(lat, lon, 17)
+    assert (tmp_path / "tiles" / "17" / str(int(gx) // 256) / f"{int(gy) // 256}.png").is_file()
+    with pytest.raises(ConfigError, match="margin_m"):
+        write_tile_pyramid(world, tmp_path / "bad", zoom_max=17, zoom_min=17, mbtiles=False, ortho=ortho,
+                           margin_m=-1.0)

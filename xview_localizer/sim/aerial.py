@@ -280,9 +280,10 @@ class PyramidInfo:
         return f"file://{self.out_dir.resolve()}/{{z}}/{{x}}/{{y}}.{self.image_format}"
 
 
-def world_bounds_latlon(world: World) -> tuple[float, float, float, float]:
-    """(west_lon, south_lat, east_lon, north_lat) of the world square, degrees."""
-    h = world.half_size_m
+def world_bounds_latlon(world: World, margin_m: float = 0.0) -> tuple[float, float, float, float]:
+    """(west_lon, south_lat, east_lon, north_lat) of the world square grown by ``margin_m`` on
+    every side, degrees."""
+    h = world.half_size_m + float(margin_m)
     t = np.linspace(-h, h, 41)
     e = np.concatenate([t, t, np.full_like(t, -h), np.full_like(t, h)])
     nn = np.concatenate([np.full_like(t, -h), np.full_like(t, h), t, t])
@@ -290,9 +291,10 @@ def world_bounds_latlon(world: World) -> tuple[float, float, float, float]:
     return float(np.min(lon)), float(np.min(lat)), float(np.max(lon)), float(np.max(lat))
 
 
-def tile_range(world: World, zoom: int) -> tuple[int, int, int, int]:
-    """Inclusive XYZ tile range (x0, y0, x1, y1) covering the world at ``zoom``."""
-    w, s, e, n = world_bounds_latlon(world)
+def tile_range(world: World, zoom: int, margin_m: float = 0.0) -> tuple[int, int, int, int]:
+    """Inclusive XYZ tile range (x0, y0, x1, y1) covering the world (grown by ``margin_m``) at
+    ``zoom``."""
+    w, s, e, n = world_bounds_latlon(world, margin_m)
     gx, gy = latlon_to_global_px(np.array([n, s]), np.array([w, e]), zoom)
     x0, x1 = int(math.floor(gx[0] / TILE_SIZE_PX)), int(math.floor(gx[1] / TILE_SIZE_PX))
     y0, y1 = int(math.floor(gy[0] / TILE_SIZE_PX)), int(math.floor(gy[1] / TILE_SIZE_PX))
@@ -363,14 +365,19 @@ def write_tile_pyramid(world: World, out_dir: Path, zoom_max: int = 20, zoom_min
                        mbtiles: bool = True, mbtiles_path: Optional[Path] = None,
                        image_format: str = "png", style: AerialStyle = AerialStyle(),
                        ortho: Optional[tuple[np.ndarray, RasterGeoref]] = None,
-                       progress: bool = False) -> PyramidInfo:
+                       progress: bool = False, margin_m: float = 0.0) -> PyramidInfo:
     """Write the world's aerial view as an XYZ pyramid ``out_dir/{z}/{x}/{y}.{png|jpg}``.
 
     zoom_max: finest zoom (20 is ~0.1 m/px at 49 deg N); zoom_min: coarsest (<= zoom_max).
     mbtiles: also write an MBTiles file at ``mbtiles_path`` (default
     ``out_dir.parent / "tiles.mbtiles"``). ``ortho``: a precomputed
-    :func:`render_orthophoto` result (rendered here otherwise). Returns :class:`PyramidInfo`.
+    :func:`render_orthophoto` result (rendered here otherwise). ``margin_m``: also write the
+    tiles within this distance outside the world square (filled with ``style.fill_rgb``), so a
+    satellite patch around a vehicle near the world's edge is complete (a node cuts +-51 m
+    patches by default). Returns :class:`PyramidInfo`.
     """
+    if not (math.isfinite(margin_m) and margin_m >= 0.0):
+        raise ConfigError(f"write_tile_pyramid: margin_m must be finite and >= 0, got {margin_m}")
     if not (0 <= zoom_min <= zoom_max <= 23):
         raise ConfigError(f"write_tile_pyramid: need 0 <= zoom_min <= zoom_max <= 23, got {zoom_min}, {zoom_max}")
     if image_format not in ("png", "jpg"):
@@ -378,7 +385,7 @@ def write_tile_pyramid(world: World, out_dir: Path, zoom_max: int = 20, zoom_min
     out_dir = Path(out_dir)
     img, georef = ortho if ortho is not None else render_orthophoto(world, style=style)
     fill = tuple(int(c) for c in style.fill_rgb)
-    x0, y0, x1, y1 = tile_range(world, zoom_max)
+    x0, y0, x1, y1 = tile_range(world, zoom_max, margin_m)
     nx, ny = x1 - x0 + 1, y1 - y0 + 1
     lat_u, lat_v = _mosaic_maps(world, georef, zoom_max, x0, y0, nx, ny)
     T = TILE_SIZE_PX
@@ -396,7 +403,7 @@ def write_tile_pyramid(world: World, out_dir: Path, zoom_max: int = 20, zoom_min
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(_count_tiles(world, z) for z in range(zoom_min, zoom_max + 1)), unit="tile",
+        bar = tqdm(total=sum(_count_tiles(world, z, margin_m) for z in range(zoom_min, zoom_max + 1)), unit="tile",
                    desc="tiles")
     z, tx0, ty0 = zoom_max, x0, y0
     while True:
@@ -440,7 +447,7 @@ def write_tile_pyramid(world: World, out_dir: Path, zoom_max: int = 20, zoom_min
         "format": image_format, "tile_size_px": T, "zoom_min": zoom_min, "zoom_max": zoom_max,
         "bounds_wsen_deg": [w, s, e, n], "tile_ranges_x0y0x1y1": {str(k): v for k, v in ranges.items()},
         "datum": {"lat_deg": world.config.datum_lat_deg, "lon_deg": world.config.datum_lon_deg},
-        "world_seed": world.config.seed, "fill_rgb": list(fill),
+        "world_seed": world.config.seed, "fill_rgb": list(fill), "margin_m": float(margin_m),
         "mbtiles": str(mb_path) if mb_path is not None else None,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -448,6 +455,6 @@ def write_tile_pyramid(world: World, out_dir: Path, zoom_max: int = 20, zoom_min
     return PyramidInfo(out_dir, mb_path, zoom_min, zoom_max, count, ranges, image_format)
 
 
-def _count_tiles(world: World, zoom: int) -> int:
-    x0, y0, x1, y1 = tile_range(world, zoom)
+def _count_tiles(world: World, zoom: int, margin_m: float = 0.0) -> int:
+    x0, y0, x1, y1 = tile_range(world, zoom, margin_m)
     return (x1 - x0 + 1) * (y1 - y0 + 1)

@@ -39,6 +39,9 @@ def register(sub) -> None:
     w.add_argument("--lon", type=float, default=8.42, help="datum longitude (deg)")
     w.add_argument("--zoom-max", type=int, default=20, help="finest tile zoom (20 ~ 0.1 m/px)")
     w.add_argument("--zoom-min", type=int, default=14, help="coarsest tile zoom")
+    w.add_argument("--tile-margin-m", type=float, default=64.0,
+                   help="also write tiles this far outside the world (background fill), so patches "
+                        "around vehicles near the edge are complete")
     w.add_argument("--no-mbtiles", action="store_true", help="skip the MBTiles file")
     w.set_defaults(handler=cmd_world)
 
@@ -93,7 +96,7 @@ def cmd_world(args) -> int:
     t1 = time.perf_counter()
     world.save(args.out)
     info = write_tile_pyramid(world, Path(args.out) / "tiles", zoom_max=args.zoom_max, zoom_min=args.zoom_min,
-                              mbtiles=not args.no_mbtiles, progress=True)
+                              mbtiles=not args.no_mbtiles, progress=True, margin_m=args.tile_margin_m)
     t2 = time.perf_counter()
     print(f"world seed {args.seed}: {len(world.roads)} roads, {len(world.buildings)} buildings, "
           f"{len(world.trees)} trees -> {args.out} (generate {t1 - t0:.1f} s, tiles {t2 - t1:.1f} s, "
