@@ -47,7 +47,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 NS = 1_000_000_000
 CHECKPOINT_ENV = "XVIEW_TEST_CHECKPOINT"
-WORLD_SEED = 77
+WORLD_SEED = 1077  # a held-out seed (training recipes use 1-20)
 WORLD_SIZE_M = 300.0
 DRIVE_SECONDS = 7.0
 CAMERA_RATE_HZ = 5.0
@@ -111,7 +111,7 @@ def _make_drive(root: Path) -> tuple[Path, Path]:
 
     world = generate_world(WorldConfig(seed=WORLD_SEED, size_m=WORLD_SIZE_M))
     world.save(root / "world")
-    write_tile_pyramid(world, root / "world" / "tiles", zoom_max=19, zoom_min=19, mbtiles=False)
+    write_tile_pyramid(world, root / "world" / "tiles", zoom_max=19, zoom_min=19, mbtiles=False, margin_m=64.0)
     drive = DriveConfig(seconds=DRIVE_SECONDS, rate_hz=CAMERA_RATE_HZ, seed=1, accel_max_m_s2=3.0,
                         speed_range_m_s=(8.0, 12.0), stop_probability=0.0)
     full = record_drive(root / "world", root / "bag_full", drive_config=drive,
