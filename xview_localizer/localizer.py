@@ -547,8 +547,8 @@ class Localizer:
         lat, lon = proj.inverse(x_m, y_m)
         gamma = proj.convergence_rad(lat, lon)
         cov = self._fix_cov_map(fix, gamma)
-        yaw = self._prior_yaw_locked(stamp_ns)
-        return Prior(stamp_ns, x_m, y_m, lat, lon, cov, yaw, age_s, source)
+        yaw_map_rad = self._prior_yaw_locked(stamp_ns)
+        return Prior(stamp_ns, x_m, y_m, lat, lon, cov, yaw_map_rad, age_s, source)
 
     def _propagate_locked(self, i_fix: int, stamp_ns: int) -> Optional[tuple[float, float, str]]:
         """Motion (dx_m, dy_m in the map) from fix ``i_fix``'s stamp to ``stamp_ns``."""

@@ -260,10 +260,10 @@ def _metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, Any]:
     lat, lon = e["lateral_m"][gyaw_ok], e["longitudinal_m"][gyaw_ok]
     res.update(lateral_recall_1m=recall(lat, 1.0), lateral_recall_5m=recall(lat, 5.0),
                longitudinal_recall_1m=recall(lon, 1.0), longitudinal_recall_5m=recall(lon, 5.0))
-    yaw = np.abs(e["yaw_deg"][yaw_ok])
-    if yaw.size:
-        res.update(yaw_err_mean_deg=float(np.mean(yaw)), yaw_err_median_deg=float(np.median(yaw)),
-                   yaw_recall_1deg=recall(yaw, 1.0), yaw_recall_5deg=recall(yaw, 5.0))
+    yaw_err_deg = np.abs(e["yaw_deg"][yaw_ok])
+    if yaw_err_deg.size:
+        res.update(yaw_err_mean_deg=float(np.mean(yaw_err_deg)), yaw_err_median_deg=float(np.median(yaw_err_deg)),
+                   yaw_recall_1deg=recall(yaw_err_deg, 1.0), yaw_recall_5deg=recall(yaw_err_deg, 5.0))
     return res
 
 

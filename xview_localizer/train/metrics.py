@@ -94,10 +94,10 @@ def localization_metrics(pred, gt) -> dict[str, float]:
 def evaluate_with_baseline(pred, gt, prior_yaw_rad) -> dict[str, dict[str, float]]:
     """``{"model": metrics(pred), "prior": metrics((0, 0, prior_yaw))}`` on the same samples."""
     g = _poses("gt", gt)
-    yaw = np.asarray(prior_yaw_rad, dtype=np.float64).reshape(-1)
-    if yaw.shape[0] != g.shape[0]:
-        raise GeometryError(f"prior_yaw_rad has {yaw.shape[0]} values for {g.shape[0]} samples")
-    prior = np.column_stack([np.zeros_like(yaw), np.zeros_like(yaw), yaw])
+    prior_yaw = np.asarray(prior_yaw_rad, dtype=np.float64).reshape(-1)
+    if prior_yaw.shape[0] != g.shape[0]:
+        raise GeometryError(f"prior_yaw_rad has {prior_yaw.shape[0]} values for {g.shape[0]} samples")
+    prior = np.column_stack([np.zeros_like(prior_yaw), np.zeros_like(prior_yaw), prior_yaw])
     return {"model": localization_metrics(pred, g), "prior": localization_metrics(prior, g)}
 
 

@@ -106,8 +106,8 @@ def _pose_xy_yaw(msg: Any, msgtype: str) -> Optional[tuple[float, float, float]]
     vals = (p.x, p.y, q.x, q.y, q.z, q.w)
     if not all(math.isfinite(v) for v in vals):
         return None
-    yaw = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
-    return float(p.x), float(p.y), yaw
+    yaw_rad = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+    return float(p.x), float(p.y), yaw_rad
 
 
 class _GtTrack:
@@ -250,7 +250,7 @@ def export_pairs_from_bag(bag: str | Path, out: str | Path, tile_url: str, cfg: 
                 if pose is None:
                     skipped["no_ground_truth"] = skipped.get("no_ground_truth", 0) + 1
                     continue
-                x, y, yaw = pose
+                x, y, yaw_rad = pose
                 if last_xy is not None and math.hypot(x - last_xy[0], y - last_xy[1]) < cfg.min_spacing_m:
                     skipped["spacing"] = skipped.get("spacing", 0) + 1
                     continue
@@ -267,7 +267,7 @@ def export_pairs_from_bag(bag: str | Path, out: str | Path, tile_url: str, cfg: 
                     rgb = cv2.resize(rgb, (wpx, hpx), interpolation=cv2.INTER_AREA)
                 # truth in WGS84; heading through a point 1 m ahead (exact across tangent planes)
                 gt_lat, gt_lon = (float(v) for v in map_enu.inverse(x, y))
-                ah_lat, ah_lon = (float(v) for v in map_enu.inverse(x + math.cos(yaw), y + math.sin(yaw)))
+                ah_lat, ah_lon = (float(v) for v in map_enu.inverse(x + math.cos(yaw_rad), y + math.sin(yaw_rad)))
                 rng = sample_rng(cfg.seed, k, 0x42414721)
                 de, dn = rng.uniform(-cfg.offset_range_m, cfg.offset_range_m, size=2) if cfg.offset_range_m else (0, 0)
                 dyaw = math.radians(rng.uniform(-cfg.yaw_range_deg, cfg.yaw_range_deg)) if cfg.yaw_range_deg else 0.0
@@ -298,7 +298,7 @@ def export_pairs_from_bag(bag: str | Path, out: str | Path, tile_url: str, cfg: 
                     "T_patch_base": [px, py, yaw_patch],
                     "prior_yaw_rad": math.remainder(yaw_patch + dyaw, 2 * math.pi),
                     "gt_lat_deg": gt_lat, "gt_lon_deg": gt_lon,
-                    "T_map_base": [x, y, yaw], "stamp_ns": stamp, "image_index": k,
+                    "T_map_base": [x, y, yaw_rad], "stamp_ns": stamp, "image_index": k,
                 })
                 last_xy = (x, y)
         finally:

@@ -239,8 +239,8 @@ class Vigor:
         east_m = -e.dcol_px * scale * m_per_px
         north_m = -e.drow_px * scale * m_per_px
         gt_lat, gt_lon = offset_latlon(e.sat_lat_deg, e.sat_lon_deg, east_m, north_m)
-        yaw = math.remainder(math.pi / 2.0 - 2.0 * math.pi * s / w, 2.0 * math.pi)
-        prior_yaw = yaw if self.cfg.orientation == "known" else math.pi / 2.0
+        yaw_true_rad = math.remainder(math.pi / 2.0 - 2.0 * math.pi * s / w, 2.0 * math.pi)
+        prior_yaw = yaw_true_rad if self.cfg.orientation == "known" else math.pi / 2.0
         return PanoPairSample(
             id=f"{e.city}/{e.pano}",
             world_seed=VIGOR_CITIES.index(e.city),
@@ -252,7 +252,7 @@ class Vigor:
             sat_m_per_px=m_per_px,
             sat_center_lat_deg=e.sat_lat_deg,
             sat_center_lon_deg=e.sat_lon_deg,
-            T_patch_base=np.array([east_m, north_m, yaw]),
+            T_patch_base=np.array([east_m, north_m, yaw_true_rad]),
             prior_yaw_rad=prior_yaw,
             gt_lat_deg=gt_lat,
             gt_lon_deg=gt_lon,
