@@ -29,7 +29,8 @@ import numpy as np
 
 from . import procrustes
 from .config import LocalizerConfig
-from .errors import DegenerateInputError, XViewError
+from .errors import LocalizationRejected, XViewError
+from .localizer import solve_confident
 from .se2 import wrap_angle_rad
 
 __all__ = ["CHI2_3_MEDIAN", "CHI2_3_P95", "FrameNees", "NeesSummary", "frame_nees", "summarize_nees",
@@ -145,14 +146,9 @@ def collect_nees(matcher: Any, samples: Iterable[Any], config: LocalizerConfig |
         n += 1
         corr = matcher.match(rec.ground_rgb, rec.camera, rec.T_base_camera, rec.sat_rgb, rec.georef,
                              float(rec.prior_yaw_rad))
-        confident = corr.weight >= cfg.min_weight
-        if int(np.count_nonzero(confident)) < cfg.min_confident_matches:
-            continue
         try:
-            sol = procrustes.solve(corr.select(confident), pcfg)
-        except DegenerateInputError:
-            continue
-        if sol.n_inliers < cfg.min_confident_matches:
+            _, sol = solve_confident(corr, cfg, pcfg)
+        except LocalizationRejected:
             continue
         T_true = rec.T_patch_base_se2
         T_est = sol.T_patch_base

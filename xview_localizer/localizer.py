@@ -329,6 +329,31 @@ def _floor_covariance(cov: np.ndarray, floor_xy_m2: float, floor_yaw_rad2: float
     return 0.5 * (c + c.T)
 
 
+def solve_confident(corr: Correspondences, cfg: LocalizerConfig,
+                    procrustes_config: procrustes.ProcrustesConfig) -> tuple[np.ndarray, procrustes.ProcrustesResult]:
+    """The localizer's solve of one matcher output: keep the correspondences with weight >=
+    ``min_weight``, need ``min_confident_matches`` of them and as many inliers after the robust
+    Procrustes. Returns (confident mask over ``corr``, solver result; poses of camera-centred points
+    when ``corr.scale_known`` is False). Also used by :mod:`xview_localizer.calibration`.
+
+    Raises:
+        LocalizationRejected: "too_few_matches" or "solver_degenerate".
+    """
+    confident = corr.weight >= cfg.min_weight
+    n_confident = int(np.count_nonzero(confident))
+    if n_confident < cfg.min_confident_matches:
+        raise LocalizationRejected("too_few_matches", f"{n_confident} confident matches (weight >= "
+                                                      f"{cfg.min_weight}), need {cfg.min_confident_matches}")
+    try:
+        sol = procrustes.solve(corr.select(confident), procrustes_config)
+    except DegenerateInputError as exc:
+        raise LocalizationRejected("solver_degenerate", str(exc)) from exc
+    if sol.n_inliers < cfg.min_confident_matches:
+        raise LocalizationRejected("too_few_matches", f"{sol.n_inliers} inliers after robust fitting, "
+                                                      f"need {cfg.min_confident_matches}")
+    return confident, sol
+
+
 def _accepts_depth(matcher: Any) -> bool:
     """Whether ``matcher.match`` takes ``depth_m`` / ``depth_kind`` keywords: an
     ``accepts_depth`` attribute, else its signature (test doubles without either get none)."""
@@ -729,18 +754,7 @@ class Localizer:
             raise LocalizationRejected("matcher_failed", f"matcher returned {type(corr).__name__}, not Correspondences")
         t0 = time.perf_counter()
         try:
-            confident = corr.weight >= cfg.min_weight
-            n_confident = int(np.count_nonzero(confident))
-            if n_confident < cfg.min_confident_matches:
-                raise LocalizationRejected("too_few_matches", f"{n_confident} confident matches (weight >= "
-                                                              f"{cfg.min_weight}), need {cfg.min_confident_matches}")
-            try:
-                sol = procrustes.solve(corr.select(confident), self.procrustes_config)
-            except DegenerateInputError as exc:
-                raise LocalizationRejected("solver_degenerate", str(exc)) from exc
-            if sol.n_inliers < cfg.min_confident_matches:
-                raise LocalizationRejected("too_few_matches", f"{sol.n_inliers} inliers after robust fitting, "
-                                                              f"need {cfg.min_confident_matches}")
+            confident, sol = solve_confident(corr, cfg, self.procrustes_config)
             if not corr.scale_known:
                 sol = _from_camera_centred(sol, frame.T_base_camera)
             inlier_mask = np.zeros(len(corr), dtype=bool)

@@ -97,6 +97,15 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _save_atomic(blob: dict[str, Any], path: Path) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename: a crash never leaves a
+    half-written checkpoint under the real name."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     model: AnyMatcherNet,
@@ -130,10 +139,7 @@ def save_checkpoint(
         blob["optimizer"] = optimizer.state_dict()
     if scaler is not None:
         blob["scaler"] = scaler.state_dict()
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-    return path
+    return _save_atomic(blob, path)
 
 
 def set_covariance_scale(path: str | os.PathLike, scale: float, report: dict | None = None) -> Path:
@@ -149,10 +155,7 @@ def set_covariance_scale(path: str | os.PathLike, scale: float, report: dict | N
     blob = load_checkpoint_dict(path)
     blob["covariance_scale"] = float(scale)
     blob["covariance_calibration"] = _plain(report or {})
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-    return path
+    return _save_atomic(blob, path)
 
 
 def load_checkpoint_dict(path: str | os.PathLike) -> dict[str, Any]:
