@@ -50,7 +50,7 @@ from ..matcher.checkpoint import (
 from ..matcher.dense_flow import DenseFlowConfig, DenseFlowMatcher, preset
 from ..matcher.sparse_depth import DEPTH_KINDS, SparseDepthConfig, SparseDepthMatcher, sparse_preset
 from .losses import LossConfig, dense_flow_loss
-from .losses_sparse import SparseLossConfig, sparse_depth_loss
+from .losses_sparse import SparseLossConfig, SparseLossTerms, sparse_depth_loss
 from .metrics import evaluate_with_baseline
 from .sparse_data import (
     DepthAugment,
@@ -429,9 +429,25 @@ def _batches(loader: DataLoader, sampler, start_epoch: int, epochs: int) -> Iter
             yield epoch, batch
 
 
-#: CSV columns of a sparse-depth run (dense-flow keeps its own).
+#: CSV columns of a dense-flow and of a sparse-depth run (between "loss" and "lr": the fields of
+#: :func:`_log_fields`).
+DENSE_CSV_COLUMNS = ["step", "epoch", "loss", "matching", "confidence", "position", "epe_cells", "corr", "lr",
+                     "sec_per_step"]
 SPARSE_CSV_COLUMNS = ["step", "epoch", "loss", "xy_m", "yaw_deg", "match_ce", "scale", "depth_kind", "lr",
                       "sec_per_step"]
+
+
+def _log_fields(terms: Any, depth_kind: str) -> tuple[dict[str, str], list[str], dict[str, float]]:
+    """What a step logs, for either model's loss terms: (progress-bar fields, the CSV fields
+    between "loss" and "lr", the final-metrics entries)."""
+    if isinstance(terms, SparseLossTerms):
+        return ({"xy": f"{terms.xy_m:.2f}", "yaw": f"{terms.yaw_deg:.1f}"},
+                [f"{terms.xy_m:.6g}", f"{terms.yaw_deg:.6g}", f"{terms.match_ce:.6g}", f"{terms.scale:.6g}", depth_kind],
+                {"final_xy_loss_m": terms.xy_m, "final_yaw_loss_deg": terms.yaw_deg})
+    return ({"epe": f"{terms.epe_cells:.2f}", "pos": f"{terms.position:.2f}"},
+            [f"{terms.matching:.6g}", f"{terms.confidence:.6g}", f"{terms.position:.6g}", f"{terms.epe_cells:.6g}",
+             f"{terms.corr:.6g}"],
+            {"final_epe_cells": terms.epe_cells, "final_position_loss": terms.position})
 
 
 def _sparse_terms(out, batch: dict[str, torch.Tensor], loss_cfg: SparseLossConfig, mcfg: SparseDepthConfig):
@@ -537,10 +553,8 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
         new = not (tc.resume and log_path.is_file())
         csv_file = open(log_path, "w" if new else "a", newline="")
         writer = csv.writer(csv_file)
-        if new and sparse:
-            writer.writerow(SPARSE_CSV_COLUMNS)
-        elif new:
-            writer.writerow(["step", "epoch", "loss", "matching", "confidence", "position", "epe_cells", "corr", "lr", "sec_per_step"])
+        if new:
+            writer.writerow(SPARSE_CSV_COLUMNS if sparse else DENSE_CSV_COLUMNS)
     net = getattr(model, "module", model)
     model.train()
     bar = tqdm(total=total_steps, initial=step, desc="train", disable=not (tc.progress and dist_info.main))
@@ -577,20 +591,12 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
             samples_seen += int(batch["ground_rgb"].shape[0])
             last_terms = terms
             bar.update(1)
-            if sparse:
-                bar.set_postfix(loss=f"{float(terms.total.detach()):.3g}", xy=f"{terms.xy_m:.2f}", yaw=f"{terms.yaw_deg:.1f}")
-            else:
-                bar.set_postfix(loss=f"{float(terms.total.detach()):.3g}", epe=f"{terms.epe_cells:.2f}", pos=f"{terms.position:.2f}")
-            if writer is not None and sparse and (step % tc.log_every == 0 or step == total_steps):
+            loss = float(terms.total.detach())
+            postfix, fields, _ = _log_fields(terms, kind)
+            bar.set_postfix(loss=f"{loss:.3g}", **postfix)
+            if writer is not None and (step % tc.log_every == 0 or step == total_steps):
                 dt = (time.perf_counter() - t0) / max(1, samples_seen / tc.batch_size)
-                writer.writerow([step, epoch, f"{float(terms.total.detach()):.6g}", f"{terms.xy_m:.6g}",
-                                 f"{terms.yaw_deg:.6g}", f"{terms.match_ce:.6g}", f"{terms.scale:.6g}", kind,
-                                 f"{lr:.4g}", f"{dt:.4g}"])
-                csv_file.flush()
-            elif writer is not None and (step % tc.log_every == 0 or step == total_steps):
-                dt = (time.perf_counter() - t0) / max(1, samples_seen / tc.batch_size)
-                writer.writerow([step, epoch, f"{float(terms.total.detach()):.6g}", f"{terms.matching:.6g}", f"{terms.confidence:.6g}",
-                                 f"{terms.position:.6g}", f"{terms.epe_cells:.6g}", f"{terms.corr:.6g}", f"{lr:.4g}", f"{dt:.4g}"])
+                writer.writerow([step, epoch, f"{loss:.6g}", *fields, f"{lr:.4g}", f"{dt:.4g}"])
                 csv_file.flush()
             if dist_info.main and step % tc.save_every == 0:
                 save_checkpoint(last_path, net, train_args=train_args, epoch=epoch, step=step, optimizer=opt,
@@ -602,12 +608,9 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
 
     final_epoch = epoch
     metrics: dict[str, Any] = {"steps": step, "train_seconds": time.perf_counter() - t0}
-    if last_terms is not None and sparse:
-        metrics.update({"final_loss": float(last_terms.total.detach()), "final_xy_loss_m": last_terms.xy_m,
-                        "final_yaw_loss_deg": last_terms.yaw_deg})
-    elif last_terms is not None:
-        metrics.update({"final_loss": float(last_terms.total.detach()), "final_epe_cells": last_terms.epe_cells,
-                        "final_position_loss": last_terms.position})
+    if last_terms is not None:
+        metrics["final_loss"] = float(last_terms.total.detach())
+        metrics.update(_log_fields(last_terms, "metric")[2])
     (out_dir / "ranks").mkdir(exist_ok=True)
     (out_dir / "ranks" / f"rank{dist_info.rank}.json").write_text(json.dumps(
         {"rank": dist_info.rank, "world_size": dist_info.world_size, "steps": step, "samples_seen": samples_seen}))
