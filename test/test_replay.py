@@ -92,8 +92,9 @@ def make_truth_matcher(checkpoint_path: str, device: str) -> TruthLookupMatcher:
 # ----------------------------------------------------------------------------------------------
 # Bags
 # ----------------------------------------------------------------------------------------------
-def _copy_bag(src: Path, dst: Path, storage: str = "mcap", drop: tuple[str, ...] = ()) -> Path:
-    """Rewrite a bag (another storage, topics dropped); keeps sim.yaml."""
+def _copy_bag(src: Path, dst: Path, storage: str = "mcap", drop: tuple[str, ...] = (), rewrite=None) -> Path:
+    """Rewrite a bag (another storage, topics dropped, messages converted); keeps sim.yaml.
+    ``rewrite(topic, msgtype, raw, msg, typestore) -> (topic, msgtype, raw)`` may change a message."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -102,9 +103,11 @@ def _copy_bag(src: Path, dst: Path, storage: str = "mcap", drop: tuple[str, ...]
     w.open()
     conns = {}
     try:
-        for topic, msgtype, t, raw, _ in _read_bag(src):
+        for topic, msgtype, t, raw, m in _read_bag(src):
             if topic in drop:
                 continue
+            if rewrite is not None:
+                topic, msgtype, raw = rewrite(topic, msgtype, raw, m, ts)
             if topic not in conns:
                 conns[topic] = w.add_connection(topic, msgtype, typestore=ts)
             w.write(conns[topic], t, bytes(raw))
@@ -349,45 +352,33 @@ def test_report_from_recorded_pose_topic(bags, tmp_path):
 def _bag_with_converted_gt(src: Path, dst: Path, kind: str) -> Path:
     """``src`` with its PoseStamped ground truth rewritten as nav_msgs/Odometry
     (``/ground_truth/odom``) or as an RTK NavSatFix (``/rtk/fix``, WGS84 of the same points)."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
-
     from xview_localizer.sim.bag import read_sidecar
 
     side = read_sidecar(src)
     enu = LocalEnu(side["datum"]["lat_deg"], side["datum"]["lon_deg"])
-    ts = get_typestore(Stores.ROS2_KILTED)
-    T = ts.types
-    w = Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP)
-    w.open()
-    conns = {}
-    try:
-        for topic, msgtype, t, raw, m in _read_bag(src):
-            if topic == GT_TOPIC:
-                if kind == "odometry":
-                    topic, msgtype = "/ground_truth/odom", "nav_msgs/msg/Odometry"
-                    msg = T[msgtype](header=m.header, child_frame_id="base_link",
-                                     pose=T["geometry_msgs/msg/PoseWithCovariance"](pose=m.pose,
-                                                                                   covariance=np.zeros(36)),
-                                     twist=T["geometry_msgs/msg/TwistWithCovariance"](
-                                         twist=T["geometry_msgs/msg/Twist"](
-                                             linear=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0),
-                                             angular=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0)),
-                                         covariance=np.zeros(36)))
-                else:
-                    topic, msgtype = "/rtk/fix", "sensor_msgs/msg/NavSatFix"
-                    lat, lon = enu.inverse(m.pose.position.x, m.pose.position.y)
-                    msg = T[msgtype](header=m.header, status=T["sensor_msgs/msg/NavSatStatus"](status=2, service=1),
-                                     latitude=float(lat), longitude=float(lon), altitude=0.0,
-                                     position_covariance=np.full(9, 0.0), position_covariance_type=0)
-                raw = ts.serialize_cdr(msg, msgtype)
-            if topic not in conns:
-                conns[topic] = w.add_connection(topic, msgtype, typestore=ts)
-            w.write(conns[topic], t, bytes(raw))
-    finally:
-        w.close()
-    shutil.copy(src / "sim.yaml", dst / "sim.yaml")
-    return dst
+
+    def convert(topic, msgtype, raw, m, ts):
+        if topic != GT_TOPIC:
+            return topic, msgtype, raw
+        T = ts.types
+        if kind == "odometry":
+            topic, msgtype = "/ground_truth/odom", "nav_msgs/msg/Odometry"
+            msg = T[msgtype](header=m.header, child_frame_id="base_link",
+                             pose=T["geometry_msgs/msg/PoseWithCovariance"](pose=m.pose, covariance=np.zeros(36)),
+                             twist=T["geometry_msgs/msg/TwistWithCovariance"](
+                                 twist=T["geometry_msgs/msg/Twist"](
+                                     linear=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0),
+                                     angular=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0)),
+                                 covariance=np.zeros(36)))
+        else:
+            topic, msgtype = "/rtk/fix", "sensor_msgs/msg/NavSatFix"
+            lat, lon = enu.inverse(m.pose.position.x, m.pose.position.y)
+            msg = T[msgtype](header=m.header, status=T["sensor_msgs/msg/NavSatStatus"](status=2, service=1),
+                             latitude=float(lat), longitude=float(lon), altitude=0.0,
+                             position_covariance=np.full(9, 0.0), position_covariance_type=0)
+        return topic, msgtype, ts.serialize_cdr(msg, msgtype)
+
+    return _copy_bag(src, dst, "mcap", rewrite=convert)
 
 
 def test_ground_truth_as_odometry_or_rtk_fix(bags, tmp_path):
