@@ -194,3 +194,28 @@ def test_transform_builders_round_trip():
         zero = Transform()
         zero.rotation.w = 0.0
         cv.transform_to_matrix(zero)
+
+
+def test_static_tf_tree_composes_chains_and_skips_bad_transforms():
+    from types import SimpleNamespace
+
+    from geometry_msgs.msg import TransformStamped
+
+    def tf(parent, child, x, yaw_rad, w=None):
+        t = TransformStamped()
+        t.header.frame_id, t.child_frame_id = parent, child
+        t.transform.translation.x = x
+        t.transform.rotation.z, t.transform.rotation.w = math.sin(yaw_rad / 2), math.cos(yaw_rad / 2)
+        if w is not None:
+            t.transform.rotation.z, t.transform.rotation.w = 0.0, w
+        return t
+
+    tree = cv.StaticTfTree()
+    tree.add(SimpleNamespace(transforms=[tf("/base_link", "cam_link", 1.0, math.pi / 2),
+                                         tf("cam_link", "cam_optical", 2.0, 0.0),
+                                         tf("base_link", "broken", 1.0, 0.0, w=0.0)]))  # zero quaternion
+    T = tree.lookup("base_link", "cam_optical")
+    # cam_optical origin: 2 m along cam_link x, which is base_link y (90 deg), plus 1 m along x
+    np.testing.assert_allclose(T @ [0, 0, 0, 1], [1.0, 2.0, 0.0, 1.0], atol=1e-12)
+    np.testing.assert_allclose(tree.lookup("cam_optical", "base_link"), np.linalg.inv(T), atol=1e-12)
+    assert tree.lookup("base_link", "broken") is None and tree.lookup("base_link", "map") is None

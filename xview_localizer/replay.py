@@ -33,8 +33,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
-
 from .config import LocalizerConfig, NodeConfig
 from .errors import (
     BagError,
@@ -192,36 +190,6 @@ def load_matcher_for_replay(checkpoint: str, device: str, matcher_factory: str =
 # ----------------------------------------------------------------------------------------------
 # The replay
 # ----------------------------------------------------------------------------------------------
-class _StaticTf:
-    """``child -> (parent, T_parent_child)`` from /tf_static, composed along chains."""
-
-    def __init__(self) -> None:
-        self.edges: dict[str, tuple[str, np.ndarray]] = {}
-
-    def add(self, msg: Any) -> None:
-        from .ros import conversions as conv
-
-        for t in msg.transforms:
-            try:
-                self.edges[t.child_frame_id.lstrip("/")] = (t.header.frame_id.lstrip("/"),
-                                                            conv.transform_to_matrix(t.transform))
-            except XViewError:
-                continue
-
-    def _root(self, frame: str) -> tuple[str, np.ndarray]:
-        T, seen = np.eye(4), set()
-        while frame in self.edges and frame not in seen:
-            seen.add(frame)
-            parent, T_pc = self.edges[frame]
-            T, frame = T_pc @ T, parent
-        return frame, T
-
-    def lookup(self, target: str, source: str) -> Optional[np.ndarray]:
-        rt, T_rt = self._root(target)
-        rs, T_rs = self._root(source)
-        return np.linalg.inv(T_rt) @ T_rs if rt == rs else None
-
-
 def _stamp_ns(msg: Any) -> int:
     return int(msg.header.stamp.sec) * NS_PER_S + int(msg.header.stamp.nanosec)
 
@@ -328,7 +296,7 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
             from tqdm import tqdm
 
             bar = tqdm(total=n_images, desc="replay", unit="frame")
-        tf = _StaticTf()
+        tf = conv.StaticTfTree()
         camera, camera_frame = None, ""
         fixes: list[tuple[int, float, float]] = []
         gt_rows: list[tuple] = []

@@ -21,6 +21,8 @@ Outputs
 from __future__ import annotations
 
 import math
+import threading
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -30,7 +32,7 @@ from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix, NavSatStatus
 
 from ..camera import PinholeCamera
-from ..errors import GeometryError, ImageConversionError, LocalizationRejected
+from ..errors import GeometryError, ImageConversionError, LocalizationRejected, XViewError
 from ..localizer import NS_PER_S, Estimate, FixSample, OdomSample, StepResult
 from ..se2 import SE2
 
@@ -284,6 +286,45 @@ def transform_to_matrix(transform) -> np.ndarray:
     T[:3, 3] = (t.x, t.y, t.z)
     return T
 
+
+
+class StaticTfTree:
+    """Static transforms (``/tf_static`` messages, rclpy or rosbags objects) composed along their
+    chains, thread-safe. Used by the node when tf2_ros is not importable, by the replay and by the
+    bag data-set loader. Invalid transforms in a message are skipped."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._edges: dict[str, tuple[str, np.ndarray]] = {}  # child -> (parent, T_parent_child)
+
+    def add(self, msg) -> None:
+        """Add every transform of a ``tf2_msgs/TFMessage``."""
+        with self._lock:
+            for t in msg.transforms:
+                try:
+                    self._edges[t.child_frame_id.lstrip("/")] = (t.header.frame_id.lstrip("/"),
+                                                                 transform_to_matrix(t.transform))
+                except XViewError:
+                    continue
+
+    def _to_root(self, frame: str) -> tuple[str, np.ndarray]:
+        T = np.eye(4)
+        seen = set()
+        while frame in self._edges and frame not in seen:
+            seen.add(frame)
+            parent, T_parent_child = self._edges[frame]
+            T = T_parent_child @ T
+            frame = parent
+        return frame, T
+
+    def lookup(self, target: str, source: str) -> Optional[np.ndarray]:
+        """``T_target_source`` (maps source points into target) or None if not connected."""
+        with self._lock:
+            root_t, T_root_target = self._to_root(target)
+            root_s, T_root_source = self._to_root(source)
+        if root_t != root_s:
+            return None
+        return np.linalg.inv(T_root_target) @ T_root_source
 
 def matrix_to_se2(T: np.ndarray) -> SE2:
     """The planar part (x, y, yaw) of a 4x4 transform."""

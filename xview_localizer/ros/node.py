@@ -91,42 +91,6 @@ class _Pending:
     received_mono_s: float
 
 
-class _StaticTfStore:
-    """Static transforms composed by the node itself (when tf2_ros is not importable)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._edges: dict[str, tuple[str, np.ndarray]] = {}  # child -> (parent, T_parent_child)
-
-    def add(self, msg) -> None:
-        with self._lock:
-            for t in msg.transforms:
-                try:
-                    self._edges[t.child_frame_id.lstrip("/")] = (t.header.frame_id.lstrip("/"),
-                                                                 conv.transform_to_matrix(t.transform))
-                except XViewError:
-                    continue
-
-    def _to_root(self, frame: str) -> tuple[str, np.ndarray]:
-        T = np.eye(4)
-        seen = set()
-        while frame in self._edges and frame not in seen:
-            seen.add(frame)
-            parent, T_parent_child = self._edges[frame]
-            T = T_parent_child @ T
-            frame = parent
-        return frame, T
-
-    def lookup(self, target: str, source: str) -> Optional[np.ndarray]:
-        """``T_target_source`` (maps source points into target) or None if not connected."""
-        with self._lock:
-            root_t, T_root_target = self._to_root(target)
-            root_s, T_root_source = self._to_root(source)
-        if root_t != root_s:
-            return None
-        return np.linalg.inv(T_root_target) @ T_root_source
-
-
 class _Stats:
     """Counters and timings for /diagnostics (thread-safe)."""
 
@@ -195,12 +159,12 @@ class LocalizerNode(Node):
                     "publish_tf is true but neither tf2_ros nor tf2_msgs is importable: no TF will be "
                     "published (build tf2_msgs with scripts/build_tf2_msgs.sh)")
         self._tf_buffer = None
-        self._static_tf: Optional[_StaticTfStore] = None
+        self._static_tf: Optional[conv.StaticTfTree] = None
         if tf2_ros is not None:
             self._tf_buffer = tf2_ros.Buffer()
             self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
         elif TFMessage is not None:
-            self._static_tf = _StaticTfStore()
+            self._static_tf = conv.StaticTfTree()
             self.create_subscription(TFMessage, "/tf_static", self._static_tf.add, TF_STATIC_QOS)
         else:
             self.get_logger().warning(

@@ -174,7 +174,7 @@ def export_pairs_from_bag(bag: str | Path, out: str | Path, tile_url: str, cfg: 
 
     from ...camera import PinholeCamera
     from ...geo import LocalEnu
-    from ...replay import _StaticTf, open_reader, sidecar_of
+    from ...replay import open_reader, sidecar_of
     from ...ros import conversions as conv
     from ...tiles.cache import TileCache
 
@@ -199,7 +199,7 @@ def export_pairs_from_bag(bag: str | Path, out: str | Path, tile_url: str, cfg: 
         compressed = conns[image_topic].endswith("CompressedImage")
         # pass 1: ground truth, camera_info, tf_static
         rows: list[tuple[int, float, float, float]] = []
-        tf = _StaticTf()
+        tf = conv.StaticTfTree()
         camera = None
         first = [c for c in reader.connections if c.topic in (gt_topic, info_topic, "/tf_static")]
         for c, _t, raw in reader.messages(connections=first):
