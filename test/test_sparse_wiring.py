@@ -187,18 +187,21 @@ def test_train_sparse_through_cli_then_evaluate(tmp_path, pairs, capsys):
     rc = cli_main(["train", "--model", "sparse-depth", "--dataset", str(pairs), "--out", str(out), "--steps", "5",
                    "--batch-size", "2", "--model-json", json.dumps(TINY_SPARSE), "--depth-kind", "mixed",
                    "--depth-noise", "0.05", "--depth-holes", "0.1", "--log-every", "1", "--device", "cpu",
-                   "--match-ce-weight", "0.5", "--no-progress", "--val-dataset", str(pairs), "--val-max-samples", "2"])
+                   "--match-ce-weight", "0.5", "--no-progress", "--val-dataset", str(pairs), "--val-max-samples", "2",
+                   "--mixed-orientation", "--vote-ce-weight", "5"])
     assert rc == 0
     with open(out / "train_log.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["step", "epoch", "loss", "xy_m", "yaw_deg", "match_ce", "scale", "depth_kind", "lr",
-                             "sec_per_step"]
+    assert list(rows[0]) == ["step", "epoch", "loss", "xy_m", "yaw_deg", "match_ce", "scale", "vote_ce", "depth_kind",
+                             "yaw_known", "lr", "sec_per_step"]
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5]
     assert all(math.isfinite(float(r["loss"])) and r["depth_kind"] in DEPTH_KINDS for r in rows)
+    assert all(float(r["vote_ce"]) > 0 for r in rows) and {r["yaw_known"] for r in rows} <= {"0", "1"}
     model, blob = load_model(out / "model.pt")
     assert isinstance(model, SparseDepthMatcher) and blob["model"] == "sparse-depth" and blob["step"] == 5
     assert blob["train_args"]["depth_kind"] == "mixed" and blob["metrics"]["val"]["model"]["n_samples"] == 2
     assert blob["train_args"]["sparse_loss"]["match_ce_weight"] == 0.5
+    assert blob["train_args"]["sparse_loss"]["vote_ce_weight"] == 5.0 and blob["train_args"]["mixed_orientation"]
     assert any(float(r["match_ce"]) > 0 for r in rows)
     capsys.readouterr()
     report = tmp_path / "eval.json"
@@ -246,6 +249,8 @@ def test_sparse_matcher_match_with_and_without_depth(sparse_ckpt):
         matcher.match(ground, CAM, T_CAM, sat, geo, 0.0, depth_m=np.ones((2, 3, 4)))
     with pytest.raises(GeometryError, match="camera"):
         matcher.match(ground[:40], CAM, T_CAM, sat, geo, 0.0)
+    with pytest.raises(GeometryError, match="prior_yaw_rad"):
+        matcher.match(ground, CAM, T_CAM, sat, geo, float("nan"))
 
 
 # ----------------------------------------------------------------------------- localizer
@@ -304,7 +309,7 @@ def test_localizer_turns_camera_centred_relative_solution_into_base_pose(tmp_pat
     assert np.linalg.norm(camera_xy_base_m(T_cam)) > 1.5
     # depth and its kind reached the matcher; no prior yaw and no yaw sweep (one call)
     assert len(matcher.calls) == 1 and matcher.calls[0]["depth_m"] is depth
-    assert matcher.calls[0]["depth_kind"] == "relative"
+    assert matcher.calls[0]["depth_kind"] == "relative" and matcher.calls[0]["prior_yaw_rad"] is None
     assert np.all(np.linalg.eigvalsh(est.cov_xyyaw) > 0)
     with pytest.raises(ConfigError, match="depth_kind"):
         LocalizerConfig(depth_kind="stereo")

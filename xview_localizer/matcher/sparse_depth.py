@@ -73,6 +73,9 @@ __all__ = [
     "select_keypoints",
     "sat_cell_to_patch_m",
     "match_descriptors",
+    "PoseVote",
+    "yaw_hypotheses",
+    "vote_pose",
     "pose_from_correspondences",
     "SparseDepthOutput",
     "SparseDepthMatcher",
@@ -105,6 +108,17 @@ class SparseDepthConfig:
         ground_z_m: ground height in base_link for the flat-ground fallback.
         robust_iterations: IRLS iterations (Cauchy, detached weights) of the in-network solver;
             0 = plain weighted Procrustes.
+        vote_radius_cells: half-width (satellite cells) of the translation search of the pose
+            vote (:func:`vote_pose`); 0 disables the vote (every keypoint takes its global
+            argmax, the first design).
+        vote_step_cells: translation step of the vote grid (cells).
+        vote_pool_cells: r of the (2r+1)^2 max-pooling of the similarity maps before voting
+            (tolerance of the nearest-cell lookup).
+        known_yaw_range_deg, known_yaw_step_deg: yaw hypotheses prior ± range in steps, when a
+            prior yaw is given.
+        unknown_yaw_bins: yaw hypotheses around the circle without a prior yaw.
+        vote_scales, vote_scale_range: log-spaced depth-scale hypotheses for relative depth.
+        init_vote_inv_temperature: initial sharpness of the vote softmax (learnt, in log).
     """
 
     name: str = "compact"
@@ -117,16 +131,26 @@ class SparseDepthConfig:
     feature_dim: int = 128
     num_keypoints: int = 128
     nms_radius_cells: int = 1
-    refine_radius_cells: int = 2
+    refine_radius_cells: int = 3
     init_temperature: float = 0.1
     sat_rotations: int = 1
     max_range_m: float = 100.0
     ground_z_m: float = 0.0
     robust_iterations: int = 0
+    vote_radius_cells: int = 16
+    vote_step_cells: int = 2
+    vote_pool_cells: int = 1
+    known_yaw_range_deg: float = 12.5
+    known_yaw_step_deg: float = 2.5
+    unknown_yaw_bins: int = 36
+    vote_scales: int = 9
+    vote_scale_range: tuple[float, float] = (0.25, 4.0)
+    init_vote_inv_temperature: float = 20.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ground_size_px", tuple(int(v) for v in self.ground_size_px))
         object.__setattr__(self, "encoder_widths", tuple(int(v) for v in self.encoder_widths))
+        object.__setattr__(self, "vote_scale_range", tuple(float(v) for v in self.vote_scale_range))
         if not self.name:
             raise ConfigError("SparseDepthConfig.name must be a non-empty string")
         for f in ("ground_stride", "sat_stride"):
@@ -163,6 +187,19 @@ class SparseDepthConfig:
             raise ConfigError(f"SparseDepthConfig.max_range_m must be finite and > 0, got {self.max_range_m}")
         if not math.isfinite(self.ground_z_m):
             raise ConfigError(f"SparseDepthConfig.ground_z_m must be finite, got {self.ground_z_m}")
+        for f in ("vote_radius_cells", "vote_pool_cells"):
+            if int(getattr(self, f)) < 0:
+                raise ConfigError(f"SparseDepthConfig.{f} must be >= 0, got {getattr(self, f)}")
+        for f in ("vote_step_cells", "unknown_yaw_bins", "vote_scales"):
+            if int(getattr(self, f)) < 1:
+                raise ConfigError(f"SparseDepthConfig.{f} must be >= 1, got {getattr(self, f)}")
+        for f in ("known_yaw_range_deg", "known_yaw_step_deg", "init_vote_inv_temperature"):
+            v = getattr(self, f)
+            if not (math.isfinite(v) and v >= 0) or (f != "known_yaw_range_deg" and v == 0):
+                raise ConfigError(f"SparseDepthConfig.{f} must be finite and > 0 (range >= 0), got {v}")
+        lo, hi = self.vote_scale_range if len(self.vote_scale_range) == 2 else (0.0, 0.0)
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+            raise ConfigError(f"SparseDepthConfig.vote_scale_range must be 0 < lo <= hi, got {self.vote_scale_range}")
 
     @property
     def ground_cells(self) -> tuple[int, int]:
@@ -178,6 +215,7 @@ class SparseDepthConfig:
         d = asdict(self)
         d["ground_size_px"] = list(self.ground_size_px)
         d["encoder_widths"] = list(self.encoder_widths)
+        d["vote_scale_range"] = list(self.vote_scale_range)
         return d
 
     @classmethod
@@ -417,7 +455,8 @@ def select_keypoints(
 
 
 def match_descriptors(
-    desc: torch.Tensor, sat_feat: torch.Tensor, inv_temperature: torch.Tensor, refine_radius: int
+    desc: torch.Tensor, sat_feat: torch.Tensor, inv_temperature: torch.Tensor, refine_radius: int,
+    centre_cells: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Match each keypoint descriptor against every satellite position.
 
@@ -426,9 +465,12 @@ def match_descriptors(
         sat_feat: (B, D, Hs, Ws) L2-normalized (over D) satellite features.
         inv_temperature: scalar tensor, the softmax sharpness.
         refine_radius: r of the soft-argmax window.
+        centre_cells: optional (B, K, 2) (u, v) where each keypoint is expected (the pose vote's
+            prediction): the window is centred on the nearest cell to it instead of the global
+            argmax (cells outside the map are excluded as usual).
     Returns:
-        uv_cells (B, K, 2) sub-cell matched satellite coordinate (u = column, v = row): the argmax
-        cell refined by a soft-argmax over the (2r+1)^2 window around it (window logits
+        uv_cells (B, K, 2) sub-cell matched satellite coordinate (u = column, v = row): the window
+        centre (argmax cell, or ``centre_cells`` rounded) refined by a soft-argmax over the (2r+1)^2 window around it (window logits
         re-normalized, cells outside the map excluded); confidence (B, K) in [0, 1]: the global
         softmax probability mass inside that window; logits (B, K, Hs * Ws) the similarity
         logits (for optional losses).
@@ -438,8 +480,12 @@ def match_descriptors(
     with torch.autocast(desc.device.type, enabled=False):
         logits = torch.einsum("bkd,bdp->bkp", desc.float(), sat_feat.float().flatten(2)) * inv_temperature.float()
     log_p = torch.log_softmax(logits, dim=-1)
-    best = logits.detach().argmax(dim=-1)  # (B, K)
-    i0, j0 = best // ws, best % ws
+    if centre_cells is None:
+        best = logits.detach().argmax(dim=-1)  # (B, K)
+        i0, j0 = best // ws, best % ws
+    else:
+        c = torch.nan_to_num(centre_cells.detach().float(), nan=-1e6).clamp(-1e6, 1e6)
+        j0, i0 = torch.round(c[..., 0]).long(), torch.round(c[..., 1]).long()
     d = torch.arange(-refine_radius, refine_radius + 1, device=desc.device)
     di, dj = torch.meshgrid(d, d, indexing="ij")
     ii = i0[..., None] + di.reshape(-1)  # (B, K, W2)
@@ -454,6 +500,117 @@ def match_descriptors(
     v = (w * ii.to(w.dtype)).sum(-1)
     confidence = torch.where(inside, win_log_p.exp(), torch.zeros_like(win_log_p)).sum(-1).clamp(0.0, 1.0)
     return torch.stack([u, v], dim=-1), confidence, logits
+
+
+@dataclass
+class PoseVote:
+    """Result of :func:`vote_pose` (B batch, K keypoints, J yaw, S scale, T translation
+    hypotheses; ``H = J * S * T`` in that row-major order).
+
+    Attributes:
+        logits: (B, J, S, T) vote logits (score x learnt sharpness).
+        yaw_rad: (B, J) yaw hypotheses. scale: (S,) depth-scale hypotheses (ones(1) when known).
+        offset_cells: (T, 2) translation hypotheses (du, dv) in satellite cells from the centre.
+        best_centre_cells: (B, K, 2) (u, v) where the best hypothesis puts each keypoint.
+        best_yaw_rad, best_scale: (B,) the best hypothesis' yaw and scale.
+        m_per_cell: (B,) metres per satellite cell (to place a metric pose on the grid).
+        origin_xy_base_m: (B, 2) the base_link point the translation hypotheses place: the
+            origin (0, 0) for metric depth / flat ground, the camera centre for relative depth.
+    """
+
+    logits: torch.Tensor
+    yaw_rad: torch.Tensor
+    scale: torch.Tensor
+    offset_cells: torch.Tensor
+    best_centre_cells: torch.Tensor
+    best_yaw_rad: torch.Tensor
+    best_scale: torch.Tensor
+    m_per_cell: torch.Tensor
+    origin_xy_base_m: torch.Tensor
+
+
+def yaw_hypotheses(prior_yaw_rad: torch.Tensor | None, batch: int, cfg: SparseDepthConfig,
+                   device: torch.device) -> torch.Tensor:
+    """(B, J) yaw hypotheses: ``prior ± known_yaw_range_deg`` in ``known_yaw_step_deg`` steps,
+    or ``unknown_yaw_bins`` evenly around the circle (from -pi) without a prior yaw."""
+    if prior_yaw_rad is None:
+        j = cfg.unknown_yaw_bins
+        yaws = -math.pi + 2.0 * math.pi * torch.arange(j, device=device, dtype=torch.float32) / j
+        return yaws[None].expand(batch, -1)
+    n = int(math.floor(cfg.known_yaw_range_deg / cfg.known_yaw_step_deg + 1e-9))
+    off = torch.deg2rad(torch.arange(-n, n + 1, device=device, dtype=torch.float32) * cfg.known_yaw_step_deg)
+    return prior_yaw_rad.reshape(batch, 1).float() + off[None]
+
+
+def vote_pose(
+    similarity: torch.Tensor,
+    src_xy: torch.Tensor,
+    weight: torch.Tensor,
+    scale_known: bool,
+    m_per_cell: torch.Tensor,
+    prior_yaw_rad: torch.Tensor | None,
+    cfg: SparseDepthConfig,
+    inv_temperature: torch.Tensor,
+    cam_xy_base_m: torch.Tensor | None = None,
+) -> PoseVote:
+    """Pose vote over (yaw, depth scale, translation) hypotheses: the consensus of all keypoints
+    before any keypoint commits to a match (one ambiguous descriptor cannot).
+
+    Hypothesis ``h = (yaw, s, t)`` puts keypoint k at patch cell ``c + (s R(yaw) src_k + t) / m``
+    (ENU metres -> (u, v) = (east, -north) / m_per_cell; ``t`` on a grid of
+    ``vote_step_cells`` within ±``vote_radius_cells``; ``s`` = 1 for metric depth / flat ground,
+    else ``vote_scales`` log-spaced in ``vote_scale_range``, ``src`` camera-centred). Its score
+    is the weighted mean over keypoints of the (max-pooled) cosine similarity at that cell
+    (nearest cell; outside the map counts 0); logits = score x ``inv_temperature``.
+    ``t`` is the base_link origin for metric depth and the camera centre otherwise.
+
+    Args:
+        similarity: (B, K, Hs, Ws) cosine similarity of each keypoint descriptor to each cell.
+        src_xy: (B, K, 2) lifted keypoints. weight: (B, K) >= 0 (0 = ignored).
+        m_per_cell: (B,) metres per satellite cell. prior_yaw_rad: (B,) or None (unknown).
+        cam_xy_base_m: (B, 2) camera centre in base_link (relative depth; recorded in the result).
+    """
+    b, k, hs, ws = similarity.shape
+    dev = similarity.device
+    r = cfg.vote_pool_cells
+    sim = F.max_pool2d(similarity.reshape(b * k, 1, hs, ws), 2 * r + 1, 1, r).reshape(b, k, hs * ws) if r else \
+        similarity.reshape(b, k, hs * ws)
+    yaws = yaw_hypotheses(prior_yaw_rad, b, cfg, dev)  # (B, J)
+    if scale_known:
+        scales = torch.ones(1, device=dev)
+    else:
+        lo, hi = cfg.vote_scale_range
+        scales = torch.exp(torch.linspace(math.log(lo), math.log(hi), cfg.vote_scales, device=dev))
+    n = cfg.vote_radius_cells // cfg.vote_step_cells
+    g = torch.arange(-n, n + 1, device=dev, dtype=torch.float32) * cfg.vote_step_cells
+    gv, gu = torch.meshgrid(g, g, indexing="ij")
+    offsets = torch.stack([gu.reshape(-1), gv.reshape(-1)], dim=-1)  # (T, 2) (du, dv)
+    src = src_xy.detach().float()
+    cy, sy = torch.cos(yaws)[..., None], torch.sin(yaws)[..., None]  # (B, J, 1)
+    east = cy * src[:, None, :, 0] - sy * src[:, None, :, 1]  # (B, J, K)
+    north = sy * src[:, None, :, 0] + cy * src[:, None, :, 1]
+    m = m_per_cell.reshape(b, 1, 1, 1).float()
+    du = scales.view(1, 1, -1, 1) * east[:, :, None] / m  # (B, J, S, K)
+    dv = -scales.view(1, 1, -1, 1) * north[:, :, None] / m
+    c = (hs - 1) / 2.0
+    u = torch.round(c + du[..., None, :] + offsets[:, 0].view(1, 1, 1, -1, 1)).long()  # (B, J, S, T, K)
+    v = torch.round(c + dv[..., None, :] + offsets[:, 1].view(1, 1, 1, -1, 1)).long()
+    inside = (u >= 0) & (u < ws) & (v >= 0) & (v < hs)
+    idx = (v.clamp(0, hs - 1) * ws + u.clamp(0, ws - 1)).reshape(b, -1, k).transpose(1, 2)  # (B, K, H)
+    picked = torch.gather(sim, 2, idx) * inside.reshape(b, -1, k).transpose(1, 2).to(sim.dtype)
+    w = weight.float()
+    score = (picked * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-6)  # (B, H)
+    j, s_n, t_n = yaws.shape[1], scales.shape[0], offsets.shape[0]
+    logits = (score * inv_temperature.float()).reshape(b, j, s_n, t_n)
+    best = score.detach().argmax(dim=1)
+    bj, bs, bt = best // (s_n * t_n), (best // t_n) % s_n, best % t_n
+    ar = torch.arange(b, device=dev)
+    centre = torch.stack([c + du[ar, bj, bs] + offsets[bt, 0, None], c + dv[ar, bj, bs] + offsets[bt, 1, None]], -1)
+    origin = torch.zeros(b, 2, device=dev)
+    if not scale_known and cam_xy_base_m is not None:
+        origin = cam_xy_base_m.reshape(b, 2).float()
+    return PoseVote(logits, yaws, scales, offsets, centre, yaws[ar, bj], scales[bs], m_per_cell.reshape(b).float(),
+                    origin)
 
 
 def pose_from_correspondences(
@@ -510,6 +667,7 @@ class SparseDepthOutput:
         scale_known: False for relative / inverse depth (src camera-centred, Sim(2)).
         T_patch_base: (B, 3) (x_m, y_m, yaw_rad) of base_link in the patch frame.
         scale: (B,) metres per relative depth unit (ones when scale_known).
+        vote: the pose vote (:class:`PoseVote`), None when ``cfg.vote_radius_cells`` is 0.
     """
 
     score_map: torch.Tensor
@@ -525,6 +683,7 @@ class SparseDepthOutput:
     scale_known: bool
     T_patch_base: torch.Tensor
     scale: torch.Tensor
+    vote: PoseVote | None = None
 
 
 class SparseDepthMatcher(nn.Module):
@@ -538,6 +697,7 @@ class SparseDepthMatcher(nn.Module):
         self.sat_encoder = ResNetEncoder(w, blocks, cfg.feature_dim, cfg.sat_stride)
         self.score_head = ScoreHead(cfg.feature_dim)
         self.log_inv_temperature = nn.Parameter(torch.tensor(-math.log(cfg.init_temperature)))
+        self.log_vote_inv_temperature = nn.Parameter(torch.tensor(math.log(cfg.init_vote_inv_temperature)))
 
     # -- stages (public: the inference wrapper caches satellite features) ---------------------
     def encode_sat(self, sat_rgb: torch.Tensor) -> torch.Tensor:
@@ -570,6 +730,7 @@ class SparseDepthMatcher(nn.Module):
         depth: torch.Tensor | None = None,
         depth_kind: str = "none",
         sat_features: torch.Tensor | None = None,
+        prior_yaw_rad: torch.Tensor | None = None,
     ) -> SparseDepthOutput:
         """Match a batch of ground images against satellite patches (no yaw prior needed).
 
@@ -586,6 +747,9 @@ class SparseDepthMatcher(nn.Module):
                 scale), "inverse" (1 / relative z), or "none" (flat ground; ``depth`` ignored).
                 One kind per batch.
             sat_features: optional (B, D, Hs, Ws) cached output of :meth:`encode_sat`.
+            prior_yaw_rad: (B,) prior yaw of base_link in the patch frame (known orientation:
+                the pose vote searches ``known_yaw_range_deg`` around it), or None (unknown
+                orientation: the vote searches the whole circle).
         Returns:
             :class:`SparseDepthOutput` (keypoints, lifted points, matches, weights, pose, scale).
         Raises:
@@ -639,13 +803,23 @@ class SparseDepthMatcher(nn.Module):
         desc = torch.gather(feat_g.float().flatten(2), 2, index[:, None, :].expand(-1, feat_g.shape[1], -1))
         desc = F.normalize(desc.transpose(1, 2), dim=-1)  # (B, K, D)
 
-        uv, conf, logits = match_descriptors(desc, sat_features, self.log_inv_temperature.exp(), cfg.refine_radius_cells)
+        scale_known = depth_kind in ("metric", "none")
+        vote = None
+        if cfg.vote_radius_cells > 0:
+            if prior_yaw_rad is not None and tuple(prior_yaw_rad.shape) != (b,):
+                raise GeometryError(f"prior_yaw_rad must have shape ({b},), got {tuple(prior_yaw_rad.shape)}")
+            with torch.autocast(desc.device.type, enabled=False):
+                sim = torch.einsum("bkd,bdp->bkp", desc.float(), sat_features.float().flatten(2))
+            vote = vote_pose(sim.reshape(b, -1, hs, hs), src, kp_score * src_valid.float(), scale_known,
+                             m_per_cell, prior_yaw_rad, cfg, self.log_vote_inv_temperature.exp(),
+                             cam_xyz_base_m[:, :2])
+        uv, conf, logits = match_descriptors(desc, sat_features, self.log_inv_temperature.exp(), cfg.refine_radius_cells,
+                                             None if vote is None else vote.best_centre_cells)
         dst = sat_cell_to_patch_m(uv, hs, m_per_cell)
         weight = kp_score * conf * src_valid.float()
-        scale_known = depth_kind in ("metric", "none")
         pose, scale = pose_from_correspondences(
             src, dst, weight, scale_known, cam_xyz_base_m[:, :2], cfg.robust_iterations
         )
         return SparseDepthOutput(
-            score_map, index, kp_score, src_valid, src, uv, logits, conf, dst, weight, scale_known, pose, scale
+            score_map, index, kp_score, src_valid, src, uv, logits, conf, dst, weight, scale_known, pose, scale, vote
         )

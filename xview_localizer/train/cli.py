@@ -71,6 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--match-ce-weight", type=float, default=0.0,
                    help="sparse-depth: weight of the keypoint matching cross-entropy against the true "
                         "satellite cell (not in the paper's weak supervision; 0 = pose losses only)")
+    p.add_argument("--vote-ce-weight", type=float, default=10.0,
+                   help="sparse-depth: weight of the pose-vote cross-entropy against the hypothesis nearest "
+                        "the true pose (pose-only supervision; 0 = solver pose losses only)")
+    p.add_argument("--mixed-orientation", action="store_true",
+                   help="sparse-depth: half the steps (seeded) search the whole circle without the prior yaw")
     p.add_argument("--scale-loss-weight", type=float, default=0.0,
                    help="sparse-depth: weight of |log(s / s_true)| for relative depth (0 = off)")
     p.add_argument("--corr-loss-weight", type=float, default=0.0,
@@ -147,13 +152,15 @@ def run_train(args: argparse.Namespace) -> int:
         save_every=args.save_every,
         amp=not args.no_amp,
         loss=LossConfig(switch_epoch=args.switch_epoch, corr_weight=args.corr_loss_weight),
-        sparse_loss=SparseLossConfig(match_ce_weight=args.match_ce_weight, scale_weight=args.scale_loss_weight),
+        sparse_loss=SparseLossConfig(match_ce_weight=args.match_ce_weight, scale_weight=args.scale_loss_weight,
+                                     vote_ce_weight=args.vote_ce_weight),
         progress=not args.no_progress,
         depth_kind=args.depth_kind,
         depth_scale_range=tuple(args.depth_scale_range),
         depth_noise_frac=args.depth_noise,
         depth_hole_frac=args.depth_holes,
         unknown_orientation=args.unknown_orientation,
+        mixed_orientation=args.mixed_orientation,
     )
     metrics = train(tc, device=args.device)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports

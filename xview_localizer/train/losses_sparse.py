@@ -19,6 +19,14 @@ Optional extra terms (off by default; see docs/sparse_depth.md):
   weak supervision and wrong for flat-ground points that are not on the ground; use it as a
   warm-up only.
 * ``scale_weight``: ``|log(s / s_gt)|`` for relative depth when the true scale is known.
+
+``vote_ce_weight`` (on by default): cross-entropy of the pose vote
+(:func:`xview_localizer.matcher.sparse_depth.vote_pose`) against the hypothesis nearest the
+true pose: the nearest yaw and translation cell, **summed over the depth-scale hypotheses**
+(the true scale of relative depth is not used), so it needs the camera pose only, like the
+paper's weak supervision. It trains the descriptors to agree on one pose before any keypoint
+commits to a match, which the pose losses through the solver alone did not achieve on CPU-scale
+training (docs/sparse_depth.md).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from ..errors import ConfigError
 from ..matcher.sparse_depth import SparseDepthOutput
 from .losses import wrap_rad
 
-__all__ = ["SparseLossConfig", "SparseLossTerms", "pose_losses", "match_ce_loss", "sparse_depth_loss"]
+__all__ = ["SparseLossConfig", "SparseLossTerms", "pose_losses", "match_ce_loss", "vote_ce_loss", "sparse_depth_loss"]
 
 
 @dataclass(frozen=True)
@@ -44,9 +52,10 @@ class SparseLossConfig:
     yaw_weight: float = 1.0  # per degree of yaw error
     match_ce_weight: float = 0.0  # optional, see the module docstring
     scale_weight: float = 0.0  # optional, relative depth with known true scale
+    vote_ce_weight: float = 10.0  # pose-only vote cross-entropy, see the module docstring
 
     def __post_init__(self) -> None:
-        for f in ("xy_weight", "yaw_weight", "match_ce_weight", "scale_weight"):
+        for f in ("xy_weight", "yaw_weight", "match_ce_weight", "scale_weight", "vote_ce_weight"):
             v = getattr(self, f)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ConfigError(f"SparseLossConfig.{f} must be a finite number >= 0, got {v!r}")
@@ -61,6 +70,7 @@ class SparseLossTerms:
     yaw_deg: float
     match_ce: float
     scale: float
+    vote_ce: float = 0.0
 
 
 def pose_losses(pose: torch.Tensor, pose_gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,6 +114,28 @@ def match_ce_loss(
     return (ce * okf).sum() / okf.sum().clamp_min(1.0)
 
 
+def vote_ce_loss(out: SparseDepthOutput, pose_gt: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``out.vote`` against the hypothesis nearest the true pose (nearest yaw,
+    nearest translation cell of the point the vote places, ``vote.origin_xy_base_m``; the scale
+    hypotheses are summed). Returns 0 without a vote."""
+    vote = out.vote
+    if vote is None:
+        return torch.zeros((), device=pose_gt.device)
+    b, j, s_n, t_n = vote.logits.shape
+    yaw_gt = pose_gt[:, 2:3].float()
+    j_true = wrap_rad(vote.yaw_rad.float() - yaw_gt).abs().argmin(dim=1)  # (B,)
+    c, s = torch.cos(pose_gt[:, 2].float()), torch.sin(pose_gt[:, 2].float())
+    ox, oy = vote.origin_xy_base_m[:, 0], vote.origin_xy_base_m[:, 1]
+    xy = pose_gt[:, :2].float() + torch.stack([c * ox - s * oy, s * ox + c * oy], dim=-1)
+    m = vote.m_per_cell.reshape(-1, 1).float()
+    duv = torch.stack([xy[:, 0], -xy[:, 1]], dim=-1) / m  # (B, 2) cells
+    t_true = ((vote.offset_cells[None] - duv[:, None]) ** 2).sum(-1).argmin(dim=1)  # (B,)
+    logits = vote.logits.float()
+    ar = torch.arange(b, device=logits.device)
+    pos = torch.logsumexp(logits[ar, j_true, :, t_true], dim=-1)
+    return (torch.logsumexp(logits.reshape(b, -1), dim=-1) - pos).mean()
+
+
 def sparse_depth_loss(
     out: SparseDepthOutput,
     pose_gt: torch.Tensor,
@@ -130,8 +162,13 @@ def sparse_depth_loss(
             raise ConfigError("sparse_depth_loss: match_ce_weight > 0 needs sat_m_per_px")
         ce = match_ce_loss(out, pose_gt.float(), sat_m_per_px, sat_stride, cam_xy_base_m, depth_scale_gt)
         total = total + cfg.match_ce_weight * ce
+    vce = torch.zeros((), device=total.device)
+    if cfg.vote_ce_weight > 0 and out.vote is not None:
+        vce = vote_ce_loss(out, pose_gt.float())
+        total = total + cfg.vote_ce_weight * vce
     sc = torch.zeros((), device=total.device)
     if cfg.scale_weight > 0 and not out.scale_known and depth_scale_gt is not None:
         sc = torch.log(out.scale.float().clamp_min(1e-6) / depth_scale_gt.float()).abs().mean()
         total = total + cfg.scale_weight * sc
-    return SparseLossTerms(total, float(xy_m.detach()), float(yaw_deg.detach()), float(ce.detach()), float(sc.detach()))
+    return SparseLossTerms(total, float(xy_m.detach()), float(yaw_deg.detach()), float(ce.detach()), float(sc.detach()),
+                           float(vce.detach()))

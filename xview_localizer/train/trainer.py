@@ -30,7 +30,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -307,6 +307,9 @@ class TrainConfig:
     depth_noise_frac: float = 0.0
     depth_hole_frac: float = 0.0
     unknown_orientation: bool = False
+    #: sparse-depth: each step searches the whole circle (no prior yaw) with probability 1/2
+    #: (seeded per step) instead of always (unknown_orientation) or never
+    mixed_orientation: bool = False
     sparse_loss: SparseLossConfig = field(default_factory=SparseLossConfig)
 
     def __post_init__(self) -> None:
@@ -373,14 +376,16 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _forward(model, batch: dict[str, torch.Tensor], depth_kind: str = "metric"):
+def _forward(model, batch: dict[str, torch.Tensor], depth_kind: str = "metric", yaw_known: bool = True):
     """One forward pass of either network (dispatch on the class; ``depth_kind``: one of
-    ``DEPTH_KINDS`` for the sparse-depth model, ignored by dense-flow)."""
+    ``DEPTH_KINDS`` for the sparse-depth model, ignored by dense-flow; ``yaw_known``
+    (sparse-depth): pass the sample's prior yaw to the pose vote, else search the circle)."""
     if isinstance(getattr(model, "module", model), SparseDepthMatcher):
         return model(
             batch["ground_rgb"], batch["sat_rgb"], batch["sat_m_per_px"], batch["rays_base"],
             batch["ray_valid"], batch["cam_xyz_base_m"], batch["kp_grid_norm"],
             depth=depth_for_kind(batch["depth_m"], batch["depth_scale"], depth_kind), depth_kind=depth_kind,
+            prior_yaw_rad=batch["prior_yaw_rad"] if yaw_known else None,
         )
     return model(
         batch["ground_rgb"], batch["bev_grid"], batch["bev_valid"], batch["sat_rgb"],
@@ -392,15 +397,19 @@ def _forward(model, batch: dict[str, torch.Tensor], depth_kind: str = "metric"):
 @torch.no_grad()
 def evaluate_model(model: DenseFlowMatcher | SparseDepthMatcher, dataset: Dataset,
                    device: str | torch.device = "cpu", batch_size: int = 4, max_samples: int | None = None,
-                   progress: bool = False, depth_kind: str = "metric") -> dict[str, Any]:
+                   progress: bool = False, depth_kind: str = "metric", yaw_known: bool | None = None) -> dict[str, Any]:
     """Run the model over ``dataset`` (first ``max_samples``) and compute the paper's metrics
     with the prior baseline beside them: ``{"model": {...}, "prior": {...}}``.
-    ``depth_kind`` (sparse-depth only): one of ``DEPTH_KINDS`` for every batch."""
+    ``depth_kind`` (sparse-depth only): one of ``DEPTH_KINDS`` for every batch. ``yaw_known``
+    (sparse-depth only): whether the model gets the prior yaw; default: unless the data set's
+    depth options say unknown orientation."""
     from tqdm import tqdm
 
     if depth_kind not in DEPTH_KINDS:
         raise ConfigError(f"evaluate: depth kind must be one of {DEPTH_KINDS}, got {depth_kind!r}")
     device = torch.device(device)
+    if yaw_known is None:
+        yaw_known = not getattr(getattr(dataset, "aug", None), "unknown_orientation", False)
     net = getattr(model, "module", model)
     was_training = net.training
     net.eval()
@@ -412,7 +421,7 @@ def evaluate_model(model: DenseFlowMatcher | SparseDepthMatcher, dataset: Datase
     for batch in tqdm(loader, desc="evaluate", disable=not progress):
         batch = _to(batch, device)
         with amp:
-            out = _forward(net, batch, depth_kind)
+            out = _forward(net, batch, depth_kind, yaw_known)
         preds.append(out.T_patch_base.float().cpu())
         gts.append(batch["T_patch_base"].cpu())
         priors.append(batch["prior_yaw_rad"].cpu())
@@ -433,16 +442,17 @@ def _batches(loader: DataLoader, sampler, start_epoch: int, epochs: int) -> Iter
 #: :func:`_log_fields`).
 DENSE_CSV_COLUMNS = ["step", "epoch", "loss", "matching", "confidence", "position", "epe_cells", "corr", "lr",
                      "sec_per_step"]
-SPARSE_CSV_COLUMNS = ["step", "epoch", "loss", "xy_m", "yaw_deg", "match_ce", "scale", "depth_kind", "lr",
-                      "sec_per_step"]
+SPARSE_CSV_COLUMNS = ["step", "epoch", "loss", "xy_m", "yaw_deg", "match_ce", "scale", "vote_ce", "depth_kind",
+                      "yaw_known", "lr", "sec_per_step"]
 
 
-def _log_fields(terms: Any, depth_kind: str) -> tuple[dict[str, str], list[str], dict[str, float]]:
+def _log_fields(terms: Any, depth_kind: str, yaw_known: bool = True) -> tuple[dict[str, str], list[str], dict[str, float]]:
     """What a step logs, for either model's loss terms: (progress-bar fields, the CSV fields
     between "loss" and "lr", the final-metrics entries)."""
     if isinstance(terms, SparseLossTerms):
-        return ({"xy": f"{terms.xy_m:.2f}", "yaw": f"{terms.yaw_deg:.1f}"},
-                [f"{terms.xy_m:.6g}", f"{terms.yaw_deg:.6g}", f"{terms.match_ce:.6g}", f"{terms.scale:.6g}", depth_kind],
+        return ({"xy": f"{terms.xy_m:.2f}", "yaw": f"{terms.yaw_deg:.1f}", "vote": f"{terms.vote_ce:.2f}"},
+                [f"{terms.xy_m:.6g}", f"{terms.yaw_deg:.6g}", f"{terms.match_ce:.6g}", f"{terms.scale:.6g}",
+                 f"{terms.vote_ce:.6g}", depth_kind, str(int(yaw_known))],
                 {"final_xy_loss_m": terms.xy_m, "final_yaw_loss_deg": terms.yaw_deg})
     return ({"epe": f"{terms.epe_cells:.2f}", "pos": f"{terms.position:.2f}"},
             [f"{terms.matching:.6g}", f"{terms.confidence:.6g}", f"{terms.position:.6g}", f"{terms.epe_cells:.6g}",
@@ -502,6 +512,8 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
         if isinstance(mcfg, SparseDepthConfig) != (tc.model == "sparse-depth"):
             raise ConfigError(f"--init {tc.init_checkpoint} holds a {init_blob.get('model', 'dense-flow')} "
                               f"model but this run trains {tc.model}")
+        if tc.model_overrides:  # e.g. switch the sparse pose vote on for a model trained without it
+            mcfg = replace(mcfg, **tc.model_overrides)
     else:
         mcfg = tc.model_config()
     sparse = isinstance(mcfg, SparseDepthConfig)
@@ -569,8 +581,10 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
                 break
             batch = _to(batch, dev)
             kind = batch_depth_kind(tc.depth_kind, tc.seed, step) if sparse else "metric"
+            yaw_known = not tc.unknown_orientation and not (
+                tc.mixed_orientation and np.random.default_rng([tc.seed, step, 31]).random() < 0.5)
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp) if dev.type == "cuda" else torch.autocast("cpu", enabled=False):
-                out = _forward(model, batch, kind)
+                out = _forward(model, batch, kind, yaw_known)
             if sparse:
                 terms = _sparse_terms(out, batch, tc.sparse_loss, mcfg)
             else:
@@ -592,7 +606,7 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
             last_terms = terms
             bar.update(1)
             loss = float(terms.total.detach())
-            postfix, fields, _ = _log_fields(terms, kind)
+            postfix, fields, _ = _log_fields(terms, kind, yaw_known)
             bar.set_postfix(loss=f"{loss:.3g}", **postfix)
             if writer is not None and (step % tc.log_every == 0 or step == total_steps):
                 dt = (time.perf_counter() - t0) / max(1, samples_seen / tc.batch_size)
