@@ -68,6 +68,7 @@ class _Sample:
     T_base_camera: object = None
     sat_rgb: object = None
     georef: object = None
+    depth_m: object = None
 
 
 class _CorrelatedNoiseMatcher:
@@ -115,6 +116,44 @@ def test_correlated_noise_is_overconfident_and_the_scale_fixes_it():
     # x/y only), but far closer than the raw covariance
     assert 0.75 <= float(np.mean(scaled <= 7.815)) <= 1.0
     assert 1.5 <= float(np.median(scaled)) <= 3.5
+
+
+def test_depth_matcher_gets_the_depth_and_relative_solutions_become_base_poses():
+    """A matcher that accepts depth (sparse-depth) gets the record's depth map and the depth
+    kind; a camera-centred Sim(2) solution (relative depth) is turned into the base_link pose,
+    as the localizer does (else every frame would be |c| = 1.6 m off)."""
+    T_cam = T_base_camera_from_xyz_rpy(1.5, 0.4, 1.6, 0.0, 0.1, 0.0)
+    c_xy = np.array([1.5, 0.4])
+
+    class DepthDouble:  # TEST DOUBLE: camera-centred relative correspondences from the truth
+        accepts_depth = True
+
+        def __init__(self):
+            self.calls, self.current, self.rng = [], None, np.random.default_rng(5)
+
+        def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad, *, depth_m=None,
+                  depth_kind="metric"):
+            self.calls.append((depth_m, depth_kind))
+            b = self.rng.uniform([3.0, -15.0], [40.0, 15.0], size=(200, 2))
+            dst = self.current.apply(b) + self.rng.normal(0, 0.05, size=b.shape)
+            return Correspondences((b - c_xy) / 0.4, dst, np.ones(len(b)), scale_known=False)
+
+    matcher = DepthDouble()
+    depth = np.full((4, 4), 7.0, np.float32)
+
+    def gen():
+        for smp in _samples(10, 6):
+            smp.T_base_camera, smp.depth_m = T_cam, depth
+            matcher.current = smp.T_patch_base_se2
+            yield smp
+
+    frames, tried = collect_nees(matcher, gen(), depth_kind="relative")
+    assert tried == 10 and len(frames) == 10
+    assert max(f.err_xy_m for f in frames) < 0.1 and max(f.err_yaw_deg for f in frames) < 0.5
+    assert all(d is depth and k == "relative" for d, k in matcher.calls)
+    matcher.calls.clear()
+    collect_nees(matcher, gen(), depth_kind="none")
+    assert all(d is None and k == "none" for d, k in matcher.calls)
 
 
 def test_frames_the_localizer_would_reject_are_left_out():

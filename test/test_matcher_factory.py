@@ -20,6 +20,24 @@ def test_default_checkpoint_is_pinned_by_name(tmp_path, monkeypatch):
     assert factory.default_checkpoint_path() == tmp_path / factory.DEFAULT_CHECKPOINT_NAME
 
 
+def test_checkpoint_path_resolves_packaged_bare_names(tmp_path, monkeypatch):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    monkeypatch.setattr(factory, "packaged_checkpoint_dir", lambda: pkg)
+    monkeypatch.chdir(tmp_path)
+    (pkg / factory.DEFAULT_CHECKPOINT_NAME).write_bytes(b"x")
+    (pkg / factory.SPARSE_CHECKPOINT_NAME).write_bytes(b"x")
+    assert factory.resolve_checkpoint_path("") == pkg / factory.DEFAULT_CHECKPOINT_NAME
+    assert factory.resolve_checkpoint_path(factory.SPARSE_CHECKPOINT_NAME) == pkg / factory.SPARSE_CHECKPOINT_NAME
+    # a file of that name in the working directory wins over the packaged one
+    (tmp_path / factory.SPARSE_CHECKPOINT_NAME).write_bytes(b"y")
+    assert factory.resolve_checkpoint_path(factory.SPARSE_CHECKPOINT_NAME).resolve() == (
+        tmp_path / factory.SPARSE_CHECKPOINT_NAME).resolve()
+    # paths with a folder, and unknown names, are left as they are (loading them fails clearly)
+    assert str(factory.resolve_checkpoint_path("sub/none.pt")) == "sub/none.pt"
+    assert str(factory.resolve_checkpoint_path("missing.pt")) == "missing.pt"
+
+
 def test_resolve_factory_errors_name_the_spec():
     with pytest.raises(CheckpointError, match="no_such_module_xyz"):
         factory.resolve_factory("no_such_module_xyz:make")

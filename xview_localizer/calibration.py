@@ -30,7 +30,7 @@ import numpy as np
 from . import procrustes
 from .config import LocalizerConfig
 from .errors import LocalizationRejected, XViewError
-from .localizer import solve_confident
+from .localizer import solution_from_camera_centred, solve_confident
 from .se2 import wrap_angle_rad
 
 __all__ = ["CHI2_3_MEDIAN", "CHI2_3_P95", "FrameNees", "NeesSummary", "frame_nees", "summarize_nees",
@@ -125,7 +125,8 @@ def summarize_nees(frames: list[FrameNees], n_frames: int, min_scale: float = 1.
 
 
 def collect_nees(matcher: Any, samples: Iterable[Any], config: LocalizerConfig | None = None,
-                 procrustes_config: procrustes.ProcrustesConfig | None = None) -> tuple[list[FrameNees], int]:
+                 procrustes_config: procrustes.ProcrustesConfig | None = None,
+                 depth_kind: str | None = None) -> tuple[list[FrameNees], int]:
     """Match and solve each pair like :class:`~xview_localizer.localizer.Localizer` does.
 
     Args:
@@ -134,6 +135,9 @@ def collect_nees(matcher: Any, samples: Iterable[Any], config: LocalizerConfig |
         samples: :class:`~xview_localizer.train.pairs.PairSample` records (ground truth in
             ``T_patch_base``).
         config: the localizer settings used for the confident-match threshold and count.
+        depth_kind: for a matcher that accepts depth (sparse-depth): "metric" (the record's
+            ``depth_m``), "none" (flat ground), or None = ``config.depth_kind``. Relative kinds
+            are turned into base_link poses as the localizer does.
     Returns:
         (solved frames, number of frames tried). Frames the localizer would reject for too few
         matches or a degenerate solve are left out.
@@ -142,14 +146,21 @@ def collect_nees(matcher: Any, samples: Iterable[Any], config: LocalizerConfig |
     pcfg = procrustes_config or procrustes.ProcrustesConfig()
     frames: list[FrameNees] = []
     n = 0
+    kind = depth_kind or cfg.depth_kind
     for rec in samples:
         n += 1
+        depth_kw = {}
+        if getattr(matcher, "accepts_depth", False):
+            depth = getattr(rec, "depth_m", None)
+            depth_kw = {"depth_m": None if kind == "none" else depth, "depth_kind": kind}
         corr = matcher.match(rec.ground_rgb, rec.camera, rec.T_base_camera, rec.sat_rgb, rec.georef,
-                             float(rec.prior_yaw_rad))
+                             float(rec.prior_yaw_rad), **depth_kw)
         try:
             _, sol = solve_confident(corr, cfg, pcfg)
         except LocalizationRejected:
             continue
+        if not corr.scale_known:
+            sol = solution_from_camera_centred(sol, rec.T_base_camera)
         T_true = rec.T_patch_base_se2
         T_est = sol.T_patch_base
         frames.append(FrameNees(

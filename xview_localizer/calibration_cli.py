@@ -2,6 +2,7 @@
 
     xview-localizer calibrate-covariance --checkpoint C --dataset PAIRS [--max-samples N]
                                          [--out JSON] [--write] [--device cpu|cuda]
+                                         [--depth-kind metric|relative|inverse|none]
 
 Runs the matcher on held-out pairs the way the localizer does (:mod:`xview_localizer.calibration`),
 prints the NEES figures before and after scaling, writes them as JSON (``--out``) and, with
@@ -24,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="JSON report path")
     p.add_argument("--write", action="store_true", help="store covariance_scale in the checkpoint")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--depth-kind", default="metric", choices=["metric", "relative", "inverse", "none"],
+                   help="sparse-depth checkpoints: the depth the matcher gets (the pairs' metric depth map, "
+                        "used as is for relative/inverse; none = flat ground); ignored for dense-flow")
     p.set_defaults(handler=run)
 
 
@@ -36,10 +40,10 @@ def run(args: argparse.Namespace) -> int:
     from .train.pairs import PairDataset
 
     matcher = load_matcher(args.checkpoint, args.device)
-    pairs = PairDataset(Path(args.dataset), load_depth=False)
+    pairs = PairDataset(Path(args.dataset), load_depth=bool(getattr(matcher, "accepts_depth", False)))
     n = min(len(pairs), int(args.max_samples))
     samples = (pairs[i] for i in range(n))
-    frames, tried = collect_nees(matcher, tqdm(samples, total=n, desc="calibrate"))
+    frames, tried = collect_nees(matcher, tqdm(samples, total=n, desc="calibrate"), depth_kind=args.depth_kind)
     summary = summarize_nees(frames, tried)
     width = max(len(k) for k in summary.to_dict())
     for k, v in summary.to_dict().items():

@@ -18,7 +18,8 @@ One frame (:meth:`Localizer.step`):
    prior_yaw_rad) -> Correspondences`` (``prior_yaw_rad`` in the patch frame, true north).
    A matcher that accepts depth (``accepts_depth = True`` or a ``depth_m`` keyword, e.g. the
    sparse-depth matcher) also gets ``depth_m=frame.depth_m, depth_kind=config.depth_kind``; one
-   with ``needs_yaw_prior = False`` runs once even when the prior yaw is unknown.
+   with ``needs_yaw_prior = False`` runs once even when the prior yaw is unknown (it gets
+   ``prior_yaw_rad=None`` and searches every yaw itself).
 4. **Procrustes** (:func:`xview_localizer.procrustes.solve`) on the confident
    correspondences -> ``T_patch_base`` and its 3x3 covariance. Correspondences with
    ``scale_known`` False (relative depth) are camera-centred: the Sim(2) solution is turned
@@ -72,6 +73,8 @@ __all__ = [
     "MapProjection",
     "Localizer",
     "REASONS",
+    "solve_confident",
+    "solution_from_camera_centred",
 ]
 
 NS_PER_S = 1_000_000_000
@@ -366,7 +369,7 @@ def _accepts_depth(matcher: Any) -> bool:
         return False
 
 
-def _from_camera_centred(sol: procrustes.ProcrustesResult, T_base_camera: np.ndarray) -> procrustes.ProcrustesResult:
+def solution_from_camera_centred(sol: procrustes.ProcrustesResult, T_base_camera: np.ndarray) -> procrustes.ProcrustesResult:
     """A Sim(2) solution on camera-centred relative-depth points -> the result with
     ``T_patch_base`` of base_link (``camera.T_patch_base_from_camera_centred``) and its
     covariance propagated through ``(x, y, yaw) -> (x - R(yaw) c, yaw)``. The returned result's
@@ -658,7 +661,7 @@ class Localizer:
         gamma_prior = proj.convergence_rad(georef.center_lat_deg, georef.center_lon_deg)
         prior_yaw_true = None if prior.yaw_map_rad is None else wrap_angle_rad(prior.yaw_map_rad - gamma_prior)
         if prior_yaw_true is None and not getattr(self.matcher, "needs_yaw_prior", True):
-            yaws = [0.0]  # the matcher ignores the prior yaw (sparse-depth): one run
+            yaws = [None]  # the matcher searches every yaw itself (sparse-depth): one run
         elif prior_yaw_true is None:
             n_hyp = cfg.unknown_yaw_hypotheses
             yaws = [wrap_angle_rad(2.0 * math.pi * k / n_hyp) for k in range(n_hyp)]
@@ -734,9 +737,10 @@ class Localizer:
                     f"support {best[3]:.1f} vs {c[3]:.1f} (need a ratio of "
                     f"{cfg.unknown_yaw_min_support_ratio:g})")
 
-    def _match_and_solve(self, frame: Frame, sat_rgb: np.ndarray, georef: Any, prior_yaw_true: float,
+    def _match_and_solve(self, frame: Frame, sat_rgb: np.ndarray, georef: Any, prior_yaw_true: float | None,
                          timings: dict) -> tuple[Correspondences, np.ndarray, Any, float]:
-        """Matcher + Procrustes for one prior yaw: (correspondences, inlier mask over them,
+        """Matcher + Procrustes for one prior yaw (None: unknown, only for matchers with
+        ``needs_yaw_prior = False``): (correspondences, inlier mask over them,
         solver result, support = summed weight of the inliers). Stage times accumulate."""
         cfg = self.config
         t0 = time.perf_counter()
@@ -756,7 +760,7 @@ class Localizer:
         try:
             confident, sol = solve_confident(corr, cfg, self.procrustes_config)
             if not corr.scale_known:
-                sol = _from_camera_centred(sol, frame.T_base_camera)
+                sol = solution_from_camera_centred(sol, frame.T_base_camera)
             inlier_mask = np.zeros(len(corr), dtype=bool)
             idx = np.flatnonzero(confident)[sol.inlier_mask]
             inlier_mask[idx] = True

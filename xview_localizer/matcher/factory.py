@@ -2,7 +2,8 @@
 
 * ``checkpoint_path = ''`` means the packaged default, :data:`DEFAULT_CHECKPOINT_NAME` in
   ``xview_localizer/checkpoints/`` (the dense-flow ``compact`` model). Other packaged checkpoints
-  (e.g. ``sparse_depth_compact.pt``) are selected by path.
+  are selected by bare file name (``checkpoint_path = 'sparse_depth_compact.pt'``: the depth-prior
+  sparse matcher) or by path (:func:`resolve_checkpoint_path`).
 * ``matcher_factory = 'module:function'`` replaces the loader (tests, custom matchers); the
   function is called as ``f(checkpoint_path, device)`` and returns an object with ``match``.
 """
@@ -15,10 +16,13 @@ from typing import Any, Callable
 
 from ..errors import CheckpointError
 
-__all__ = ["DEFAULT_CHECKPOINT_NAME", "packaged_checkpoint_dir", "default_checkpoint_path", "resolve_factory"]
+__all__ = ["DEFAULT_CHECKPOINT_NAME", "SPARSE_CHECKPOINT_NAME", "packaged_checkpoint_dir", "default_checkpoint_path",
+           "resolve_checkpoint_path", "resolve_factory"]
 
 #: File name of the default matcher in the package's ``checkpoints/`` folder.
 DEFAULT_CHECKPOINT_NAME = "dense_flow_compact.pt"
+#: File name of the packaged depth-prior sparse matcher (select it with ``checkpoint_path``).
+SPARSE_CHECKPOINT_NAME = "sparse_depth_compact.pt"
 
 
 def packaged_checkpoint_dir() -> Path:
@@ -43,10 +47,24 @@ def default_checkpoint_path() -> Path:
     return path
 
 
+def resolve_checkpoint_path(checkpoint_path: str) -> Path:
+    """``''`` -> the packaged default; an existing file -> itself; a bare file name that is not
+    a file here but is packaged (``'sparse_depth_compact.pt'``) -> the packaged one; anything else
+    unchanged (loading it then fails with a clear :class:`CheckpointError`)."""
+    if not checkpoint_path:
+        return default_checkpoint_path()
+    path = Path(checkpoint_path).expanduser()
+    if not path.exists() and path.name == checkpoint_path:
+        packaged = packaged_checkpoint_dir() / checkpoint_path
+        if packaged.is_file():
+            return packaged
+    return path
+
+
 def _builtin_matcher_factory(checkpoint_path: str, device: str) -> Any:
     from .inference import load_matcher  # heavy (torch): only when a matcher is built
 
-    path = checkpoint_path or str(default_checkpoint_path())
+    path = str(resolve_checkpoint_path(checkpoint_path))
     if device == "auto":
         import torch
 

@@ -252,7 +252,8 @@ class SparseMatcher(_SatFeatureCache):
     def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad: float | None = None, *,
               depth_m: np.ndarray | None = None, depth_kind: str = "metric") -> Correspondences:
         """Match one frame: keypoints lifted with ``depth_m`` of ``depth_kind`` (flat ground
-        without depth) against the whole patch. Returns the valid keypoints' correspondences
+        without depth) against the whole patch; the pose vote searches around ``prior_yaw_rad``
+        (true-north patch frame) or, when it is None, the whole circle. Returns the valid keypoints' correspondences
         (``scale_known`` False for relative / inverse depth)."""
         cfg = self.cfg
         g = _rgb("ground_rgb", ground_rgb)
@@ -262,6 +263,8 @@ class SparseMatcher(_SatFeatureCache):
                 f"ground_rgb is {g.shape[1]}x{g.shape[0]} px but the camera is {camera.width_px}x{camera.height_px}"
             )
         _check_sat(s, georef)
+        if prior_yaw_rad is not None and not math.isfinite(float(prior_yaw_rad)):
+            raise GeometryError(f"prior_yaw_rad must be finite or None (unknown), got {prior_yaw_rad}")
         depth, kind = self._depth(depth_m, depth_kind)
         kr = self._rays_for(camera, T_base_camera)
         sat_m_per_px = float(georef.m_per_px) * georef.width_px / cfg.sat_size_px
@@ -273,6 +276,7 @@ class SparseMatcher(_SatFeatureCache):
                 _to_tensor(g, cfg.ground_size_px)[None].to(dev), None, torch.tensor([sat_m_per_px], device=dev),
                 t(kr.rays_base), t(kr.ray_valid), t(kr.cam_xyz_base_m), t(kr.grid_norm),
                 depth=None if depth is None else depth.to(dev), depth_kind=kind, sat_features=sat_feat,
+                prior_yaw_rad=None if prior_yaw_rad is None else torch.tensor([float(prior_yaw_rad)], device=dev),
             )
         self.last_T_patch_base = out.T_patch_base.float().cpu().numpy()
         self.last_scale = out.scale.float().cpu().numpy()
