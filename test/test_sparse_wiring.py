@@ -313,3 +313,40 @@ def test_localizer_turns_camera_centred_relative_solution_into_base_pose(tmp_pat
     assert np.all(np.linalg.eigvalsh(est.cov_xyyaw) > 0)
     with pytest.raises(ConfigError, match="depth_kind"):
         LocalizerConfig(depth_kind="stereo")
+
+
+def test_keypoint_weights_use_sparse_min_weight(tmp_path):
+    """Sparse-depth weights (keypoint score x match probability mass) are small numbers: the
+    localizer thresholds them with sparse_min_weight (0 by default), dense-flow-style matchers
+    with min_weight (0.5). The same low-weight matches: a pose for the first, too_few_matches
+    for the second."""
+    tiles = write_tile_folder(tmp_path / "tiles", LAT0, LON0, 18, radius_tiles=2, seed=1)
+    enu = LocalEnu(LAT0, LON0)
+    true_e, true_n, yaw_true = 3.0, 2.0, -0.7
+    lat, lon = (float(v) for v in enu.inverse(true_e, true_n))
+
+    class LowWeights(CameraCentredRelativeMatcher):
+        def match(self, *args, **kwargs):
+            c = super().match(*args, **kwargs)
+            return Correspondences(c.src_xy_m, c.dst_xy_m, c.weight * 0.05, scale_known=False)
+
+    class SparseLike(LowWeights):
+        keypoint_weights = True
+
+    cfg = LocalizerConfig(patch_size_px=128, patch_m_per_px=0.5, datum_lat_deg=LAT0, datum_lon_deg=LON0,
+                          map_projection="enu", depth_kind="relative")
+    assert cfg.sparse_min_weight == 0.0 and cfg.min_weight == 0.5
+    T_cam = T_base_camera_from_xyz_rpy(1.5, 0.4, 1.6, 0.0, 0.1, 0.0)
+    results = {}
+    for name, cls in (("sparse", SparseLike), ("dense", LowWeights)):
+        with TileCache(f"file://{tiles}/{{z}}/{{x}}/{{y}}.png", tmp_path / f"cache_{name}",
+                       TileCacheConfig(zoom=18)) as cache:
+            loc = Localizer(cfg, cls((lat, lon, yaw_true), scale=0.5, seed=2), cache)
+            loc.add_fix(FixSample(NS_PER_S, lat, lon, 40.0, np.eye(2) * 9.0))
+            frame = Frame(NS_PER_S, np.zeros((48, 64, 3), np.uint8), PinholeCamera.from_intrinsics(
+                64, 48, 50.0, 50.0, 31.5, 23.5), T_cam, np.full((48, 64), 3.0, np.float32))
+            results[name] = loc.step(frame)
+    assert results["sparse"].ok, results["sparse"].detail
+    est = results["sparse"].estimate
+    assert math.hypot(est.T_map_base.x_m - true_e, est.T_map_base.y_m - true_n) < 0.1
+    assert not results["dense"].ok and results["dense"].reason == "too_few_matches"

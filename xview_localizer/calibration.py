@@ -30,7 +30,7 @@ import numpy as np
 from . import procrustes
 from .config import LocalizerConfig
 from .errors import LocalizationRejected, XViewError
-from .localizer import solution_from_camera_centred, solve_confident
+from .localizer import min_weight_for, solution_from_camera_centred, solve_confident
 from .se2 import wrap_angle_rad
 
 __all__ = ["CHI2_3_MEDIAN", "CHI2_3_P95", "FrameNees", "NeesSummary", "frame_nees", "summarize_nees",
@@ -156,7 +156,7 @@ def collect_nees(matcher: Any, samples: Iterable[Any], config: LocalizerConfig |
         corr = matcher.match(rec.ground_rgb, rec.camera, rec.T_base_camera, rec.sat_rgb, rec.georef,
                              float(rec.prior_yaw_rad), **depth_kw)
         try:
-            _, sol = solve_confident(corr, cfg, pcfg)
+            _, sol = solve_confident(corr, cfg, pcfg, min_weight_for(matcher, cfg))
         except LocalizationRejected:
             continue
         if not corr.scale_known:

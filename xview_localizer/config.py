@@ -128,8 +128,11 @@ class LocalizerConfig:
                          "1/relative z. Relative kinds make the solver estimate the scale (Sim(2)).",
                          choices=("metric", "relative", "inverse"))
     # --- gating --------------------------------------------------------------------------------
-    min_weight: float = _p(0.5, "Smallest matcher confidence that counts a correspondence as confident.",
-                           range=(0.0, 1.0))
+    min_weight: float = _p(0.5, "Smallest matcher confidence that counts a correspondence as confident "
+                           "(dense-flow: per-cell confidence).", range=(0.0, 1.0))
+    sparse_min_weight: float = _p(0.0, "The same threshold for the sparse-depth matcher, whose weights are "
+                                  "keypoint score x match probability mass (typically 0.01-0.2; every match "
+                                  "already agrees with the pose vote, so 0 keeps them all).", range=(0.0, 1.0))
     min_confident_matches: int = _p(20, "Fewest confident correspondences for a pose; fewer -> rejected "
                                     "'too_few_matches'.", range=(3, 100000))
     max_gnss_mahalanobis: float = _p(5.0, "Largest Mahalanobis distance between the estimate and the GNSS "

@@ -74,6 +74,7 @@ __all__ = [
     "Localizer",
     "REASONS",
     "solve_confident",
+    "min_weight_for",
     "solution_from_camera_centred",
 ]
 
@@ -332,21 +333,30 @@ def _floor_covariance(cov: np.ndarray, floor_xy_m2: float, floor_yaw_rad2: float
     return 0.5 * (c + c.T)
 
 
+def min_weight_for(matcher: Any, cfg: LocalizerConfig) -> float:
+    """The confidence threshold for ``matcher``'s weights: ``cfg.sparse_min_weight`` for a
+    matcher whose weights are keypoint weights (``keypoint_weights = True``, the sparse-depth
+    matcher), else ``cfg.min_weight``."""
+    return cfg.sparse_min_weight if getattr(matcher, "keypoint_weights", False) else cfg.min_weight
+
+
 def solve_confident(corr: Correspondences, cfg: LocalizerConfig,
-                    procrustes_config: procrustes.ProcrustesConfig) -> tuple[np.ndarray, procrustes.ProcrustesResult]:
+                    procrustes_config: procrustes.ProcrustesConfig,
+                    min_weight: float | None = None) -> tuple[np.ndarray, procrustes.ProcrustesResult]:
     """The localizer's solve of one matcher output: keep the correspondences with weight >=
-    ``min_weight``, need ``min_confident_matches`` of them and as many inliers after the robust
+    ``min_weight`` (default ``cfg.min_weight``; see :func:`min_weight_for`), need ``min_confident_matches`` of them and as many inliers after the robust
     Procrustes. Returns (confident mask over ``corr``, solver result; poses of camera-centred points
     when ``corr.scale_known`` is False). Also used by :mod:`xview_localizer.calibration`.
 
     Raises:
         LocalizationRejected: "too_few_matches" or "solver_degenerate".
     """
-    confident = corr.weight >= cfg.min_weight
+    min_w = cfg.min_weight if min_weight is None else float(min_weight)
+    confident = corr.weight >= min_w
     n_confident = int(np.count_nonzero(confident))
     if n_confident < cfg.min_confident_matches:
         raise LocalizationRejected("too_few_matches", f"{n_confident} confident matches (weight >= "
-                                                      f"{cfg.min_weight}), need {cfg.min_confident_matches}")
+                                                      f"{min_w}), need {cfg.min_confident_matches}")
     try:
         sol = procrustes.solve(corr.select(confident), procrustes_config)
     except DegenerateInputError as exc:
@@ -680,7 +690,7 @@ class Localizer:
         self._check_yaw_ambiguity(best, cands)
         corr, inlier_mask, sol, _score = best
         result.correspondences, result.inlier_mask = corr, inlier_mask
-        n_confident = int(np.count_nonzero(corr.weight >= cfg.min_weight))
+        n_confident = int(np.count_nonzero(corr.weight >= min_weight_for(self.matcher, cfg)))
         t0 = time.perf_counter()
         T_patch_base = sol.T_patch_base
         T_map_base, cov_map, lat, lon = self._to_map(proj, georef, T_patch_base, sol.cov_xyyaw)
@@ -758,7 +768,7 @@ class Localizer:
             raise LocalizationRejected("matcher_failed", f"matcher returned {type(corr).__name__}, not Correspondences")
         t0 = time.perf_counter()
         try:
-            confident, sol = solve_confident(corr, cfg, self.procrustes_config)
+            confident, sol = solve_confident(corr, cfg, self.procrustes_config, min_weight_for(self.matcher, cfg))
             if not corr.scale_known:
                 sol = solution_from_camera_centred(sol, frame.T_base_camera)
             inlier_mask = np.zeros(len(corr), dtype=bool)

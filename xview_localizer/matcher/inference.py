@@ -226,6 +226,9 @@ class SparseMatcher(_SatFeatureCache):
 
     accepts_depth = True
     needs_yaw_prior = False
+    #: weights are keypoint score x match probability mass: the localizer thresholds them with
+    #: ``sparse_min_weight`` instead of ``min_weight`` (localizer.min_weight_for)
+    keypoint_weights = True
 
     def __init__(self, model: SparseDepthMatcher, device: str | torch.device, meta: dict | None = None,
                  cache_size: int = 4) -> None:
