@@ -398,3 +398,247 @@ def test_ground_truth_as_odometry_or_rtk_fix(bags, tmp_path):
     m = rep["metrics"]["xview"]
     assert m["xy_err_median_m"] == pytest.approx(ref["xy_err_median_m"], abs=1e-4)
     assert m["n_yaw_samples"] == 0 and m["yaw_err_mean_deg"] is None and m["lateral_recall_1m"] is None
+
+
+# ----------------------------------------------------------------------------------------------
+# Depth
+# ----------------------------------------------------------------------------------------------
+DEPTH_TOPIC = "/camera/depth"
+DEPTH_DECOY_TOPIC = "/camera/color_depth_viz"  # depth-named, sorts first, rgb8: must not be taken
+#: What the depth bag holds for image k, by k % 6 (image stamps are 100 ms apart):
+#: 0 none; 1 32FC1 stamped +30 ms (logged after the image); 2 32FC1 at -20 ms and a decoy at
+#: +45 ms (the nearer one must win); 3 only a message with a wrong encoding (rgb8); 4 a
+#: half-size 32FC1 map with a distinct value per pixel; 5 16UC1 millimetres at +0 ms and a
+#: 32FC1 message whose data is too short at +60 ms (40 ms before image k+1, which has none).
+DEPTH_VARIANTS = 6
+_DEPTH_SEEN: dict[int, np.ndarray | None] = {}
+
+
+class DepthRecordingMatcher(TruthLookupMatcher):
+    """TEST DOUBLE: a depth-accepting matcher (``accepts_depth``) that records the depth map it
+    gets per image stamp (the stamp found from the image's pixels) and otherwise answers like
+    :class:`TruthLookupMatcher`."""
+
+    accepts_depth = True
+
+    def __init__(self, bag: Path, truth_bag: Path) -> None:
+        from xview_localizer.ros import conversions as conv
+
+        super().__init__(bag, truth_bag)
+        self.stamp_by_hash = {}
+        for _, _, _, _, m in _read_bag(bag, {"/camera/image_raw"}):
+            self.stamp_by_hash[hashlib.sha1(conv.image_to_rgb8(m).tobytes()).hexdigest()] = _stamp(m)
+
+    def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad=None, *, depth_m=None,
+              depth_kind="metric"):
+        stamp = self.stamp_by_hash[hashlib.sha1(np.ascontiguousarray(ground_rgb).tobytes()).hexdigest()]
+        _DEPTH_SEEN[stamp] = None if depth_m is None else np.array(depth_m, copy=True)
+        return super().match(ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad)
+
+
+def make_depth_recording_matcher(checkpoint_path: str, device: str) -> DepthRecordingMatcher:
+    """``--matcher-factory test_replay:make_depth_recording_matcher``."""
+    bag, truth = _TRUTH_BAG["path"], _TRUTH_BAG.get("truth") or _TRUTH_BAG["path"]
+    return DepthRecordingMatcher(bag, truth)
+
+
+def _half_map(k: int, h: int, w: int) -> np.ndarray:
+    """The (h/2, w/2) depth of variant 4: a distinct value per pixel, metres."""
+    return (1.0 + k + np.arange((h // 2) * (w // 2), dtype=np.float32).reshape(h // 2, w // 2) / 1024.0)
+
+
+def _depth_msg(ts, header, stamp_ns: int, arr: np.ndarray, encoding: str, truncate: bool = False):
+    T = ts.types
+    sec, nsec = divmod(int(stamp_ns), NS)
+    hdr = T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec),
+                                   frame_id=header.frame_id)
+    h, w = arr.shape[:2]
+    data = np.frombuffer(np.ascontiguousarray(arr).tobytes(), dtype=np.uint8)
+    if truncate:
+        data = data[: data.size // 2]
+    return T["sensor_msgs/msg/Image"](header=hdr, height=h, width=w, encoding=encoding, is_bigendian=0,
+                                      step=w * arr.dtype.itemsize * (arr.shape[2] if arr.ndim == 3 else 1),
+                                      data=data)
+
+
+def _depth_messages(ts, img, k: int) -> list[tuple[int, str, object]]:
+    """(log/stamp ns, topic, message) of the depth that goes with image k (see DEPTH_VARIANTS)."""
+    s, h, w, v = _stamp(img), int(img.height), int(img.width), k % DEPTH_VARIANTS
+    full = np.full((h, w), 1.0 + k, np.float32)
+    ms = NS // 1000
+    if v == 1:
+        return [(s + 30 * ms, DEPTH_TOPIC, _depth_msg(ts, img.header, s + 30 * ms, full, "32FC1"))]
+    if v == 2:
+        return [(s - 20 * ms, DEPTH_TOPIC, _depth_msg(ts, img.header, s - 20 * ms, full, "32FC1")),
+                (s + 45 * ms, DEPTH_TOPIC, _depth_msg(ts, img.header, s + 45 * ms, full + 500.0, "32FC1"))]
+    if v == 3:
+        return [(s, DEPTH_TOPIC, _depth_msg(ts, img.header, s, np.zeros((h, w, 3), np.uint8), "rgb8"))]
+    if v == 4:
+        return [(s, DEPTH_TOPIC, _depth_msg(ts, img.header, s, _half_map(k, h, w), "32FC1"))]
+    if v == 5:
+        mm = np.full((h, w), round(1000 * (1.0 + k)), np.dtype("<u2"))
+        return [(s, DEPTH_TOPIC, _depth_msg(ts, img.header, s, mm, "16UC1")),
+                (s + 60 * ms, DEPTH_TOPIC, _depth_msg(ts, img.header, s + 60 * ms, full, "32FC1", truncate=True))]
+    return []
+
+
+def _bag_with_depth(src: Path, dst: Path) -> Path:
+    """``src`` (raw images only) plus the depth of DEPTH_VARIANTS on DEPTH_TOPIC and an rgb8
+    decoy on DEPTH_DECOY_TOPIC; messages written in log-time order."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_KILTED)
+    rows = []
+    k = 0
+    for topic, msgtype, t, raw, m in _read_bag(src):
+        if topic == "/camera/image_raw/compressed":
+            continue
+        rows.append((t, topic, msgtype, bytes(raw)))
+        if topic == "/camera/image_raw":
+            for log_ns, dtopic, dmsg in _depth_messages(ts, m, k):
+                rows.append((log_ns, dtopic, "sensor_msgs/msg/Image", bytes(ts.serialize_cdr(dmsg, dmsg.__msgtype__))))
+            if k == 0:
+                decoy = _depth_msg(ts, m.header, _stamp(m), np.zeros((int(m.height), int(m.width), 3), np.uint8), "rgb8")
+                rows.append((t, DEPTH_DECOY_TOPIC, "sensor_msgs/msg/Image", bytes(ts.serialize_cdr(decoy, decoy.__msgtype__))))
+            k += 1
+    rows.sort(key=lambda r: r[0])
+    w = Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP)
+    w.open()
+    conns = {}
+    try:
+        for t, topic, msgtype, raw in rows:
+            if topic not in conns:
+                conns[topic] = w.add_connection(topic, msgtype, typestore=ts)
+            w.write(conns[topic], t, raw)
+    finally:
+        w.close()
+    shutil.copy(src / "sim.yaml", dst / "sim.yaml")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def depth_bag(bags):
+    return _bag_with_depth(bags["mcap"], bags["root"] / "drive_depth")
+
+
+def _replay_depth(bag: Path, out: Path, *extra: str) -> int:
+    _DEPTH_SEEN.clear()
+    _TRUTH_BAG["path"], _TRUTH_BAG["truth"] = bag, None
+    return replay_main([str(bag), "--out", str(out), "--matcher-factory", "test_replay:make_depth_recording_matcher",
+                        "--no-progress", *PARAMS, *extra])
+
+
+def _image_stamps(bag: Path) -> list[int]:
+    return [_stamp(m) for _, _, _, _, m in _read_bag(bag, {"/camera/image_raw"})]
+
+
+def test_replay_pairs_depth_by_stamp_resizes_and_counts_bad_messages(depth_bag, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert _replay_depth(depth_bag, out) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    stamps = _image_stamps(depth_bag)
+    variants = [k % DEPTH_VARIANTS for k in range(len(stamps))]
+    with_depth = sum(v in (1, 2, 4, 5) for v in variants)
+    depth = report["meta"]["depth"]
+    assert report["meta"]["topics"]["depth"] == DEPTH_TOPIC  # the rgb8 decoy was skipped
+    assert depth["frames_with_depth"] == with_depth
+    assert depth["frames_without_depth"] == len(stamps) - with_depth
+    assert depth["resized"] == variants.count(4)
+    assert depth["invalid_messages"] == variants.count(3) + variants.count(5)
+    assert report["meta"]["input_problems"]["depth_invalid"] == depth["invalid_messages"]
+    assert f"{with_depth} frames with depth" in printed and "invalid messages skipped" in printed
+    # What the matcher got, frame by frame (frames the localizer matched).
+    assert len(_DEPTH_SEEN) >= 0.8 * len(stamps)
+    h, w = 32, 96
+    for k, s in enumerate(stamps):
+        if s not in _DEPTH_SEEN:
+            continue
+        got, v = _DEPTH_SEEN[s], k % DEPTH_VARIANTS
+        if v in (0, 3):
+            assert got is None, (k, v)
+            continue
+        assert got is not None and got.shape == (h, w) and got.dtype == np.float32, (k, v)
+        if v == 4:  # half size -> every pixel is its 2x2 block's source pixel
+            half = _half_map(k, h, w)
+            assert np.array_equal(got, np.repeat(np.repeat(half, 2, axis=0), 2, axis=1))
+        else:  # 1: +30 ms; 2: -20 ms, not the decoy at +45 ms; 5: 16UC1 mm -> m
+            assert np.allclose(got, 1.0 + k, atol=1e-6), (k, v, float(np.nanmean(got)))
+    assert report["availability"] > 0.6
+
+
+def test_replay_depth_tolerance_and_no_depth(bags, depth_bag, tmp_path, capsys):
+    stamps = _image_stamps(depth_bag)[:12]
+    assert _replay_depth(depth_bag, tmp_path / "tight", "--max-frames", "12", "--depth-tolerance-s", "0.01") == 0
+    depth = json.loads((tmp_path / "tight" / "report.json").read_text())["meta"]["depth"]
+    assert depth["frames_with_depth"] == sum(k % DEPTH_VARIANTS in (4, 5) for k in range(12))  # +30/-20 ms too far
+    for k, s in enumerate(stamps):
+        if s in _DEPTH_SEEN and k % DEPTH_VARIANTS in (1, 2):
+            assert _DEPTH_SEEN[s] is None
+    assert _replay_depth(depth_bag, tmp_path / "none", "--max-frames", "12", "--no-depth") == 0
+    report = json.loads((tmp_path / "none" / "report.json").read_text())
+    assert report["meta"]["depth"] is None and report["meta"]["topics"]["depth"] is None
+    assert _DEPTH_SEEN and all(d is None for d in _DEPTH_SEEN.values())
+    assert "depth: none" in capsys.readouterr().out
+    # A bag without depth: frames run without it.
+    assert _replay_depth(bags["mcap"], tmp_path / "plain", "--max-frames", "5") == 0
+    assert json.loads((tmp_path / "plain" / "report.json").read_text())["meta"]["depth"] is None
+    assert _DEPTH_SEEN and all(d is None for d in _DEPTH_SEEN.values())
+
+
+def test_replay_named_depth_topic_errors(depth_bag, tmp_path, capsys):
+    assert _replay_depth(depth_bag, tmp_path / "a", "--depth-topic", "/nope/depth") == 1
+    err = capsys.readouterr().err
+    assert "/nope/depth" in err and f"{DEPTH_TOPIC} (sensor_msgs/msg/Image)" in err
+    assert _replay_depth(depth_bag, tmp_path / "b", "--depth-topic", "/gnss/fix") == 1
+    assert "expected sensor_msgs/msg/Image" in capsys.readouterr().err
+    assert _replay_depth(depth_bag, tmp_path / "c", "--depth-topic", DEPTH_TOPIC, "--no-depth") == 1
+    assert "contradict" in capsys.readouterr().err
+    assert _replay_depth(depth_bag, tmp_path / "d", "--depth-tolerance-s", "-1") == 1
+    assert "depth_tolerance_s" in capsys.readouterr().err
+    # Named explicitly, even the rgb8 decoy is used: every message counted invalid, no crash.
+    assert _replay_depth(depth_bag, tmp_path / "e", "--depth-topic", DEPTH_DECOY_TOPIC, "--max-frames", "5") == 0
+    depth = json.loads((tmp_path / "e" / "report.json").read_text())["meta"]["depth"]
+    assert depth["invalid_messages"] == 1 and depth["frames_with_depth"] == 0 and "rgb8" in depth["last_invalid"]
+
+
+def test_depth_helpers_resize_and_pairing():
+    from xview_localizer.depth_utils import DepthBuffer, fit_depth_to_image, resize_depth_nearest
+    from xview_localizer.errors import GeometryError
+    from xview_localizer.replay import ReplayConfig
+
+    src = np.array([[1.0, 2.0, np.nan], [4.0, 5.0, 6.0]], np.float32)
+    up = resize_depth_nearest(src, 4, 6)
+    assert up.dtype == np.float32 and up.shape == (4, 6)
+    assert np.array_equal(up, np.repeat(np.repeat(src, 2, axis=0), 2, axis=1), equal_nan=True)
+    down = resize_depth_nearest(np.arange(16, dtype=np.float32).reshape(4, 4), 2, 2)
+    assert down.tolist() == [[5.0, 7.0], [13.0, 15.0]]  # pixel centres: rows/cols 1 and 3
+    same, resized = fit_depth_to_image(src, (2, 3, 3))
+    assert not resized and same is src
+    _, resized = fit_depth_to_image(src, (4, 6, 3))
+    assert resized
+    for bad in (np.zeros((0, 3)), np.zeros((2, 2, 2)), np.array([["a"]])):
+        with pytest.raises(GeometryError):
+            resize_depth_nearest(bad, 2, 2)
+    with pytest.raises(GeometryError):
+        resize_depth_nearest(src, 0, 2)
+    buf = DepthBuffer(max_items=3)
+    a, b, c = (np.full((1, 1), v, np.float32) for v in (1.0, 2.0, 3.0))
+    buf.add(1_000_000_000, a)
+    buf.add(1_040_000_000, b)
+    buf.add(1_080_000_000, c)
+    assert buf.nearest(1_020_000_000, 0.05) is a  # tie: the earlier one
+    assert buf.nearest(1_075_000_000, 0.05) is c
+    assert buf.nearest(1_200_000_000, 0.05) is None
+    assert buf.latest_stamp_ns() == 1_080_000_000
+    buf.drop_before(1_040_000_000)
+    assert buf.nearest(1_000_000_000, 0.05) is b
+    buf.add(1_100_000_000, a)
+    buf.add(1_120_000_000, a)  # max_items 3: the oldest goes
+    assert buf.nearest(1_040_000_000, 0.001) is None
+    with pytest.raises(GeometryError):
+        DepthBuffer(max_items=0)
+    for bad_tol in (-0.1, float("nan"), True):
+        with pytest.raises(GeometryError):
+            ReplayConfig(depth_tolerance_s=bad_tol)

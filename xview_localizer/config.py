@@ -207,6 +207,9 @@ class NodeConfig:
                             "stamp before extrapolating (s; in the worker, callbacks never wait).",
                             range=(0.0, 2.0))
     use_depth: bool = _p(False, "Subscribe to 'depth' (32FC1 m or 16UC1 mm) for depth matchers.")
+    depth_tolerance_s: float = _p(0.05, "Largest stamp difference between an image and the depth map it "
+                                  "gets (s); none within it -> flat ground, cause 'depth_missing'.",
+                                  range=(0.0, 1.0))
     publish_debug_image: bool = _p(False, "Publish 'debug_image': the patch with matches, estimate and prior.")
     diagnostics_period_s: float = _p(1.0, "Period of /diagnostics messages (s).", range=(0.05, 60.0))
     tf_static_wait_s: float = _p(2.0, "How long to wait for base->camera on /tf_static before falling back "

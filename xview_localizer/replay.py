@@ -18,6 +18,15 @@ Topics are auto-detected by message type (and name hints) unless given:
   ``gt`` or ``rtk`` with type PoseStamped, PoseWithCovarianceStamped, Odometry or NavSatFix.
   Pose types are taken to be in the localizer's map frame; an RTK NavSatFix is projected with
   the localizer's own map projection (its yaw is unknown: yaw metrics then need a pose type).
+* depth (optional): a ``sensor_msgs/msg/Image`` topic whose name contains ``depth`` and whose
+  first message is 32FC1 (metres) or 16UC1 (millimetres); ``depth_topic='none'`` ignores depth.
+
+Depth pairing: each image gets the depth map whose header stamp is nearest its own within
+``depth_tolerance_s`` (depth is read by a second reader running ahead of the images, so a
+depth logged just after its image still pairs), resized nearest-neighbour to the image when its
+size differs (:mod:`xview_localizer.depth_utils`, the node does the same). No depth within the
+tolerance -> the frame runs without depth (flat ground); undecodable depth messages are skipped.
+Both are counted in ``meta['depth']`` (and ``depth_invalid`` in ``meta['input_problems']``).
 
 Map frame: a bag written by ``sim drive`` carries ``sim.yaml``; then the map frame is its
 local ENU plane at its datum (the frame of its ground truth) and its tile URL is the default.
@@ -29,11 +38,15 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
+
 from .config import LocalizerConfig, NodeConfig
+from .depth_utils import DEFAULT_DEPTH_TOLERANCE_S, DepthBuffer, fit_depth_to_image
 from .errors import (
     BagError,
     CheckpointError,
@@ -47,8 +60,8 @@ from .report import EvalData, FrameRecord, Track
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReplayConfig", "BagTopics", "detect_topics", "replay_bag", "load_matcher_for_replay",
-           "IMAGE_TYPES", "GT_TYPES"]
+__all__ = ["ReplayConfig", "BagTopics", "detect_topics", "detect_depth_topic", "replay_bag",
+           "load_matcher_for_replay", "IMAGE_TYPES", "GT_TYPES", "DEPTH_ENCODINGS"]
 
 NS_PER_S = 1_000_000_000
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -56,6 +69,9 @@ GT_TYPES = ("geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PoseWithCovarian
             "nav_msgs/msg/Odometry", "sensor_msgs/msg/NavSatFix")
 _GT_HINTS = ("ground_truth", "groundtruth", "gt", "rtk", "truth")
 _NOT_CAMERA_HINTS = ("depth", "debug", "disparity", "mask", "seg")
+_DEPTH_HINTS = ("depth",)
+#: Encodings of a depth image the replay (and the node) decode: metres, millimetres.
+DEPTH_ENCODINGS = ("32FC1", "16UC1")
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,9 @@ class ReplayConfig:
     Attributes:
         image_topic, fix_topic, gt_topic, odom_topic, camera_info_topic: overrides ('' = detect;
             ``gt_topic='none'`` / ``odom_topic='none'`` = do not use).
+        depth_topic: '' = detect (see the module docstring), 'none' = no depth, else the
+            ``sensor_msgs/msg/Image`` depth topic (32FC1 m or 16UC1 mm).
+        depth_tolerance_s: largest |depth stamp - image stamp| for pairing (s, >= 0).
         max_frames: stop after this many images (0 = all).
         node: node parameters (tile source, frames, fallback extrinsics, the core's config).
         progress: show a tqdm progress bar.
@@ -89,6 +108,8 @@ class ReplayConfig:
     gt_topic: str = ""
     odom_topic: str = ""
     camera_info_topic: str = ""
+    depth_topic: str = ""
+    depth_tolerance_s: float = DEFAULT_DEPTH_TOLERANCE_S
     max_frames: int = 0
     node: NodeConfig = field(default_factory=NodeConfig)
     progress: bool = True
@@ -96,6 +117,9 @@ class ReplayConfig:
     def __post_init__(self) -> None:
         if isinstance(self.max_frames, bool) or not isinstance(self.max_frames, int) or self.max_frames < 0:
             raise GeometryError(f"ReplayConfig.max_frames must be an int >= 0, got {self.max_frames!r}")
+        tol = self.depth_tolerance_s
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
+            raise GeometryError(f"ReplayConfig.depth_tolerance_s must be a finite number >= 0, got {tol!r}")
 
 
 def _has_hint(topic: str, hints: tuple[str, ...]) -> bool:
@@ -164,6 +188,48 @@ def detect_topics(conns: dict[str, str], cfg: ReplayConfig, bag: str = "bag") ->
                      gt_type=conns.get(gt, ""), tf_static="/tf_static")
 
 
+def detect_depth_topic(reader: Any, cfg: ReplayConfig, image_topic: str, bag: str = "bag") -> str:
+    """The depth topic of an opened reader: '' when none (or ``cfg.depth_topic == 'none'``).
+
+    Auto-detection: ``sensor_msgs/msg/Image`` topics (other than ``image_topic``) whose name
+    contains ``depth``, in name order; the first whose first message has a depth encoding
+    (:data:`DEPTH_ENCODINGS`) wins. A named topic is used as it is (bad messages are counted).
+
+    Raises:
+        BagError: a named depth topic is missing or not a ``sensor_msgs/msg/Image``.
+    """
+    conns = {c.topic: c.msgtype for c in reader.connections}
+    if cfg.depth_topic == "none":
+        return ""
+    if cfg.depth_topic:
+        if cfg.depth_topic not in conns:
+            raise BagError(f"{bag}: no depth topic {cfg.depth_topic!r}; the bag has: {_describe(conns)}")
+        if conns[cfg.depth_topic] != "sensor_msgs/msg/Image":
+            raise BagError(f"{bag}: depth topic {cfg.depth_topic!r} is {conns[cfg.depth_topic]}, expected "
+                           "sensor_msgs/msg/Image (32FC1 m or 16UC1 mm)")
+        return cfg.depth_topic
+    cands = [t for t, m in sorted(conns.items())
+             if m == "sensor_msgs/msg/Image" and t != image_topic and _has_hint(t, _DEPTH_HINTS)]
+    for topic in cands:
+        first = _first_message(reader, topic)
+        if first is not None and getattr(first, "encoding", "") in DEPTH_ENCODINGS:
+            return topic
+        log.info("%s: %s looks like depth but its first message is not %s; not used", bag, topic,
+                 " or ".join(DEPTH_ENCODINGS))
+    return ""
+
+
+def _first_message(reader: Any, topic: str) -> Any:
+    """The first deserialized message on ``topic`` or None (none, or it does not decode)."""
+    conns = [c for c in reader.connections if c.topic == topic]
+    try:
+        for c, _log_ns, raw in reader.messages(connections=conns):
+            return reader.deserialize(raw, c.msgtype)
+    except Exception as exc:  # noqa: BLE001 - rosbags raises several types for bad CDR
+        log.info("%s: first message does not decode: %s", topic, exc)
+    return None
+
+
 # ----------------------------------------------------------------------------------------------
 # Matcher
 # ----------------------------------------------------------------------------------------------
@@ -192,6 +258,68 @@ def load_matcher_for_replay(checkpoint: str, device: str, matcher_factory: str =
 # ----------------------------------------------------------------------------------------------
 def _stamp_ns(msg: Any) -> int:
     return int(msg.header.stamp.sec) * NS_PER_S + int(msg.header.stamp.nanosec)
+
+
+class _DepthStream:
+    """Depth maps of one topic from a second reader of the bag, read just far enough ahead of
+    the images to pair each image with the nearest depth stamp within the tolerance.
+
+    Counts: ``paired``, ``unpaired`` (frames run without depth), ``resized``, ``invalid``
+    (messages that do not decode as 32FC1 / 16UC1, skipped; ``last_invalid`` says why)."""
+
+    def __init__(self, reader: Any, topic: str, tolerance_s: float) -> None:
+        from .ros import conversions as conv
+
+        self._to_m = conv.depth_image_to_m
+        self._reader = reader
+        self._it = reader.messages(connections=[c for c in reader.connections if c.topic == topic])
+        self._tol_s = float(tolerance_s)
+        self._tol_ns = int(round(self._tol_s * NS_PER_S))
+        self._buffer = DepthBuffer(max_items=1024)
+        self._read_up_to_ns: Optional[int] = None
+        self._done = False
+        self.topic = topic
+        self.paired = self.unpaired = self.resized = self.invalid = 0
+        self.last_invalid = ""
+
+    def _read_one(self) -> None:
+        try:
+            c, log_ns, raw = next(self._it)
+        except StopIteration:
+            self._done = True
+            return
+        self._read_up_to_ns = int(log_ns)
+        try:
+            msg = self._reader.deserialize(raw, c.msgtype)
+            self._read_up_to_ns = _stamp_ns(msg)
+            depth_m = self._to_m(msg)
+        except Exception as exc:  # noqa: BLE001 - bad CDR (rosbags) or ImageConversionError
+            self.invalid += 1
+            if not self.last_invalid:
+                log.warning("depth message on %s skipped: %s", self.topic, exc)
+            self.last_invalid = f"{type(exc).__name__}: {exc}"
+            return
+        self._buffer.add(self._read_up_to_ns, depth_m)
+
+    def depth_for(self, stamp_ns: int, image_shape: tuple[int, ...]) -> Optional[np.ndarray]:
+        """(H, W) float32 depth for the image stamped ``stamp_ns`` of shape ``image_shape``
+        (resized to it), or None (counted)."""
+        while not self._done and (self._read_up_to_ns is None or self._read_up_to_ns <= stamp_ns + self._tol_ns):
+            self._read_one()
+        self._buffer.drop_before(stamp_ns - self._tol_ns)
+        depth_m = self._buffer.nearest(stamp_ns, self._tol_s)
+        if depth_m is None:
+            self.unpaired += 1
+            return None
+        depth_m, resized = fit_depth_to_image(depth_m, image_shape)
+        self.paired += 1
+        self.resized += int(resized)
+        return depth_m
+
+    def summary(self) -> dict:
+        return {"topic": self.topic, "tolerance_s": self._tol_s, "frames_with_depth": self.paired,
+                "frames_without_depth": self.unpaired, "resized": self.resized, "invalid_messages": self.invalid,
+                "last_invalid": self.last_invalid or None}
 
 
 def _yaw(q: Any) -> float:
@@ -280,9 +408,13 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
     node = cfg.node
     loc_cfg = node.localizer
     localizer = Localizer(loc_cfg, matcher, tile_cache)
-    with open_reader(bag) as reader:
+    with ExitStack() as stack:
+        reader = stack.enter_context(open_reader(bag))
         conns = {c.topic: c.msgtype for c in reader.connections}
         topics = detect_topics(conns, cfg, str(bag))
+        depth_topic = detect_depth_topic(reader, cfg, topics.image, str(bag))
+        depth = (_DepthStream(stack.enter_context(open_reader(bag)), depth_topic, cfg.depth_tolerance_s)
+                 if depth_topic else None)
         wanted = {topics.image, topics.camera_info, topics.fix, topics.odom, topics.gt, topics.tf_static} - {""}
         use = [c for c in reader.connections if c.topic in wanted]
         n_images = sum(c.msgcount for c in reader.connections if c.topic == topics.image)
@@ -291,6 +423,8 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
         log.info("replaying %s: image %s (%s), camera_info %s, fix %s, odom %s, ground truth %s", bag,
                  topics.image, topics.image_type.rsplit("/", 1)[-1], topics.camera_info, topics.fix,
                  topics.odom or "-", f"{topics.gt} ({topics.gt_type.rsplit('/', 1)[-1]})" if topics.gt else "-")
+        log.info("depth: %s", f"{depth_topic} (within {cfg.depth_tolerance_s * 1e3:.0f} ms of the image stamp)"
+                 if depth_topic else "none (flat ground)")
         bar = None
         if cfg.progress:
             from tqdm import tqdm
@@ -366,7 +500,8 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
                         T_bc = T_base_camera_from_xyz_rpy(node.camera_x_m, node.camera_y_m, node.camera_z_m,
                                                           node.camera_roll_rad, node.camera_pitch_rad,
                                                           node.camera_yaw_rad)
-                    result = localizer.step(Frame(stamp, rgb, camera, T_bc))
+                    depth_m = depth.depth_for(stamp, rgb.shape) if depth is not None else None
+                    result = localizer.step(Frame(stamp, rgb, camera, T_bc, depth_m))
                     latency = result.timings_s.get("total", float("nan")) + t_convert
                     est = result.estimate
                     if est is not None:
@@ -392,13 +527,16 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
     gnss = Track.from_rows([(s, *proj.forward(lat, lon), float("nan")) for s, lat, lon in fixes])
     gt = _gt_track(gt_rows, proj) if topics.gt else None
     duration_s = (frames[-1].stamp_ns - frames[0].stamp_ns) / NS_PER_S if len(frames) > 1 else 0.0
+    if depth is not None and depth.invalid:
+        counts["depth_invalid"] = depth.invalid
     info = {
         "bag": str(Path(bag).resolve()),
         "estimates": "in-process replay of the Localizer core",
         "topics": {"image": topics.image, "camera_info": topics.camera_info, "fix": topics.fix,
                    "odom": topics.odom or None, "ground_truth": topics.gt or None,
-                   "ground_truth_type": topics.gt_type or None},
+                   "ground_truth_type": topics.gt_type or None, "depth": depth_topic or None},
         "extrinsics_source": extrinsics_source or None,
+        "depth": depth.summary() if depth is not None else None,
         "input_problems": {k: v for k, v in counts.items() if v},
         "replay_wall_s": round(wall_s, 3),
         "realtime_factor": round(duration_s / wall_s, 3) if wall_s > 0 and duration_s > 0 else None,

@@ -48,6 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gt-topic", default="",
                    help="ground truth: PoseStamped, PoseWithCovarianceStamped, Odometry (map frame) or RTK "
                         "NavSatFix ('none' = no ground truth)")
+    p.add_argument("--depth-topic", default="",
+                   help="sensor_msgs/Image depth topic (32FC1 m or 16UC1 mm); default: a topic named *depth* "
+                        "whose first message has such an encoding, if any")
+    p.add_argument("--no-depth", action="store_true", help="ignore depth in the bag (frames run on flat ground)")
+    p.add_argument("--depth-tolerance-s", type=float, default=None, metavar="S",
+                   help="pair an image with the depth map nearest its stamp within S seconds (default 0.05)")
     p.add_argument("--max-frames", type=int, default=0, help="stop after N images (0 = all)")
     p.add_argument("--matcher-factory", default="",
                    help="advanced / tests: 'module:function' building the matcher as f(checkpoint, device)")
@@ -102,12 +108,25 @@ def _prepare_out(out: Path, force: bool) -> None:
             out.unlink()
 
 
+def format_depth_summary(depth: Optional[dict]) -> str:
+    """One line on the depth the frames got (``meta['depth']`` of the replay, None = no depth)."""
+    if not depth:
+        return "depth: none (frames run on flat ground)"
+    line = (f"depth: {depth['topic']}: {depth['frames_with_depth']} frames with depth, "
+            f"{depth['frames_without_depth']} without (none within {1e3 * depth['tolerance_s']:.0f} ms), "
+            f"{depth['resized']} resized to the image, {depth['invalid_messages']} invalid messages skipped")
+    if depth.get("last_invalid"):
+        line += f" (last: {depth['last_invalid']})"
+    return line
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from .config import node_config_from_flat
     from .replay import (
         ReplayConfig,
+        detect_depth_topic,
         detect_topics,
         load_matcher_for_replay,
         node_config_for_bag,
@@ -138,11 +157,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
             loc = replace(loc, datum_lat_deg=args.datum[0], datum_lon_deg=args.datum[1])
         node = replace(node, localizer=loc)
     tile_url = tile_url or node.tile_url
+    if args.no_depth and args.depth_topic:
+        raise ConfigError("--no-depth and --depth-topic contradict each other; give one")
+    depth_kw = {} if args.depth_tolerance_s is None else {"depth_tolerance_s": args.depth_tolerance_s}
     cfg = ReplayConfig(image_topic=args.image_topic, fix_topic=args.fix_topic, gt_topic=args.gt_topic,
                        odom_topic=args.odom_topic, camera_info_topic=args.camera_info_topic,
-                       max_frames=args.max_frames, node=node, progress=not args.no_progress)
+                       depth_topic="none" if args.no_depth else args.depth_topic, max_frames=args.max_frames,
+                       node=node, progress=not args.no_progress, **depth_kw)
     with open_reader(args.bag) as reader:  # named / required topics before anything slow
-        detect_topics({c.topic: c.msgtype for c in reader.connections}, cfg, str(args.bag))
+        topics = detect_topics({c.topic: c.msgtype for c in reader.connections}, cfg, str(args.bag))
+        detect_depth_topic(reader, cfg, topics.image, str(args.bag))
     device = node.device
     if device == "auto":
         import torch
@@ -161,6 +185,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     finally:
         tiles.close()
     print(format_summary(report))
+    print(format_depth_summary(data.meta.get("depth")))
     print(f"report: {out.resolve() / 'index.html'}")
     return 0
 

@@ -12,7 +12,13 @@ frames, counted, instead of building a backlog); results are published as
 * ``debug_image`` (optional): the satellite patch with matches, estimate and prior.
 
 Inputs (sensor-data QoS): ``image`` or ``image/compressed`` (``image_transport``),
-``camera_info``, ``fix``, optional ``odom``, optional ``depth``. ``T_base_camera`` comes from
+``camera_info``, ``fix``, optional ``odom``, optional ``depth`` (``use_depth``; 32FC1 m or
+16UC1 mm). Each image gets the depth map whose stamp is nearest its own within
+``depth_tolerance_s`` (default 0.05 s; the worker waits up to
+:data:`DEPTH_WAIT_S` for it while depth flows, the latest less than 1 s older than the
+image, but has not reached the image stamp yet), resized nearest-neighbour to
+the image when the sizes differ - as the offline replay does; without one the frame runs on
+flat ground (cause ``depth_missing``). ``T_base_camera`` comes from
 ``/tf_static`` (tf2_ros when importable, else the node composes the static transforms itself)
 or, after ``tf_static_wait_s`` without them, from the ``camera_*`` parameters.
 
@@ -50,8 +56,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix
 
 from ..camera import T_base_camera_from_xyz_rpy
 from ..config import NodeConfig
+from ..depth_utils import DepthBuffer, fit_depth_to_image
 from ..errors import ConfigError, LocalizationRejected, TileSourceError, XViewError
-from ..localizer import Frame, Localizer, StepResult
+from ..localizer import NS_PER_S, Frame, Localizer, StepResult
 from ..matcher.factory import resolve_factory
 from . import conversions as conv
 from .params import declare_parameters, read_config
@@ -68,6 +75,9 @@ except ImportError:  # pragma: no cover - depends on the environment
 NODE_NAME = "xview_localizer"
 #: Causes whose diagnostic level is ERROR (the others are WARN).
 ERROR_CAUSES = {"matcher_unavailable", "tiles_unavailable", "tiles_unconfigured", "internal_error"}
+#: Longest the worker waits for the depth map of an image when no depth stamped at or after
+#: the image has arrived yet (depth usually arrives with or just after its image).
+DEPTH_WAIT_S = 0.05
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -141,7 +151,8 @@ class LocalizerNode(Node):
         # The matcher and the tile cache are attached by the worker (loading can take seconds).
         self._localizer = Localizer(self.cfg.localizer, None, _UnavailableTiles("tile cache is starting"))
         self._logged: set[str] = set()
-        self._depth_m: Optional[np.ndarray] = None
+        self._depths = DepthBuffer(max_items=16)
+        self._depth_resize_logged = False
 
         cfg = self.cfg
         self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, "pose", 10)
@@ -247,10 +258,13 @@ class LocalizerNode(Node):
         self._localizer.add_odom(sample)
 
     def _on_depth(self, msg: Image) -> None:
+        self.stats.event("depths")
         try:
-            self._depth_m = conv.depth_image_to_m(msg)
+            depth_m = conv.depth_image_to_m(msg)
         except XViewError as exc:
             self._report("depth_invalid", str(exc))
+            return
+        self._depths.add(conv.stamp_to_ns(msg.header.stamp), depth_m)
 
     # -- worker -----------------------------------------------------------------------------------
     def _build_localizer(self) -> None:
@@ -355,9 +369,7 @@ class LocalizerNode(Node):
             return
         if cfg.use_odom:
             self._wait_for_odom(stamp_ns)
-        depth = self._depth_m if cfg.use_depth else None
-        if depth is not None and depth.shape != rgb.shape[:2]:
-            depth = None
+        depth = self._depth_for(stamp_ns, rgb.shape) if cfg.use_depth else None
         result = self._localizer.step(Frame(stamp_ns, rgb, camera, T_base_camera, depth))
         for stage, seconds in result.timings_s.items():
             self.stats.timing(stage, seconds)
@@ -367,6 +379,33 @@ class LocalizerNode(Node):
             self._publish_debug(result, pending)
             return
         self._publish(result, pending)
+
+    def _depth_for(self, stamp_ns: int, image_shape: tuple[int, ...]) -> Optional[np.ndarray]:
+        """The depth map nearest the image stamp within the tolerance, at the image's size
+        (nearest-neighbour resize, counted), or None (cause ``depth_missing``)."""
+        deadline = time.monotonic() + DEPTH_WAIT_S
+        while True:
+            depth_m = self._depths.nearest(stamp_ns, self.cfg.depth_tolerance_s)
+            latest = self._depths.latest_stamp_ns()
+            # wait only while depth flows (the latest within 1 s of the image) but has not reached it
+            flowing = latest is not None and stamp_ns - NS_PER_S <= latest < stamp_ns
+            if depth_m is not None or not flowing or time.monotonic() >= deadline or self._stop:
+                break
+            time.sleep(0.002)
+        if depth_m is None:
+            self.stats.event("frames_without_depth")
+            self._report("depth_missing", f"no valid depth within {self.cfg.depth_tolerance_s * 1e3:.0f} ms of the "
+                                          "image stamp: the frame runs on flat ground")
+            return None
+        depth_m, resized = fit_depth_to_image(depth_m, image_shape)
+        self.stats.event("frames_with_depth")
+        if resized:
+            self.stats.event("depth_resized")
+            if not self._depth_resize_logged:
+                self._depth_resize_logged = True
+                self.get_logger().info(f"depth maps are resized (nearest neighbour) to the image size "
+                                       f"{image_shape[1]}x{image_shape[0]}")
+        return depth_m
 
     def _wait_for_odom(self, stamp_ns: int) -> None:
         """Odometry usually arrives with or just after the image: give it ``odom_wait_s`` to
@@ -455,6 +494,9 @@ class LocalizerNode(Node):
         else:
             level = DiagnosticStatus.WARN
             message = "no pose: " + (", ".join(active) if active else "no images processed")
+        if self.cfg.use_depth:
+            totals.update({f"{k}_total": counts.get(k, 0)
+                           for k in ("depths", "frames_with_depth", "frames_without_depth", "depth_resized")})
         summary = {**rates, **totals, "frames_dropped_recent": window.get("frames_dropped", 0),
                    "extrinsics_source": self._extrinsics_source or "none", "matcher": self._matcher_state}
         arr.status.append(status("localization", level, message, summary))
