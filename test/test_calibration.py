@@ -154,6 +154,9 @@ def test_depth_matcher_gets_the_depth_and_relative_solutions_become_base_poses()
     matcher.calls.clear()
     collect_nees(matcher, gen(), depth_kind="none")
     assert all(d is None and k == "none" for d, k in matcher.calls)
+    matcher.calls.clear()
+    collect_nees(matcher, gen(), depth_kind="inverse")  # the record's metric depth is inverted
+    assert all(k == "inverse" and np.allclose(d, 1.0 / 7.0) for d, k in matcher.calls)
 
 
 def test_frames_the_localizer_would_reject_are_left_out():
@@ -205,3 +208,52 @@ def test_localizer_applies_the_matcher_covariance_scale(tmp_path):
             assert res.ok, res.detail
             covs.append(res.estimate.cov_xyyaw)
     assert np.allclose(covs[1], 50.0 * covs[0], rtol=1e-6)
+
+
+def test_per_depth_kind_scales_stored_and_chosen_by_the_frame(tmp_path):
+    """Sparse-depth checkpoints keep one scale per depth kind; the localizer uses the one of
+    the frame's depth (flat ground = "none" when the frame has no depth map)."""
+    from xview_localizer.matcher.sparse_depth import SparseDepthMatcher, sparse_preset
+
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "s.pt", SparseDepthMatcher(sparse_preset("compact")), half=True)
+    set_covariance_scale(path, 7.0, {"n": 1}, depth_kind="none")  # no global yet: becomes it too
+    set_covariance_scale(path, 4.0, {"n": 2}, depth_kind="metric")  # metric sets the global
+    set_covariance_scale(path, 3.0, {"n": 3}, depth_kind="relative")  # global stays 4
+    blob = torch.load(path, weights_only=True)
+    assert blob["covariance_scale"] == 4.0
+    assert blob["covariance_scale_by_depth"] == {"none": 7.0, "metric": 4.0, "relative": 3.0}
+    assert blob["covariance_calibration_by_depth"]["relative"] == {"n": 3}
+    m = load_matcher(path)
+    assert (m.covariance_scale_for("none"), m.covariance_scale_for("relative"), m.covariance_scale_for("inverse")) \
+        == (7.0, 3.0, 4.0)
+
+    tiles = write_tile_folder(tmp_path / "tiles", LAT0, LON0, ZOOM, radius_tiles=3, seed=1)
+    camera = PinholeCamera.from_intrinsics(64, 32, 40.0, 40.0, 31.5, 15.5)
+    T_base_camera = T_base_camera_from_xyz_rpy(1.5, 0.0, 1.6, 0.0, 0.1, 0.0)
+    cfg = LocalizerConfig(patch_size_px=128, patch_m_per_px=0.5, datum_lat_deg=LAT0, datum_lon_deg=LON0,
+                          map_projection="enu", cov_floor_xy_m2=1e-6, cov_floor_yaw_rad2=1e-6,
+                          max_gnss_mahalanobis=50.0, depth_kind="metric")
+
+    class ByKind(NoisyTruthMatcher):  # TEST DOUBLE with per-kind scales, takes depth
+        accepts_depth = True
+
+        def covariance_scale_for(self, depth_kind):
+            return {"metric": 2.0, "none": 10.0}[depth_kind]
+
+        def match(self, *args, depth_m=None, depth_kind="metric"):
+            return super().match(*args)
+
+    covs = {}
+    for name, depth in (("metric", np.full((32, 64), 5.0, np.float32)), ("none", None)):
+        matcher = ByKind(seed=4, noise_m=0.2, outlier_fraction=0.0)
+        with TileCache(f"file://{tiles}/{{z}}/{{x}}/{{y}}.png", tmp_path / f"c_{name}",
+                       TileCacheConfig(zoom=ZOOM)) as cache:
+            loc = Localizer(cfg, matcher, cache)
+            lat, lon = (float(v) for v in LocalEnu(LAT0, LON0).inverse(3.0, -2.0))
+            matcher.truth = (lat, lon, 0.4)
+            loc.add_fix(FixSample(10**9, lat, lon, 40.0, np.eye(2) * 9.0))
+            res = loc.step(Frame(10**9, np.zeros((32, 64, 3), np.uint8), camera, T_base_camera, depth))
+            assert res.ok, res.detail
+            covs[name] = res.estimate.cov_xyyaw
+    assert np.allclose(covs["none"], 5.0 * covs["metric"], rtol=1e-6)

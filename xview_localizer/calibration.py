@@ -136,8 +136,9 @@ def collect_nees(matcher: Any, samples: Iterable[Any], config: LocalizerConfig |
             ``T_patch_base``).
         config: the localizer settings used for the confident-match threshold and count.
         depth_kind: for a matcher that accepts depth (sparse-depth): "metric" (the record's
-            ``depth_m``), "none" (flat ground), or None = ``config.depth_kind``. Relative kinds
-            are turned into base_link poses as the localizer does.
+            metric ``depth_m``), "relative" (the same map, scale unknown to the matcher),
+            "inverse" (1 / that map), "none" (flat ground), or None = ``config.depth_kind``.
+            Relative kinds are turned into base_link poses as the localizer does.
     Returns:
         (solved frames, number of frames tried). Frames the localizer would reject for too few
         matches or a degenerate solve are left out.
@@ -152,6 +153,10 @@ def collect_nees(matcher: Any, samples: Iterable[Any], config: LocalizerConfig |
         depth_kw = {}
         if getattr(matcher, "accepts_depth", False):
             depth = getattr(rec, "depth_m", None)
+            if kind == "inverse" and depth is not None:  # the record's depth is metric z
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    z = np.asarray(depth, dtype=np.float32)
+                    depth = np.where(np.isfinite(z) & (z > 0), 1.0 / z, 0.0).astype(np.float32)
             depth_kw = {"depth_m": None if kind == "none" else depth, "depth_kind": kind}
         corr = matcher.match(rec.ground_rgb, rec.camera, rec.T_base_camera, rec.sat_rgb, rec.georef,
                              float(rec.prior_yaw_rad), **depth_kw)

@@ -54,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2))
     if args.write:
+        kind = args.depth_kind if getattr(matcher, "accepts_depth", False) else None
         set_covariance_scale(args.checkpoint, summary.covariance_scale,
-                             {k: v for k, v in report.items() if k != "frames"})
-        print(f"stored covariance_scale {summary.covariance_scale:.4g} in {args.checkpoint}")
+                             {k: v for k, v in report.items() if k != "frames"}, depth_kind=kind)
+        where = f" for depth kind {kind!r}" if kind else ""
+        print(f"stored covariance_scale {summary.covariance_scale:.4g}{where} in {args.checkpoint}")
     return 0

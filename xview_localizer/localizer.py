@@ -693,7 +693,8 @@ class Localizer:
         n_confident = int(np.count_nonzero(corr.weight >= min_weight_for(self.matcher, cfg)))
         t0 = time.perf_counter()
         T_patch_base = sol.T_patch_base
-        T_map_base, cov_map, lat, lon = self._to_map(proj, georef, T_patch_base, sol.cov_xyyaw)
+        depth_used = cfg.depth_kind if (_accepts_depth(self.matcher) and frame.depth_m is not None) else "none"
+        T_map_base, cov_map, lat, lon = self._to_map(proj, georef, T_patch_base, sol.cov_xyyaw, depth_used)
         timings["solver"] += time.perf_counter() - t0
 
         d = np.array([T_map_base.x_m - prior.x_m, T_map_base.y_m - prior.y_m])
@@ -778,10 +779,13 @@ class Localizer:
         finally:
             timings["solver"] = timings.get("solver", 0.0) + time.perf_counter() - t0
 
-    def _matcher_covariance_scale(self) -> float:
+    def _matcher_covariance_scale(self, depth_kind: str = "none") -> float:
         """The matcher's calibrated covariance factor (``covariance_scale`` of its checkpoint,
-        see :mod:`xview_localizer.calibration`); 1.0 for matchers without one."""
-        scale = getattr(self.matcher, "covariance_scale", 1.0)
+        see :mod:`xview_localizer.calibration`; a matcher with ``covariance_scale_for`` (sparse-
+        depth) gives the one calibrated for the frame's depth kind, "none" = flat ground); 1.0
+        for matchers without one."""
+        scale_for = getattr(self.matcher, "covariance_scale_for", None)
+        scale = scale_for(depth_kind) if callable(scale_for) else getattr(self.matcher, "covariance_scale", 1.0)
         try:
             scale = float(scale)
         except (TypeError, ValueError):
@@ -789,7 +793,7 @@ class Localizer:
         return scale if math.isfinite(scale) and scale > 0.0 else 1.0
 
     def _to_map(self, proj: MapProjection, georef: Any, T_patch_base: SE2,
-                cov_patch: np.ndarray) -> tuple[SE2, np.ndarray, float, float]:
+                cov_patch: np.ndarray, depth_kind: str = "none") -> tuple[SE2, np.ndarray, float, float]:
         """Patch frame (true-north ENU about the patch centre) -> map frame, with covariance."""
         enu = georef.enu()  # the ENU plane the patch frame lives in (tiles.patch.PatchGeoref)
         lat, lon = enu.inverse(T_patch_base.x_m, T_patch_base.y_m)
@@ -798,7 +802,7 @@ class Localizer:
         yaw_map = T_patch_base.yaw_rad + proj.convergence_rad(lat, lon)
         J = np.eye(3)
         J[:2, :2] = _jacobian_map_from_enu(proj, enu, T_patch_base.x_m, T_patch_base.y_m)
-        scale = self.config.cov_inflation * self._matcher_covariance_scale()
+        scale = self.config.cov_inflation * self._matcher_covariance_scale(depth_kind)
         cov = scale * (J @ np.asarray(cov_patch, float) @ J.T)
         cov = _floor_covariance(cov, self.config.cov_floor_xy_m2, self.config.cov_floor_yaw_rad2)
         return SE2(x_m, y_m, yaw_map), cov, lat, lon

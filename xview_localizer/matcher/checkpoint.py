@@ -142,9 +142,13 @@ def save_checkpoint(
     return _save_atomic(blob, path)
 
 
-def set_covariance_scale(path: str | os.PathLike, scale: float, report: dict | None = None) -> Path:
+def set_covariance_scale(path: str | os.PathLike, scale: float, report: dict | None = None,
+                         depth_kind: str | None = None) -> Path:
     """Store a calibrated covariance scale (``xview-localizer calibrate-covariance``) in a
-    checkpoint, rewriting it atomically; the weights are untouched.
+    checkpoint, rewriting it atomically; the weights are untouched. With ``depth_kind``
+    (sparse-depth: metric / relative / inverse / none) it goes to
+    ``covariance_scale_by_depth[depth_kind]``; the checkpoint-wide ``covariance_scale`` is set
+    too for "metric" or when there is none yet.
 
     Raises:
         CheckpointError: the file does not load, or ``scale`` is not finite and > 0.
@@ -153,6 +157,11 @@ def set_covariance_scale(path: str | os.PathLike, scale: float, report: dict | N
         raise CheckpointError(f"covariance scale must be finite and > 0, got {scale!r}")
     path = Path(path)
     blob = load_checkpoint_dict(path)
+    if depth_kind is not None:
+        blob.setdefault("covariance_scale_by_depth", {})[str(depth_kind)] = float(scale)
+        blob.setdefault("covariance_calibration_by_depth", {})[str(depth_kind)] = _plain(report or {})
+        if depth_kind != "metric" and isinstance(blob.get("covariance_scale"), (int, float)):
+            return _save_atomic(blob, path)
     blob["covariance_scale"] = float(scale)
     blob["covariance_calibration"] = _plain(report or {})
     return _save_atomic(blob, path)

@@ -240,6 +240,13 @@ class SparseMatcher(_SatFeatureCache):
     def _rays_for(self, camera: Any, T_base_camera: np.ndarray) -> KeypointRays:
         return self._rays.get(camera, T_base_camera)
 
+    def covariance_scale_for(self, depth_kind: str) -> float:
+        """The covariance factor calibrated for ``depth_kind`` ("none" = flat ground), else the
+        checkpoint-wide :attr:`covariance_scale`."""
+        by_kind = self.meta.get("covariance_scale_by_depth") or {}
+        scale = by_kind.get(depth_kind) if isinstance(by_kind, dict) else None
+        return float(scale) if isinstance(scale, (int, float)) and scale > 0 else self.covariance_scale
+
     @staticmethod
     def _depth(depth_m: Any, depth_kind: str) -> tuple[torch.Tensor | None, str]:
         if depth_kind not in DEPTH_KINDS:
@@ -300,7 +307,8 @@ def load_matcher(checkpoint_path: str | os.PathLike, device: str | torch.device 
         CheckpointError: missing, corrupt, wrong-format, unknown-model or unknown-preset checkpoint.
     """
     model, blob = load_model(checkpoint_path, device)
-    meta = {k: blob.get(k) for k in ("preset", "metrics", "train_args", "epoch", "step", "covariance_scale")}
+    meta = {k: blob.get(k) for k in ("preset", "metrics", "train_args", "epoch", "step", "covariance_scale",
+                                      "covariance_scale_by_depth")}
     meta["model"] = model_name_of(model)
     if isinstance(model, SparseDepthMatcher):
         return SparseMatcher(model, device, meta)
