@@ -141,8 +141,10 @@ def cmd_dataset(args) -> int:
 
 
 def cmd_serve_tiles(args) -> int:
+    from ..tiles.server import install_stop_signals
     from .serve import serve_world_tiles
 
+    install_stop_signals()  # stops on SIGINT / SIGTERM even when started with SIGINT ignored
     server = serve_world_tiles(args.world_dir, args.port)
     print(f"serving {args.world_dir} at {server.url_template()} (Ctrl-C to stop)", flush=True)
     try:

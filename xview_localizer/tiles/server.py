@@ -315,6 +315,16 @@ def serve_mbtiles(path: Path, port: int = 0, latency_s: float = 0.0) -> TileServ
     return TileServer(mbtiles=path, port=port, latency_s=latency_s).start()
 
 
+def install_stop_signals() -> None:
+    """Make SIGINT and SIGTERM raise KeyboardInterrupt in this (main) thread, also when the
+    process was started with SIGINT ignored (a background job of a non-interactive shell
+    inherits SIG_IGN, and Python then installs no KeyboardInterrupt handler)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def main(argv=None) -> int:  # pragma: no cover - convenience entry point
     p = argparse.ArgumentParser(description="Serve a tile folder or MBTiles file on 127.0.0.1.")
     p.add_argument("path", type=Path, help="folder with {z}/{x}/{y}.png or a .mbtiles file")
@@ -322,6 +332,7 @@ def main(argv=None) -> int:  # pragma: no cover - convenience entry point
     p.add_argument("--latency-ms", type=float, default=0.0)
     a = p.parse_args(argv)
     fn = serve_mbtiles if a.path.suffix == ".mbtiles" else serve_directory
+    install_stop_signals()
     server = fn(a.path, a.port, a.latency_ms / 1000.0)
     print(f"serving {a.path} at {server.url_template()}", flush=True)
     try:
