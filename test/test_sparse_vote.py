@@ -58,17 +58,17 @@ def test_vote_finds_true_pose_among_ambiguous_matches(yaw_known, yaw_deg):
     keypoint is right only 1 time in 4, the vote's consensus is right."""
     gen = torch.Generator().manual_seed(1)
     src = _src(gen)
-    yaw = math.radians(yaw_deg)
+    yaw_rad = math.radians(yaw_deg)
     t = (6.4, -9.6)  # on the 2-cell translation grid
-    sim = _oracle_similarity(src, yaw, t, 1.0, gen)
-    prior = torch.tensor([yaw + math.radians(7.0)]) if yaw_known else None
+    sim = _oracle_similarity(src, yaw_rad, t, 1.0, gen)
+    prior = torch.tensor([yaw_rad + math.radians(7.0)]) if yaw_known else None
     vote = vote_pose(sim, src, torch.ones(1, src.shape[1]), True, torch.tensor([M_CELL]), prior, CFG,
                      torch.tensor(20.0))
     step = CFG.known_yaw_step_deg if yaw_known else 360.0 / CFG.unknown_yaw_bins
     # the max-pooled lookup tolerates a cell, so neighbouring yaw bins can tie: within 1.5 bins
-    assert abs(math.degrees(math.remainder(float(vote.best_yaw_rad[0]) - yaw, 2 * math.pi))) <= 1.5 * step
+    assert abs(math.degrees(math.remainder(float(vote.best_yaw_rad[0]) - yaw_rad, 2 * math.pi))) <= 1.5 * step
     # the predicted keypoint cells are within a couple of cells of the true ones
-    c, s = math.cos(yaw), math.sin(yaw)
+    c, s = math.cos(yaw_rad), math.sin(yaw_rad)
     half = (CELLS - 1) / 2
     u_true = half + (c * src[0, :, 0] - s * src[0, :, 1] + t[0]) / M_CELL
     v_true = half - (s * src[0, :, 0] + c * src[0, :, 1] + t[1]) / M_CELL
@@ -80,7 +80,7 @@ def test_vote_finds_true_pose_among_ambiguous_matches(yaw_known, yaw_deg):
     dst = sat_cell_to_patch_m(uv, CELLS, torch.tensor([M_CELL]))
     pose, _ = pose_from_correspondences(src, dst, conf, True, torch.zeros(1, 2))
     assert math.hypot(float(pose[0, 0]) - t[0], float(pose[0, 1]) - t[1]) < 1.0
-    assert abs(math.remainder(float(pose[0, 2]) - yaw, 2 * math.pi)) < math.radians(2.0)
+    assert abs(math.remainder(float(pose[0, 2]) - yaw_rad, 2 * math.pi)) < math.radians(2.0)
 
 
 def _match_from_similarity(logits, centre):
@@ -132,17 +132,17 @@ def test_yaw_hypotheses_known_and_unknown():
 def test_vote_ce_loss_low_at_truth_high_elsewhere_and_pose_only():
     gen = torch.Generator().manual_seed(3)
     src = _src(gen)
-    yaw, t = 1.0, (3.2, 6.4)
-    sim = _oracle_similarity(src, yaw, t, 1.0, gen, distractors=0)
+    yaw_rad, t = 1.0, (3.2, 6.4)
+    sim = _oracle_similarity(src, yaw_rad, t, 1.0, gen, distractors=0)
 
     class Out:  # the fields vote_ce_loss reads
         scale_known = True
 
     out = Out()
-    out.vote = vote_pose(sim, src, torch.ones(1, src.shape[1]), True, torch.tensor([M_CELL]), torch.tensor([yaw]),
+    out.vote = vote_pose(sim, src, torch.ones(1, src.shape[1]), True, torch.tensor([M_CELL]), torch.tensor([yaw_rad]),
                          CFG, torch.tensor(50.0))
-    good = vote_ce_loss(out, torch.tensor([[t[0], t[1], yaw]]))
-    bad = vote_ce_loss(out, torch.tensor([[t[0] - 12.8, t[1] + 12.8, yaw]]))
+    good = vote_ce_loss(out, torch.tensor([[t[0], t[1], yaw_rad]]))
+    bad = vote_ce_loss(out, torch.tensor([[t[0] - 12.8, t[1] + 12.8, yaw_rad]]))
     assert float(good) < 2.0 and float(bad) > float(good) + 5.0, (float(good), float(bad))
     out.vote = None
     assert float(vote_ce_loss(out, torch.zeros(1, 3))) == 0.0

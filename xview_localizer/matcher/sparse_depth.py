@@ -9,8 +9,11 @@ Pipeline::
                                          └── descriptors at the keypoints ◄───┘
     per keypoint: ray (numpy, once per camera) + depth sample ──► lifted BEV point ``src``
     satellite RGB ──► ResNetEncoder (optionally C4-pooled) ──► F_s (B, D, Hs, Ws)
-    softmax similarity of each descriptor over ALL satellite cells ──► argmax cell
-        ──► soft-argmax in a (2r+1)^2 window (sub-cell) ──► ``dst`` in the patch frame, confidence
+    cosine similarity of each descriptor to ALL satellite cells ──► pose vote over (yaw, depth
+        scale, translation) hypotheses ──► each keypoint's predicted cell (vote_pose)
+        ──► soft-argmax in a (2r+1)^2 window there (sub-cell) ──► ``dst`` in the patch frame,
+        confidence = softmax mass in the window (``vote_radius_cells = 0``: window at the
+        keypoint's own argmax cell instead)
     weighted Procrustes (rigid for metric depth / flat ground, Sim(2) for relative depth)
         ──► T_patch_base (and the depth scale)
 
@@ -34,9 +37,10 @@ Conventions (docs/conventions.md, docs/camera.md, docs/sparse_depth.md):
 * Satellite feature cell ``(row i, col j)`` of an ``Hs x Ws`` map is centred at patch ENU
   ``east = (j - (Ws - 1) / 2) * m_per_cell``, ``north = ((Hs - 1) / 2 - i) * m_per_cell`` with
   ``m_per_cell = sat_m_per_px * sat_stride`` (as dense_flow.py).
-* **No yaw prior.** Every descriptor is matched against the whole patch and Procrustes recovers
-  the yaw, so ``forward`` takes no prior yaw: known (±10°) and unknown orientation run the same
-  code. Ground descriptors come from the perspective image (no BEV is rotated); rotation
+* **Yaw prior optional.** ``forward(prior_yaw_rad=...)`` lets the vote search
+  ``known_yaw_range_deg`` around the prior; ``None`` (unknown orientation) searches
+  ``unknown_yaw_bins`` yaws around the circle. Everything else is the same code, and
+  Procrustes refines the yaw. Ground descriptors come from the perspective image (no BEV is rotated); rotation
   invariance of the *satellite* descriptors is learnt from training samples with any yaw, and
   ``sat_rotations = 4`` additionally makes the satellite encoder C4-equivariant by construction
   (mean over the 4 rot90 copies, rotated back), so a descriptor no longer depends on which of
