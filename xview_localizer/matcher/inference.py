@@ -76,7 +76,8 @@ def _to_tensor(img: np.ndarray, size_hw: tuple[int, int]) -> torch.Tensor:
     if img.shape[:2] != (h, w):
         interp = cv2.INTER_AREA if img.shape[0] > h else cv2.INTER_LINEAR
         img = cv2.resize(img, (w, h), interpolation=interp)
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    # np.require copies only a non-contiguous or read-only array (torch warns on read-only ones)
+    return torch.from_numpy(np.require(img, requirements=["C", "W"])).permute(2, 0, 1).float().div_(255.0)
 
 
 class _SatFeatureCache:
