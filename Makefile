@@ -50,3 +50,7 @@ clean-venv:
 .PHONY: demo
 demo: setup
 	$(BIN)/python scripts/demo.py
+
+.PHONY: demo-depth
+demo-depth: setup
+	$(BIN)/python scripts/demo.py --depth

@@ -95,13 +95,14 @@ def ensure_world(world_dir: Path, size_m: float, seed: int, zoom_max: int = 19) 
     log(f"world ready in {time.perf_counter() - t0:.1f} s")
 
 
-def ensure_drive(world_dir: Path, drive_dir: Path, seconds: float, width: int, height: int, seed: int) -> None:
+def ensure_drive(world_dir: Path, drive_dir: Path, seconds: float, width: int, height: int, seed: int,
+                 depth: bool = False) -> None:
     if (drive_dir / "metadata.yaml").is_file() and (drive_dir / "sim.yaml").is_file():
         log(f"reusing drive {drive_dir}")
         return
     import shutil
 
-    from xview_localizer.sim.bag import record_drive
+    from xview_localizer.sim.bag import BagConfig, record_drive
     from xview_localizer.sim.drive import DriveConfig, GnssConfig, OdomConfig
 
     if drive_dir.exists():
@@ -113,7 +114,7 @@ def ensure_drive(world_dir: Path, drive_dir: Path, seconds: float, width: int, h
     log(f"recording a {seconds:.0f} s drive at {width}x{height} px ...")
     record_drive(world_dir, tmp, drive_config=DriveConfig(seconds=seconds, seed=seed),
                  gnss_config=GnssConfig(seed=seed), odom_config=OdomConfig(seed=seed),
-                 width_px=width, height_px=height, progress=True)
+                 bag_config=BagConfig(depth=depth), width_px=width, height_px=height, progress=True)
     tmp.rename(drive_dir)
     log(f"drive ready in {time.perf_counter() - t0:.1f} s")
 
@@ -144,7 +145,7 @@ def wait_http(url: str, timeout_s: float = 20.0) -> None:
     raise RuntimeError(f"tile server at {url} did not come up")
 
 
-def load_drive(drive_dir: Path):
+def load_drive(drive_dir: Path, depth: bool = False):
     """All messages to play, as rclpy objects in log-time order, plus the ground truth, the fixes
     and the image stamps (for the report)."""
     from geometry_msgs.msg import PoseStamped
@@ -160,6 +161,8 @@ def load_drive(drive_dir: Path):
 
     types = {"clock": Clock, "tf_static": TFMessage, "image": Image, "camera_info": CameraInfo, "fix": NavSatFix,
              "odom": Odometry, "ground_truth": PoseStamped}
+    if depth:
+        types["depth"] = Image
     by_topic = {TOPICS[k]: k for k in types}
     msgs = []
     with AnyReader([drive_dir], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
@@ -321,20 +324,28 @@ def main(argv=None) -> int:
                    help="extra localizer_node parameter (repeatable), e.g. max_gnss_mahalanobis:=4.0")
     p.add_argument("--patch-size-px", type=int, default=512, help="satellite patch size (node parameter)")
     p.add_argument("--patch-m-per-px", type=float, default=0.2, help="satellite patch resolution (node parameter)")
+    p.add_argument("--depth", action="store_true",
+                   help="record the drive with /camera/depth (metric) and run the depth-prior sparse matcher "
+                        "(default checkpoint sparse_depth_compact.pt) with use_depth; `make demo-depth`")
     args = p.parse_args(argv)
 
     t_start = time.perf_counter()
     work: Path = args.dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     world_dir = work / f"world_{args.world_size_m:g}m_s{args.seed}"
-    drive_dir = work / f"drive_{args.world_size_m:g}m_{args.seconds:g}s_{args.width}x{args.height}_s{args.seed}"
+    drive_dir = work / (f"drive_{args.world_size_m:g}m_{args.seconds:g}s_{args.width}x{args.height}_s{args.seed}"
+                        + ("_depth" if args.depth else ""))
     ensure_world(world_dir, args.world_size_m, args.seed, args.world_zoom_max)
-    ensure_drive(world_dir, drive_dir, args.seconds, args.width, args.height, args.seed)
+    ensure_drive(world_dir, drive_dir, args.seconds, args.width, args.height, args.seed, args.depth)
     t_data = time.perf_counter()
 
     from xview_localizer.sim.bag import TOPICS, read_sidecar
 
     side = read_sidecar(drive_dir)
+    if args.depth and not args.checkpoint and not args.matcher_factory:
+        from xview_localizer.matcher.factory import SPARSE_CHECKPOINT_NAME, resolve_checkpoint_path
+
+        args.checkpoint = str(resolve_checkpoint_path(SPARSE_CHECKPOINT_NAME))
     checkpoint = find_checkpoint(args.checkpoint)
     if args.matcher_factory:
         log(f"matcher: {args.matcher_factory} (matcher_factory, NOT a trained checkpoint)")
@@ -368,6 +379,8 @@ def main(argv=None) -> int:
               "base_frame": side["frames"]["base"], "odom_frame": side["frames"]["odom"]}
     if args.matcher_factory:
         params["matcher_factory"] = args.matcher_factory
+    if args.depth:
+        params.update({"use_depth": "true", "depth_kind": "metric"})
     for item in args.node_param:
         name, sep, value = item.partition(":=")
         if not sep or not name:
@@ -377,14 +390,14 @@ def main(argv=None) -> int:
     for k, v in params.items():
         cmd += ["-p", f"{k}:={v}"]
     for k, v in {"image": TOPICS["image"], "camera_info": TOPICS["camera_info"], "fix": TOPICS["fix"],
-                 "odom": TOPICS["odom"], "pose": POSE_TOPIC}.items():
+                 "odom": TOPICS["odom"], "pose": POSE_TOPIC, "depth": TOPICS["depth"]}.items():
         cmd += ["-r", f"{k}:={v}"]
     node = subprocess.Popen(cmd, stdout=node_log, stderr=subprocess.STDOUT, env=env)
     log(f"tile server pid {server.pid} on :{port}, localizer_node pid {node.pid} (ROS_DOMAIN_ID {domain_id})")
     rc_node = rc_server = None
     try:
         wait_http(f"http://127.0.0.1:{port}/0/0/0.png")
-        msgs, types = load_drive(drive_dir)
+        msgs, types = load_drive(drive_dir, args.depth)
         published, received, diags = play_and_record(msgs, types, domain_id, args.rate, run_dir / "recorded",
                                                      ready_timeout_s=120.0)
         if node.poll() is not None:

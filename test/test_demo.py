@@ -45,3 +45,26 @@ def test_demo_pipeline_at_toy_size(tmp_path):
     assert (tmp_path / "demo" / "run" / "recorded" / "metadata.yaml").is_file()
     for name in report["plots"]:
         assert (tmp_path / "demo" / "report" / name).stat().st_size > 1000
+
+
+def test_demo_depth_records_and_pairs_depth(tmp_path):
+    """``make demo-depth`` plumbing at toy size: the drive is recorded with ``/camera/depth``,
+    played over DDS with it, and the node (``use_depth``) pairs a depth map with every frame it
+    processes (its /diagnostics totals, kept in the report's meta)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "test"), os.environ.get("PYTHONPATH", "")]),
+           "XVIEW_TILE_CACHE": str(tmp_path / "tile_cache")}
+    cmd = [sys.executable, str(REPO / "scripts" / "demo.py"), "--dir", str(tmp_path / "demo"), "--seconds", "3",
+           "--width", "96", "--height", "32", "--world-size-m", "300", "--world-zoom-max", "18",
+           "--patch-size-px", "128", "--patch-m-per-px", "0.5", "--depth",
+           "--matcher-factory", "localizer_doubles:make_prior_echo_matcher",
+           "--node-param", "unknown_yaw_hypotheses:=1"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    drives = [p for p in (tmp_path / "demo").iterdir() if p.name.startswith("drive_")]
+    assert len(drives) == 1 and drives[0].name.endswith("_depth")
+    assert "/camera/depth" in (drives[0] / "metadata.yaml").read_text()
+    summary = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())["meta"]["node_summary"]
+    processed = int(summary["frames_processed_total"])
+    assert processed > 0 and int(summary["depths_total"]) == 30
+    assert int(summary["frames_with_depth_total"]) == processed and int(summary["frames_without_depth_total"]) == 0
