@@ -185,28 +185,35 @@ def test_scale_stored_in_checkpoint_and_loaded(tmp_path):
         set_covariance_scale(tmp_path / "missing.pt", 2.0)
 
 
-def test_localizer_applies_the_matcher_covariance_scale(tmp_path):
-    tiles = write_tile_folder(tmp_path / "tiles", LAT0, LON0, ZOOM, radius_tiles=3, seed=1)
+def _covariance_of_one_step(tmp_path, name: str, matcher, depth_m=None, **cfg_overrides) -> np.ndarray:
+    """One localizer step with ``matcher`` (a NoisyTruthMatcher) on a synthetic tile folder;
+    the estimate's (x, y, yaw) covariance in the map frame."""
+    tiles = tmp_path / "tiles"
+    if not tiles.is_dir():
+        write_tile_folder(tiles, LAT0, LON0, ZOOM, radius_tiles=3, seed=1)
     camera = PinholeCamera.from_intrinsics(64, 32, 40.0, 40.0, 31.5, 15.5)
     T_base_camera = T_base_camera_from_xyz_rpy(1.5, 0.0, 1.6, 0.0, 0.1, 0.0)
-    image = np.zeros((32, 64, 3), np.uint8)
     cfg = LocalizerConfig(patch_size_px=128, patch_m_per_px=0.5, datum_lat_deg=LAT0, datum_lon_deg=LON0,
                           map_projection="enu", cov_floor_xy_m2=1e-6, cov_floor_yaw_rad2=1e-6,
-                          max_gnss_mahalanobis=50.0)
+                          max_gnss_mahalanobis=50.0, **cfg_overrides)
+    with TileCache(f"file://{tiles}/{{z}}/{{x}}/{{y}}.png", tmp_path / f"cache_{name}",
+                   TileCacheConfig(zoom=ZOOM)) as cache:
+        loc = Localizer(cfg, matcher, cache)
+        lat, lon = (float(v) for v in LocalEnu(LAT0, LON0).inverse(3.0, -2.0))
+        matcher.truth = (lat, lon, 0.4)
+        loc.add_fix(FixSample(10**9, lat, lon, 40.0, np.eye(2) * 9.0))
+        res = loc.step(Frame(10**9, np.zeros((32, 64, 3), np.uint8), camera, T_base_camera, depth_m))
+        assert res.ok, res.detail
+        return res.estimate.cov_xyyaw
+
+
+def test_localizer_applies_the_matcher_covariance_scale(tmp_path):
     covs = []
     for scale in (None, 50.0):
         matcher = NoisyTruthMatcher(seed=4, noise_m=0.2, outlier_fraction=0.0)
         if scale is not None:
             matcher.covariance_scale = scale
-        with TileCache(f"file://{tiles}/{{z}}/{{x}}/{{y}}.png", tmp_path / f"cache{scale}",
-                       TileCacheConfig(zoom=ZOOM)) as cache:
-            loc = Localizer(cfg, matcher, cache)
-            lat, lon = (float(v) for v in LocalEnu(LAT0, LON0).inverse(3.0, -2.0))
-            matcher.truth = (lat, lon, 0.4)
-            loc.add_fix(FixSample(10**9, lat, lon, 40.0, np.eye(2) * 9.0))
-            res = loc.step(Frame(10**9, image, camera, T_base_camera))
-            assert res.ok, res.detail
-            covs.append(res.estimate.cov_xyyaw)
+        covs.append(_covariance_of_one_step(tmp_path, str(scale), matcher))
     assert np.allclose(covs[1], 50.0 * covs[0], rtol=1e-6)
 
 
@@ -228,13 +235,6 @@ def test_per_depth_kind_scales_stored_and_chosen_by_the_frame(tmp_path):
     assert (m.covariance_scale_for("none"), m.covariance_scale_for("relative"), m.covariance_scale_for("inverse")) \
         == (7.0, 3.0, 4.0)
 
-    tiles = write_tile_folder(tmp_path / "tiles", LAT0, LON0, ZOOM, radius_tiles=3, seed=1)
-    camera = PinholeCamera.from_intrinsics(64, 32, 40.0, 40.0, 31.5, 15.5)
-    T_base_camera = T_base_camera_from_xyz_rpy(1.5, 0.0, 1.6, 0.0, 0.1, 0.0)
-    cfg = LocalizerConfig(patch_size_px=128, patch_m_per_px=0.5, datum_lat_deg=LAT0, datum_lon_deg=LON0,
-                          map_projection="enu", cov_floor_xy_m2=1e-6, cov_floor_yaw_rad2=1e-6,
-                          max_gnss_mahalanobis=50.0, depth_kind="metric")
-
     class ByKind(NoisyTruthMatcher):  # TEST DOUBLE with per-kind scales, takes depth
         accepts_depth = True
 
@@ -244,16 +244,7 @@ def test_per_depth_kind_scales_stored_and_chosen_by_the_frame(tmp_path):
         def match(self, *args, depth_m=None, depth_kind="metric"):
             return super().match(*args)
 
-    covs = {}
-    for name, depth in (("metric", np.full((32, 64), 5.0, np.float32)), ("none", None)):
-        matcher = ByKind(seed=4, noise_m=0.2, outlier_fraction=0.0)
-        with TileCache(f"file://{tiles}/{{z}}/{{x}}/{{y}}.png", tmp_path / f"c_{name}",
-                       TileCacheConfig(zoom=ZOOM)) as cache:
-            loc = Localizer(cfg, matcher, cache)
-            lat, lon = (float(v) for v in LocalEnu(LAT0, LON0).inverse(3.0, -2.0))
-            matcher.truth = (lat, lon, 0.4)
-            loc.add_fix(FixSample(10**9, lat, lon, 40.0, np.eye(2) * 9.0))
-            res = loc.step(Frame(10**9, np.zeros((32, 64, 3), np.uint8), camera, T_base_camera, depth))
-            assert res.ok, res.detail
-            covs[name] = res.estimate.cov_xyyaw
+    covs = {name: _covariance_of_one_step(tmp_path, name, ByKind(seed=4, noise_m=0.2, outlier_fraction=0.0), depth,
+                                          depth_kind="metric")
+            for name, depth in (("metric", np.full((32, 64), 5.0, np.float32)), ("none", None))}
     assert np.allclose(covs["none"], 5.0 * covs["metric"], rtol=1e-6)
