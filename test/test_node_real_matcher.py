@@ -234,30 +234,35 @@ def _spin_until(h, proc, predicate, timeout_s: float, what: str, diag: _DiagTota
     return time.monotonic() - t0
 
 
-def _online(bag: Path, tile_url: str, checkpoint: Path, cache_dir: Path):
-    """Start the node, play the bag in lock-step; returns (poses by stamp, TF list, per-frame
-    wall seconds, final diagnostics, node output)."""
+def node_params(bag: Path, tile_url: str, cache_dir: Path, **extra) -> dict:
+    """The node parameters both DDS tests share (``LOCALIZER_PARAMS``, sim time, CPU, ENU map
+    from the drive's datum, the test's map frame, fast diagnostics) plus ``extra``."""
+    from xview_localizer.sim.bag import read_sidecar
+
+    side = read_sidecar(bag)
+    return {**LOCALIZER_PARAMS, "use_sim_time": "true", "device": "cpu", "tile_url": tile_url,
+            "tile_cache_dir": str(cache_dir), "map_projection": "enu",
+            "datum_lat_deg": repr(side["datum"]["lat_deg"]), "datum_lon_deg": repr(side["datum"]["lon_deg"]),
+            "map_frame": MAP_FRAME, "base_frame": side["frames"]["base"], "odom_frame": side["frames"]["odom"],
+            "diagnostics_period_s": 0.05, "tf_static_wait_s": 60.0, **extra}
+
+
+def play_lockstep(msgs: list, types: dict, domain: int, params: dict, remaps: dict,
+                  paced: dict[str, str], trailing_s: float = 1.0):
+    """Start ``localizer_node`` (``params``, ``remaps``) in ``domain`` and play ``msgs`` (kind,
+    message) in LOCK-STEP: each image waits until the node has finished it (its pose arrived or
+    /diagnostics counts it done); each message of a kind in ``paced`` waits until the node's
+    diagnostics total named there counts it (sensor-data QoS keeps only the last 5). Returns
+    (poses by stamp, TF list, per-frame wall seconds, final diagnostics, node output)."""
     from diagnostic_msgs.msg import DiagnosticArray
-    from geometry_msgs.msg import PoseWithCovarianceStamped
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from test_node import Harness
 
-    from xview_localizer.sim.bag import TOPICS, read_sidecar
+    from xview_localizer.sim.bag import TOPICS
 
-    side = read_sidecar(bag)
-    msgs, types = _load_messages(bag)
-    domain = _domain_id(11)
-    params = {**LOCALIZER_PARAMS, "use_sim_time": "true", "checkpoint_path": str(checkpoint), "device": "cpu",
-              "tile_url": tile_url, "tile_cache_dir": str(cache_dir), "map_projection": "enu",
-              "datum_lat_deg": repr(side["datum"]["lat_deg"]), "datum_lon_deg": repr(side["datum"]["lon_deg"]),
-              "map_frame": MAP_FRAME, "base_frame": side["frames"]["base"], "odom_frame": side["frames"]["odom"],
-              "diagnostics_period_s": 0.05, "tf_static_wait_s": 60.0}
-    remaps = {"image": TOPICS["image"], "camera_info": TOPICS["camera_info"], "fix": TOPICS["fix"],
-              "odom": TOPICS["odom"]}
     proc = _start_node(domain, params, remaps)
     h = Harness(domain)
     diag = _DiagTotals()
-    poses: dict[int, PoseWithCovarianceStamped] = {}
     h.node.create_subscription(DiagnosticArray, "/diagnostics", diag.on_diag, 50)
     static_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -270,16 +275,17 @@ def _online(bag: Path, tile_url: str, checkpoint: Path, cache_dir: Path):
                     "the matcher to load", diag)
         assert diag.summary["matcher"] == "ready", f"matcher unavailable in the node: {diag.cause_totals}\n" \
             + "".join(m.message for _, arr in h.diags for m in arr.status if m.name.endswith("matcher_unavailable"))
-        n_fixes = n_images = 0
+        sent = dict.fromkeys(paced, 0)
+        n_images = 0
         for kind, msg in msgs:
             if kind == "ground_truth":
                 continue
             if kind != "image":
                 pubs[kind].publish(msg)
-                if kind == "fix":  # paced: the node's sensor-data QoS keeps only the last 5
-                    n_fixes += 1
-                    _spin_until(h, proc, lambda n=n_fixes: diag.count("fixes_total") >= n, FIX_TIMEOUT_S,
-                                f"the node to count {n_fixes} fixes", diag)
+                if kind in paced:
+                    sent[kind] += 1
+                    _spin_until(h, proc, lambda n=sent[kind], k=paced[kind]: diag.count(k) >= n, FIX_TIMEOUT_S,
+                                f"the node to count {sent[kind]} {kind} messages", diag)
                 continue
             stamp = conv.stamp_to_ns(msg.header.stamp)
             n_images += 1
@@ -288,15 +294,24 @@ def _online(bag: Path, tile_url: str, checkpoint: Path, cache_dir: Path):
             _spin_until(h, proc, lambda s=stamp, n=n_images: s in _stamps(h) or diag.frames_done() >= n,
                         FRAME_TIMEOUT_S, f"the node to finish image {n_images} (stamp {stamp})", diag)
             frame_wall_s.append(time.monotonic() - t0)
-        h.spin_for(1.0)  # trailing pose / TF / diagnostics
+        h.spin_for(trailing_s)  # trailing pose / TF / diagnostics
         assert proc.poll() is None, "node died"
     finally:
         h.close()
         rc, out = _stop_node(proc)
     assert rc == 0 and "Traceback" not in out, out
-    for _, m in h.poses:
-        poses[conv.stamp_to_ns(m.header.stamp)] = m
+    poses = {conv.stamp_to_ns(m.header.stamp): m for _, m in h.poses}
     return poses, h.tfs, frame_wall_s, diag, out
+
+
+def _online(bag: Path, tile_url: str, checkpoint: Path, cache_dir: Path):
+    """The node with ``checkpoint``, the bag played in lock-step (:func:`play_lockstep`)."""
+    from xview_localizer.sim.bag import TOPICS
+
+    msgs, types = _load_messages(bag)
+    remaps = {k: TOPICS[k] for k in ("image", "camera_info", "fix", "odom")}
+    return play_lockstep(msgs, types, _domain_id(11), node_params(bag, tile_url, cache_dir,
+                         checkpoint_path=str(checkpoint)), remaps, {"fix": "fixes_total"})
 
 
 def _stamps(h) -> set[int]:

@@ -41,14 +41,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_node import _domain_id, _start_node, _stop_node
-from test_node_real_matcher import (
-    _bag_truth,
-    _DiagTotals,
-    _error_xyyaw,
-    _spin_until,
-    _stamps,
-)
+from test_node import _domain_id
+from test_node_real_matcher import _bag_truth, _error_xyyaw, node_params, play_lockstep
 
 from xview_localizer.ros import conversions as conv
 
@@ -73,9 +67,6 @@ MIN_AVAILABILITY = 0.8
 #: Every HALF_DEPTH_EVERY-th depth map (from the first image on) is halved in size in the bag:
 #: both runs must resize it (nearest neighbour) to the image instead of dropping it.
 HALF_DEPTH_EVERY = 3
-FRAME_TIMEOUT_S = 60.0
-MSG_TIMEOUT_S = 10.0
-READY_TIMEOUT_S = 90.0
 
 
 def _require_checkpoint() -> Path:
@@ -209,65 +200,17 @@ def _offline(bag: Path, tile_url: str, cache_dir: Path):
 
 
 def _online(bag: Path, tile_url: str, cache_dir: Path):
-    """Start the node, play the bag in lock-step; returns (poses by stamp, per-frame wall s,
-    final diagnostics)."""
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from test_node import Harness
+    """The node with the packaged sparse checkpoint and ``use_depth``, the bag played in
+    lock-step (each depth map counted by the node before its image); returns (poses by stamp,
+    per-frame wall s, final diagnostics)."""
+    from xview_localizer.sim.bag import TOPICS
 
-    from xview_localizer.sim.bag import TOPICS, read_sidecar
-
-    side = read_sidecar(bag)
     msgs, types = _load_messages(bag)
-    params = {**LOCALIZER_PARAMS, "use_sim_time": "true", "checkpoint_path": CHECKPOINT_NAME, "device": "cpu",
-              "use_depth": "true", "tile_url": tile_url, "tile_cache_dir": str(cache_dir),
-              "map_projection": "enu", "datum_lat_deg": repr(side["datum"]["lat_deg"]),
-              "datum_lon_deg": repr(side["datum"]["lon_deg"]), "map_frame": MAP_FRAME,
-              "base_frame": side["frames"]["base"], "odom_frame": side["frames"]["odom"],
-              "diagnostics_period_s": 0.05, "tf_static_wait_s": 60.0}
-    remaps = {"image": TOPICS["image"], "camera_info": TOPICS["camera_info"], "fix": TOPICS["fix"],
-              "odom": TOPICS["odom"], "depth": TOPICS["depth"]}
-    proc = _start_node(_domain_id(13), params, remaps)
-    h = Harness(_domain_id(13))
-    diag = _DiagTotals()
-    h.node.create_subscription(DiagnosticArray, "/diagnostics", diag.on_diag, 50)
-    static_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    pubs = {k: h.node.create_publisher(types[k], TOPICS[k], static_qos if k == "tf_static" else 10)
-            for k in types if k != "ground_truth"}
-    frame_wall_s: list[float] = []
-    try:
-        h.wait_for_node(proc, timeout_s=60.0, image_topic=TOPICS["image"])
-        _spin_until(h, proc, lambda: diag.summary.get("matcher") in ("ready", "unavailable"), READY_TIMEOUT_S,
-                    "the matcher to load", diag)
-        assert diag.summary["matcher"] == "ready", f"matcher unavailable in the node: {diag.cause_totals}"
-        sent = {"fix": 0, "depth": 0}
-        n_images = 0
-        for kind, msg in msgs:
-            if kind == "ground_truth":
-                continue
-            if kind != "image":
-                pubs[kind].publish(msg)
-                if kind in sent:  # paced: sensor-data QoS keeps only the last 5; depth before its image
-                    sent[kind] += 1
-                    key = "fixes_total" if kind == "fix" else "depths_total"
-                    _spin_until(h, proc, lambda n=sent[kind], k=key: diag.count(k) >= n, MSG_TIMEOUT_S,
-                                f"the node to count {sent[kind]} {kind} messages", diag)
-                continue
-            stamp = conv.stamp_to_ns(msg.header.stamp)
-            n_images += 1
-            t0 = time.monotonic()
-            pubs["image"].publish(msg)
-            _spin_until(h, proc, lambda s=stamp, n=n_images: s in _stamps(h) or diag.frames_done() >= n,
-                        FRAME_TIMEOUT_S, f"the node to finish image {n_images} (stamp {stamp})", diag)
-            frame_wall_s.append(time.monotonic() - t0)
-        h.spin_for(0.5)  # trailing pose / diagnostics
-        assert proc.poll() is None, "node died"
-    finally:
-        h.close()
-        rc, out = _stop_node(proc)
-    assert rc == 0 and "Traceback" not in out, out
-    poses = {conv.stamp_to_ns(m.header.stamp): m for _, m in h.poses}
+    params = node_params(bag, tile_url, cache_dir, **LOCALIZER_PARAMS, checkpoint_path=CHECKPOINT_NAME,
+                         use_depth="true")
+    remaps = {k: TOPICS[k] for k in ("image", "camera_info", "fix", "odom", "depth")}
+    poses, _tfs, frame_wall_s, diag, _out = play_lockstep(
+        msgs, types, _domain_id(13), params, remaps, {"fix": "fixes_total", "depth": "depths_total"}, 0.5)
     return poses, frame_wall_s, diag
 
 
