@@ -76,6 +76,7 @@ __all__ = [
     "ScoreHead",
     "select_keypoints",
     "sat_cell_to_patch_m",
+    "descriptor_similarity",
     "match_descriptors",
     "PoseVote",
     "yaw_hypotheses",
@@ -458,9 +459,17 @@ def select_keypoints(
     return index, top >= 0
 
 
+def descriptor_similarity(desc: torch.Tensor, sat_feat: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity (B, K, Hs * Ws) of L2-normalized descriptors ``desc`` (B, K, D) to
+    every cell of L2-normalized satellite features ``sat_feat`` (B, D, Hs, Ws); float32, outside
+    any autocast."""
+    with torch.autocast(desc.device.type, enabled=False):
+        return torch.einsum("bkd,bdp->bkp", desc.float(), sat_feat.float().flatten(2))
+
+
 def match_descriptors(
     desc: torch.Tensor, sat_feat: torch.Tensor, inv_temperature: torch.Tensor, refine_radius: int,
-    centre_cells: torch.Tensor | None = None,
+    centre_cells: torch.Tensor | None = None, similarity: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Match each keypoint descriptor against every satellite position.
 
@@ -472,6 +481,8 @@ def match_descriptors(
         centre_cells: optional (B, K, 2) (u, v) where each keypoint is expected (the pose vote's
             prediction): the window is centred on the nearest cell to it instead of the global
             argmax (cells outside the map are excluded as usual).
+        similarity: optional (B, K, Hs * Ws) :func:`descriptor_similarity` of ``desc`` and
+            ``sat_feat`` when the caller has it already (the pose vote uses it too).
     Returns:
         uv_cells (B, K, 2) sub-cell matched satellite coordinate (u = column, v = row): the window
         centre (argmax cell, or ``centre_cells`` rounded) refined by a soft-argmax over the (2r+1)^2 window around it (window logits
@@ -481,8 +492,9 @@ def match_descriptors(
     """
     b, k, _ = desc.shape
     hs, ws = sat_feat.shape[-2:]
-    with torch.autocast(desc.device.type, enabled=False):
-        logits = torch.einsum("bkd,bdp->bkp", desc.float(), sat_feat.float().flatten(2)) * inv_temperature.float()
+    if similarity is None:
+        similarity = descriptor_similarity(desc, sat_feat)
+    logits = similarity * inv_temperature.float()
     log_p = torch.log_softmax(logits, dim=-1)
     if centre_cells is None:
         best = logits.detach().argmax(dim=-1)  # (B, K)
@@ -808,17 +820,16 @@ class SparseDepthMatcher(nn.Module):
         desc = F.normalize(desc.transpose(1, 2), dim=-1)  # (B, K, D)
 
         scale_known = depth_kind in ("metric", "none")
+        sim = descriptor_similarity(desc, sat_features)  # (B, K, Hs * Ws), for the vote and the matches
         vote = None
         if cfg.vote_radius_cells > 0:
             if prior_yaw_rad is not None and tuple(prior_yaw_rad.shape) != (b,):
                 raise GeometryError(f"prior_yaw_rad must have shape ({b},), got {tuple(prior_yaw_rad.shape)}")
-            with torch.autocast(desc.device.type, enabled=False):
-                sim = torch.einsum("bkd,bdp->bkp", desc.float(), sat_features.float().flatten(2))
             vote = vote_pose(sim.reshape(b, -1, hs, hs), src, kp_score * src_valid.float(), scale_known,
                              m_per_cell, prior_yaw_rad, cfg, self.log_vote_inv_temperature.exp(),
                              cam_xyz_base_m[:, :2])
         uv, conf, logits = match_descriptors(desc, sat_features, self.log_inv_temperature.exp(), cfg.refine_radius_cells,
-                                             None if vote is None else vote.best_centre_cells)
+                                             None if vote is None else vote.best_centre_cells, sim)
         dst = sat_cell_to_patch_m(uv, hs, m_per_cell)
         weight = kp_score * conf * src_valid.float()
         pose, scale = pose_from_correspondences(
