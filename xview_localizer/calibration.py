@@ -26,12 +26,14 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 import numpy as np
+import torch
 
 from . import procrustes
 from .config import LocalizerConfig
 from .errors import LocalizationRejected, XViewError
 from .localizer import min_weight_for, solution_from_camera_centred, solve_confident
 from .se2 import wrap_angle_rad
+from .train.sparse_data import depth_for_kind
 
 __all__ = ["CHI2_3_MEDIAN", "CHI2_3_P95", "FrameNees", "NeesSummary", "frame_nees", "summarize_nees",
            "collect_nees"]
@@ -153,10 +155,9 @@ def collect_nees(matcher: Any, samples: Iterable[Any], config: LocalizerConfig |
         depth_kw = {}
         if getattr(matcher, "accepts_depth", False):
             depth = getattr(rec, "depth_m", None)
-            if kind == "inverse" and depth is not None:  # the record's depth is metric z
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    z = np.asarray(depth, dtype=np.float32)
-                    depth = np.where(np.isfinite(z) & (z > 0), 1.0 / z, 0.0).astype(np.float32)
+            if kind == "inverse" and depth is not None:  # the record's metric z, inverted (scale 1)
+                z = torch.from_numpy(np.asarray(depth, dtype=np.float32))[None]
+                depth = depth_for_kind(z, torch.ones(1), kind)[0].numpy()
             depth_kw = {"depth_m": None if kind == "none" else depth, "depth_kind": kind}
         corr = matcher.match(rec.ground_rgb, rec.camera, rec.T_base_camera, rec.sat_rgb, rec.georef,
                              float(rec.prior_yaw_rad), **depth_kw)
