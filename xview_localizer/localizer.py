@@ -677,11 +677,13 @@ class Localizer:
             yaws = [wrap_angle_rad(2.0 * math.pi * k / n_hyp) for k in range(n_hyp)]
         else:
             yaws = [prior_yaw_true]
+        # what the matcher gets besides the image (one decision per frame, for every hypothesis)
+        depth_kw = {"depth_m": frame.depth_m, "depth_kind": cfg.depth_kind} if _accepts_depth(self.matcher) else {}
         cands = []
         first_reject: Optional[LocalizationRejected] = None
         for yaw in yaws:
             try:
-                cands.append(self._match_and_solve(frame, sat_rgb, georef, yaw, timings))
+                cands.append(self._match_and_solve(frame, sat_rgb, georef, yaw, timings, depth_kw))
             except LocalizationRejected as rej:
                 first_reject = first_reject or rej
         if not cands:
@@ -693,7 +695,7 @@ class Localizer:
         n_confident = int(np.count_nonzero(corr.weight >= min_weight_for(self.matcher, cfg)))
         t0 = time.perf_counter()
         T_patch_base = sol.T_patch_base
-        depth_used = cfg.depth_kind if (_accepts_depth(self.matcher) and frame.depth_m is not None) else "none"
+        depth_used = cfg.depth_kind if depth_kw.get("depth_m") is not None else "none"
         T_map_base, cov_map, lat, lon = self._to_map(proj, georef, T_patch_base, sol.cov_xyyaw, depth_used)
         timings["solver"] += time.perf_counter() - t0
 
@@ -749,15 +751,13 @@ class Localizer:
                     f"{cfg.unknown_yaw_min_support_ratio:g})")
 
     def _match_and_solve(self, frame: Frame, sat_rgb: np.ndarray, georef: Any, prior_yaw_true: float | None,
-                         timings: dict) -> tuple[Correspondences, np.ndarray, Any, float]:
+                         timings: dict, depth_kw: dict) -> tuple[Correspondences, np.ndarray, Any, float]:
         """Matcher + Procrustes for one prior yaw (None: unknown, only for matchers with
-        ``needs_yaw_prior = False``): (correspondences, inlier mask over them,
-        solver result, support = summed weight of the inliers). Stage times accumulate."""
+        ``needs_yaw_prior = False``; ``depth_kw``: the depth keywords of a matcher that takes
+        depth, else empty): (correspondences, inlier mask over them, solver result, support =
+        summed weight of the inliers). Stage times accumulate."""
         cfg = self.config
         t0 = time.perf_counter()
-        depth_kw = {}
-        if _accepts_depth(self.matcher):
-            depth_kw = {"depth_m": frame.depth_m, "depth_kind": cfg.depth_kind}
         try:
             corr = self.matcher.match(frame.image_rgb, frame.camera, frame.T_base_camera, sat_rgb, georef,
                                       prior_yaw_true, **depth_kw)
