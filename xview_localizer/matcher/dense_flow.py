@@ -27,7 +27,7 @@ Geometry conventions (see docs/conventions.md and docs/dense_flow.md):
   ``xy_base = R(-prior_yaw_rad) @ p`` of ``base_link``.
 * Flow: ``flow[b, :, i, j] = (du, dv)`` in satellite-feature cells; BEV cell ``(i, j)``
   matches satellite feature coordinate ``(u, v) = (j + du, i + dv)``. Zero flow therefore means
-  "vehicle at the patch centre with yaw = prior yaw": the Procrustes solution of zero flow is
+  "vehicle at the patch centre with the prior heading": the Procrustes solution of zero flow is
   ``T_patch_base = (0, 0, prior_yaw_rad)``.
 * Correspondences (the matcher contract): ``src_xy_m`` = base_link point of each BEV cell,
   ``dst_xy_m`` = patch-frame point of the matched satellite coordinate,

@@ -102,7 +102,7 @@ def _smooth_noise(gen: torch.Generator, size: int, cells: tuple[int, ...]) -> to
 class SyntheticWarpDataset(Dataset):
     """N samples: a random texture (the "world"), a north-up satellite crop centred on the
     prior, and an orthographic forward-up "ground" image of the area ahead of the vehicle at a
-    known pose ``T_patch_base`` (translation within ``max_offset_m``, yaw = prior +- 10 deg).
+    known pose ``T_patch_base`` (translation within ``max_offset_m``, heading within 10 deg of the prior).
 
     The ground view covers ``x in [0, Hg * g_m]`` ahead and ``y in +-Wg * g_m / 2`` with
     ``g_m = sat_m_per_px / 2``; its BEV sampling grid is exact, so the matcher's BEV projection,

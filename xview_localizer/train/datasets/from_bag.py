@@ -16,7 +16,7 @@ What is read (rosbags ``AnyReader``, mcap or sqlite3):
 
 Per kept image (every ``stride``-th image, at least ``min_spacing_m`` apart) the **KITTI-protocol
 perturbation** is drawn from a generator seeded by ``(seed, image index)``: prior position =
-truth + U(-offset_range_m, offset_range_m) east and north, prior yaw = truth +
+truth + U(-offset_range_m, offset_range_m) east and north, prior heading = true heading +
 U(-yaw_range_deg, yaw_range_deg). The satellite patch (``sat_size_px``, ``sat_m_per_px``) is cut
 around the prior through :class:`~xview_localizer.tiles.cache.TileCache` exactly as the node
 does; ``T_patch_base`` is the truth in the patch frame (through WGS84). Depth PNGs are all
