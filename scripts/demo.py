@@ -15,8 +15,10 @@
    poses and the drive's ground truth and GNSS, and prints a short table.
 
 Every process it starts is stopped with SIGINT. The matcher is whatever checkpoint exists:
-``--checkpoint`` / ``$XVIEW_DEMO_CHECKPOINT``, else the packaged default
-(``xview_localizer/checkpoints/*.pt``), else the newest ``models/*.pt``. Without any, the node
+``--checkpoint`` / ``$XVIEW_DEMO_CHECKPOINT``, else the packaged default (the depth-prior sparse
+matcher ``xview_localizer/checkpoints/sparse_depth_compact.pt``: flat ground, or the depth map
+with ``--depth``), else the newest ``models/*.pt``. ``--checkpoint dense_flow`` runs the
+dense-flow matcher. Without any, the node
 runs but publishes no pose (matcher unavailable) and the report says so: the numbers are
 never faked.
 """
@@ -53,7 +55,9 @@ def free_port() -> int:
 def find_checkpoint(arg: str) -> str:
     """The checkpoint the demo uses ('' = none found)."""
     if arg:
-        return str(Path(arg).resolve())
+        from xview_localizer.matcher.factory import resolve_checkpoint_path
+
+        return str(resolve_checkpoint_path(arg).resolve())
     env = os.environ.get("XVIEW_DEMO_CHECKPOINT", "")
     if env:
         return str(Path(env).resolve())
@@ -326,7 +330,7 @@ def main(argv=None) -> int:
     p.add_argument("--patch-m-per-px", type=float, default=0.2, help="satellite patch resolution (node parameter)")
     p.add_argument("--depth", action="store_true",
                    help="record the drive with /camera/depth (metric) and run the depth-prior sparse matcher "
-                        "(default checkpoint sparse_depth_compact.pt) with use_depth; `make demo-depth`")
+                        "(the default sparse_depth_compact.pt) with use_depth; `make demo-depth`")
     args = p.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -342,10 +346,6 @@ def main(argv=None) -> int:
     from xview_localizer.sim.bag import TOPICS, read_sidecar
 
     side = read_sidecar(drive_dir)
-    if args.depth and not args.checkpoint and not args.matcher_factory:
-        from xview_localizer.matcher.factory import SPARSE_CHECKPOINT_NAME, resolve_checkpoint_path
-
-        args.checkpoint = str(resolve_checkpoint_path(SPARSE_CHECKPOINT_NAME))
     checkpoint = find_checkpoint(args.checkpoint)
     if args.matcher_factory:
         log(f"matcher: {args.matcher_factory} (matcher_factory, NOT a trained checkpoint)")

@@ -25,9 +25,13 @@ def test_checkpoint_path_resolves_packaged_bare_names(tmp_path, monkeypatch):
     pkg.mkdir()
     monkeypatch.setattr(factory, "packaged_checkpoint_dir", lambda: pkg)
     monkeypatch.chdir(tmp_path)
-    (pkg / factory.DEFAULT_CHECKPOINT_NAME).write_bytes(b"x")
+    (pkg / factory.DENSE_FLOW_CHECKPOINT_NAME).write_bytes(b"x")
     (pkg / factory.SPARSE_CHECKPOINT_NAME).write_bytes(b"x")
-    assert factory.resolve_checkpoint_path("") == pkg / factory.DEFAULT_CHECKPOINT_NAME
+    assert factory.resolve_checkpoint_path("") == pkg / factory.SPARSE_CHECKPOINT_NAME
+    assert factory.resolve_checkpoint_path("dense_flow") == pkg / factory.DENSE_FLOW_CHECKPOINT_NAME
+    assert factory.resolve_checkpoint_path("sparse_depth") == pkg / factory.SPARSE_CHECKPOINT_NAME
+    assert factory.resolve_checkpoint_path(factory.DENSE_FLOW_CHECKPOINT_NAME) == (
+        pkg / factory.DENSE_FLOW_CHECKPOINT_NAME)
     assert factory.resolve_checkpoint_path(factory.SPARSE_CHECKPOINT_NAME) == pkg / factory.SPARSE_CHECKPOINT_NAME
     # a file of that name in the working directory wins over the packaged one
     (tmp_path / factory.SPARSE_CHECKPOINT_NAME).write_bytes(b"y")
@@ -36,6 +40,22 @@ def test_checkpoint_path_resolves_packaged_bare_names(tmp_path, monkeypatch):
     # paths with a folder, and unknown names, are left as they are (loading them fails clearly)
     assert str(factory.resolve_checkpoint_path("sub/none.pt")) == "sub/none.pt"
     assert str(factory.resolve_checkpoint_path("missing.pt")) == "missing.pt"
+
+
+def test_packaged_default_is_the_sparse_matcher_and_loads_weights_only():
+    """Issue 14: ``checkpoint_path: ''`` is the depth-prior sparse matcher, a plain state dict
+    that ``torch.load(weights_only=True)`` accepts; dense-flow is still packaged by name."""
+    import torch
+
+    from xview_localizer.matcher.inference import Matcher, SparseMatcher, load_matcher
+
+    path = factory.default_checkpoint_path()
+    assert path.name == factory.SPARSE_CHECKPOINT_NAME == "sparse_depth_compact.pt"
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    assert isinstance(payload, dict)
+    matcher = factory.resolve_factory("")("", "cpu")
+    assert isinstance(matcher, SparseMatcher)
+    assert isinstance(load_matcher(str(factory.resolve_checkpoint_path("dense_flow")), "cpu"), Matcher)
 
 
 def test_resolve_factory_errors_name_the_spec():

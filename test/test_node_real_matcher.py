@@ -18,8 +18,9 @@ equal the offline ones (+-1), per-frame errors within 10 % (or 5 cm) of the offl
 availability >= 90 % of the frames with a valid fix, and the summed NEES of (x, y, yaw) below
 the 99.5 % quantile of chi2(3N).
 
-The checkpoint is ``$XVIEW_TEST_CHECKPOINT`` when set, else the packaged default
-``xview_localizer/checkpoints/dense_flow_compact.pt``; the test FAILS (never skips) when
+The checkpoint is ``$XVIEW_TEST_CHECKPOINT`` when set, else the packaged dense-flow matcher
+``xview_localizer/checkpoints/dense_flow_compact.pt`` (selectable by name; the default is the
+sparse one, tested over DDS in ``test_node_sparse_depth.py``); the test FAILS (never skips) when
 neither exists.
 
 Timeline of the drive: the vehicle starts from rest, so images are dropped from the bag for
@@ -69,7 +70,7 @@ Z_995 = 2.5758293035489  # standard normal 99.5 % quantile
 
 def _checkpoint() -> Path:
     """The checkpoint under test; fails the test (not a skip) when there is none."""
-    from xview_localizer.matcher.factory import DEFAULT_CHECKPOINT_NAME, packaged_checkpoint_dir
+    from xview_localizer.matcher.factory import DENSE_FLOW_CHECKPOINT_NAME, packaged_checkpoint_dir
 
     env = os.environ.get(CHECKPOINT_ENV, "")
     if env:
@@ -77,9 +78,9 @@ def _checkpoint() -> Path:
         if not path.is_file():
             pytest.fail(f"${CHECKPOINT_ENV}={env!r} is not a file")
         return path
-    path = packaged_checkpoint_dir() / DEFAULT_CHECKPOINT_NAME
+    path = packaged_checkpoint_dir() / DENSE_FLOW_CHECKPOINT_NAME
     if not path.is_file():
-        pytest.fail(f"no matcher checkpoint: the packaged default {path} does not exist and ${CHECKPOINT_ENV} "
+        pytest.fail(f"no matcher checkpoint: the packaged dense-flow {path} does not exist and ${CHECKPOINT_ENV} "
                     "is not set; this test needs a trained checkpoint")
     return path
 

@@ -185,9 +185,10 @@ class NodeConfig:
     tile_retries: int = _p(1, "Retries of a failed tile request (timeouts, 5xx) before the frame is "
                            "rejected 'tiles_unavailable'.", range=(0, 10))
     # --- matcher -------------------------------------------------------------------------------
-    checkpoint_path: str = _p("", "Matcher checkpoint (.pt); '' = the packaged default (dense-flow); "
-                              "'sparse_depth_compact.pt' = the packaged depth-prior sparse matcher (use with "
-                              "use_depth); or any path.")
+    checkpoint_path: str = _p("", "Matcher checkpoint (.pt); '' = the packaged default, the depth-prior "
+                              "sparse matcher (flat ground without use_depth, the depth map with it); "
+                              "'dense_flow' (or 'dense_flow_compact.pt') = the packaged dense-flow matcher; "
+                              "or any path.")
     device: str = _p("auto", "Torch device of the matcher.", choices=("auto", "cpu", "cuda"))
     matcher_factory: str = _p("", "Advanced: 'module:function' called as f(checkpoint_path, device) to build "
                               "a custom matcher; '' = xview_localizer.matcher.inference.load_matcher.")

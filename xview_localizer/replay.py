@@ -235,7 +235,7 @@ def _first_message(reader: Any, topic: str) -> Any:
 # ----------------------------------------------------------------------------------------------
 def load_matcher_for_replay(checkpoint: str, device: str, matcher_factory: str = "") -> Any:
     """The matcher the node would load: ``matcher_factory`` ('module:function', tests) or the
-    dense-flow checkpoint (``''`` = the packaged default, see
+    checkpoint (``''`` = the packaged default, the sparse matcher; see
     :func:`xview_localizer.matcher.factory.default_checkpoint_path`).
 
     Raises:

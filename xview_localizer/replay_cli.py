@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tile source (http(s) template, file://, mbtiles://); default: the bag's sim.yaml "
                         "tile_url, else tile_url of --params-file")
     p.add_argument("--tile-cache-dir", type=Path, default=None, help="disk cache of fetched tiles")
-    p.add_argument("--checkpoint", default="", help="matcher checkpoint (.pt); default: the packaged one")
+    p.add_argument("--checkpoint", default="", help="matcher checkpoint (.pt), a packaged name (dense_flow, sparse_depth); default: the packaged sparse matcher")
     p.add_argument("--device", default="", choices=("", "auto", "cpu", "cuda"), help="torch device (default auto)")
     p.add_argument("--params-file", type=Path, default=None,
                    help="node parameters YAML (config/localizer.yaml format) for the core's settings")

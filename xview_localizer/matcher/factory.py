@@ -1,9 +1,11 @@
 """Which matcher the node and the replay load (ROS-free).
 
 * ``checkpoint_path = ''`` means the packaged default, :data:`DEFAULT_CHECKPOINT_NAME` in
-  ``xview_localizer/checkpoints/`` (the dense-flow ``compact`` model). Other packaged checkpoints
-  are selected by bare file name (``checkpoint_path = 'sparse_depth_compact.pt'``: the depth-prior
-  sparse matcher) or by path (:func:`resolve_checkpoint_path`).
+  ``xview_localizer/checkpoints/``: the depth-prior sparse matcher (flat ground when the node has
+  no depth topic, the depth map when it has one). It is the default because it is the more
+  accurate one on worlds neither model saw (README, "Status"). Other packaged checkpoints are
+  selected by bare file name or by matcher name (``checkpoint_path = 'dense_flow_compact.pt'`` or
+  ``'dense_flow'``: the dense-flow matcher), or by path (:func:`resolve_checkpoint_path`).
 * ``matcher_factory = 'module:function'`` replaces the loader (tests, custom matchers); the
   function is called as ``f(checkpoint_path, device)`` and returns an object with ``match``.
 """
@@ -16,13 +18,17 @@ from typing import Any, Callable
 
 from ..errors import CheckpointError
 
-__all__ = ["DEFAULT_CHECKPOINT_NAME", "SPARSE_CHECKPOINT_NAME", "packaged_checkpoint_dir", "default_checkpoint_path",
-           "resolve_checkpoint_path", "resolve_factory"]
+__all__ = ["DEFAULT_CHECKPOINT_NAME", "SPARSE_CHECKPOINT_NAME", "DENSE_FLOW_CHECKPOINT_NAME", "MATCHER_NAMES",
+           "packaged_checkpoint_dir", "default_checkpoint_path", "resolve_checkpoint_path", "resolve_factory"]
 
-#: File name of the default matcher in the package's ``checkpoints/`` folder.
-DEFAULT_CHECKPOINT_NAME = "dense_flow_compact.pt"
-#: File name of the packaged depth-prior sparse matcher (select it with ``checkpoint_path``).
+#: File name of the packaged depth-prior sparse matcher.
 SPARSE_CHECKPOINT_NAME = "sparse_depth_compact.pt"
+#: File name of the packaged dense-flow matcher (select it with ``checkpoint_path``).
+DENSE_FLOW_CHECKPOINT_NAME = "dense_flow_compact.pt"
+#: File name of the default matcher in the package's ``checkpoints/`` folder.
+DEFAULT_CHECKPOINT_NAME = SPARSE_CHECKPOINT_NAME
+#: Matcher names accepted as ``checkpoint_path`` for the packaged checkpoints.
+MATCHER_NAMES = {"sparse_depth": SPARSE_CHECKPOINT_NAME, "dense_flow": DENSE_FLOW_CHECKPOINT_NAME}
 
 
 def packaged_checkpoint_dir() -> Path:
@@ -48,12 +54,16 @@ def default_checkpoint_path() -> Path:
 
 
 def resolve_checkpoint_path(checkpoint_path: str) -> Path:
-    """``''`` -> the packaged default; an existing file -> itself; a bare file name that is not
-    a file here but is packaged (``'sparse_depth_compact.pt'``) -> the packaged one; anything else
-    unchanged (loading it then fails with a clear :class:`CheckpointError`)."""
+    """``''`` -> the packaged default; an existing file -> itself; a matcher name of
+    :data:`MATCHER_NAMES` (``'dense_flow'``) or a bare file name that is not a file here but is
+    packaged (``'dense_flow_compact.pt'``) -> the packaged one; anything else unchanged (loading it
+    then fails with a clear :class:`CheckpointError`)."""
     if not checkpoint_path:
         return default_checkpoint_path()
     path = Path(checkpoint_path).expanduser()
+    if not path.exists() and checkpoint_path in MATCHER_NAMES:
+        checkpoint_path = MATCHER_NAMES[checkpoint_path]
+        path = Path(checkpoint_path)
     if not path.exists() and path.name == checkpoint_path:
         packaged = packaged_checkpoint_dir() / checkpoint_path
         if packaged.is_file():
