@@ -52,6 +52,9 @@ class AerialStyle:
     sun_elevation_deg: in (5, 90]. shadow_strength: in [0, 1] (fraction of light removed).
     white_balance: per-channel RGB gains. gamma: applied after the gains. haze_rgb: added.
     blur_sigma_px: optical blur of the camera. fill_rgb: colour outside the world.
+    lean_m_per_m: (east, north) image displacement, in metres, of a point per metre of its height
+    (off-nadir view: roofs and canopies lean away from the footprint, facades show; (0, 0) =
+    true orthophoto). canopy_alpha: opacity of tree crowns in [0, 1] (leaf-off trees < 1).
     """
 
     sun_azimuth_deg: float = 150.0
@@ -62,8 +65,14 @@ class AerialStyle:
     haze_rgb: tuple[int, int, int] = (8, 12, 20)
     blur_sigma_px: float = 0.6
     fill_rgb: tuple[int, int, int] = (128, 128, 128)
+    lean_m_per_m: tuple[float, float] = (0.0, 0.0)
+    canopy_alpha: float = 1.0
 
     def __post_init__(self) -> None:
+        if len(self.lean_m_per_m) != 2 or not all(math.isfinite(v) and abs(v) <= 1.0 for v in self.lean_m_per_m):
+            raise ConfigError(f"AerialStyle.lean_m_per_m must be 2 finite values in [-1, 1], got {self.lean_m_per_m!r}")
+        if not (0.0 <= self.canopy_alpha <= 1.0):
+            raise ConfigError(f"AerialStyle.canopy_alpha must be in [0, 1], got {self.canopy_alpha!r}")
         if not (5.0 < self.sun_elevation_deg <= 90.0):
             raise ConfigError(f"AerialStyle.sun_elevation_deg must be in (5, 90], got {self.sun_elevation_deg!r}")
         if not (0.0 <= self.shadow_strength <= 1.0):
@@ -87,11 +96,17 @@ class AerialStyle:
 
 
 class _Canvas:
-    def __init__(self, georef: RasterGeoref) -> None:
+    """World metres -> fixed-point pixels; ``shift_m`` moves everything drawn (building lean)."""
+
+    def __init__(self, georef: RasterGeoref, shift_m: tuple[float, float] = (0.0, 0.0)) -> None:
         self.g = georef
+        self.shift_m = np.asarray(shift_m, float)
+
+    def shifted(self, shift_m: np.ndarray) -> "_Canvas":
+        return _Canvas(self.g, tuple(np.asarray(shift_m, float)))
 
     def px(self, xy_m: np.ndarray) -> np.ndarray:
-        uv = self.g.xy_to_px(np.asarray(xy_m, float))
+        uv = self.g.xy_to_px(np.asarray(xy_m, float) + self.shift_m)
         return np.round(uv * _SCALE).astype(np.int32)
 
     def r(self, r_m: float) -> int:
@@ -136,6 +151,15 @@ def _paint_shadows(world: World, canvas: _Canvas, style: AerialStyle) -> np.ndar
     return cv2.GaussianBlur(mask, (0, 0), 1.5)
 
 
+def _paint_facades(img, canvas: _Canvas, b, lean: np.ndarray) -> None:
+    """Off-nadir view: the visible walls, between the footprint and the leaning roof outline."""
+    facade = np.asarray(b.facade_rgb, float)
+    for part in b.parts:
+        base = _box_poly(part)
+        hull = cv2.convexHull(np.vstack([base, base + lean * b.height_m]).astype(np.float32)).reshape(-1, 2)
+        cv2.fillPoly(img, [canvas.px(hull)], _shade(facade, 0.78), cv2.LINE_8, _SHIFT)
+
+
 def _paint_building(img, canvas: _Canvas, b, sun: np.ndarray, rng: np.random.Generator) -> None:
     roof = np.asarray(b.roof_rgb, float)
     grey = float(np.std(roof)) < 12.0
@@ -174,6 +198,25 @@ def _paint_building(img, canvas: _Canvas, b, sun: np.ndarray, rng: np.random.Gen
         cv2.fillPoly(img, [canvas.px(poly)], _shade(roof, lam), cv2.LINE_8, _SHIFT)
     ridge = canvas.px(np.array([ctr + hl * ridge_dir, ctr - hl * ridge_dir]))
     cv2.polylines(img, [ridge], False, _shade(roof, 0.75), 1, cv2.LINE_8, _SHIFT)
+
+
+def _paint_tree_blended(img, canvas: _Canvas, t, sun: np.ndarray, rng: np.random.Generator, alpha: float) -> None:
+    """A crown with opacity ``alpha`` (leaf-off trees show the ground through them)."""
+    if alpha >= 1.0:
+        _paint_tree(img, canvas, t, sun, rng)
+        return
+    c = canvas.px(t.xy_m) / _SCALE
+    r = int(math.ceil(t.canopy_radius_m * 1.2 / canvas.g.m_per_px)) + 2
+    u0, v0 = max(0, int(c[0]) - r), max(0, int(c[1]) - r)
+    u1, v1 = min(img.shape[1], int(c[0]) + r + 1), min(img.shape[0], int(c[1]) + r + 1)
+    if u1 <= u0 or v1 <= v0:
+        _paint_tree(np.zeros((1, 1, 3), np.uint8), canvas, t, sun, rng)  # keep the random stream aligned
+        return
+    roi = img[v0:v1, u0:u1]
+    layer = roi.copy()
+    local = canvas.shifted(canvas.shift_m - np.array([u0, -v0], float) * canvas.g.m_per_px)
+    _paint_tree(layer, local, t, sun, rng)
+    roi[:] = np.clip(roi.astype(np.float32) * (1.0 - alpha) + layer.astype(np.float32) * alpha + 0.5, 0, 255).astype(np.uint8)
 
 
 def _paint_tree(img, canvas: _Canvas, t, sun: np.ndarray, rng: np.random.Generator) -> None:
@@ -236,13 +279,21 @@ def render_orthophoto(world: World, m_per_px: Optional[float] = None,
     items += [(b.height_m, 2, i) for i, b in enumerate(world.buildings)]
     items.sort(key=lambda it: (it[0], it[1], it[2]))
     rng = np.random.default_rng([world.config.seed, 7])
+    lean = np.asarray(style.lean_m_per_m, float)
+    leaning = bool(np.any(lean != 0.0))
     for _, kind, i in items:
         if kind == 0:
-            _paint_car(img, canvas, world.cars[i])
+            car = world.cars[i]
+            _paint_car(img, canvas.shifted(lean * 0.5 * car.height_m) if leaning else canvas, car)
         elif kind == 1:
-            _paint_tree(img, canvas, world.trees[i], sun, rng)
+            t = world.trees[i]
+            cv = canvas.shifted(lean * 0.5 * (t.canopy_bottom_m + t.canopy_top_m)) if leaning else canvas
+            _paint_tree_blended(img, cv, t, sun, rng, style.canopy_alpha)
         else:
-            _paint_building(img, canvas, world.buildings[i], sun, rng)
+            b = world.buildings[i]
+            if leaning:
+                _paint_facades(img, canvas, b, lean)
+            _paint_building(img, canvas.shifted(lean * b.height_m) if leaning else canvas, b, sun, rng)
     img = cv2.LUT(img, _colour_lut(style))
     if style.blur_sigma_px > 0:
         img = cv2.GaussianBlur(img, (0, 0), style.blur_sigma_px)

@@ -34,7 +34,12 @@ def register(sub) -> None:
     w.add_argument("--seed", type=int, required=True, help="world seed (train 1-999, test 1001+)")
     w.add_argument("--out", type=Path, required=True, help="output world directory")
     w.add_argument("--size-m", type=float, default=1000.0, help="side of the square world (m)")
-    w.add_argument("--style", choices=STYLE_PRESETS, default="default", help="style preset")
+    w.add_argument("--style", choices=STYLE_PRESETS, default="default", help="style preset (classic look)")
+    w.add_argument("--family", default="",
+                   help="draw the world's layout and look from a style family instead (sim/style.py: "
+                        "town_grid, suburb_curved, rural_roads, arterial_industrial, autumn_town, "
+                        "mediterranean_dry; held out: winter_snow, arid_sprawl); writes style.json")
+    w.add_argument("--style-seed", type=int, default=None, help="seed of the style draw (default: --seed)")
     w.add_argument("--lat", type=float, default=49.01, help="datum latitude (deg)")
     w.add_argument("--lon", type=float, default=8.42, help="datum longitude (deg)")
     w.add_argument("--zoom-max", type=int, default=20, help="finest tile zoom (20 ~ 0.1 m/px)")
@@ -89,6 +94,16 @@ def cmd_world(args) -> int:
     from .aerial import write_tile_pyramid
     from .world import WorldConfig, WorldStyle, generate_world
 
+    if args.family:
+        from .style import write_styled_world
+
+        t0 = time.perf_counter()
+        st = write_styled_world(args.seed, args.family, args.out, style_seed=args.style_seed, size_m=args.size_m,
+                                zoom_max=args.zoom_max, zoom_min=args.zoom_min, margin_m=args.tile_margin_m,
+                                mbtiles=not args.no_mbtiles, datum_lat_deg=args.lat, datum_lon_deg=args.lon)
+        print(f"world seed {args.seed}, style {st.family} (seed {st.seed}{', held out' if st.heldout else ''}) -> "
+              f"{args.out} in {time.perf_counter() - t0:.1f} s")
+        return 0
     cfg = WorldConfig(seed=args.seed, datum_lat_deg=args.lat, datum_lon_deg=args.lon, size_m=args.size_m,
                       style=WorldStyle.preset(args.style))
     t0 = time.perf_counter()

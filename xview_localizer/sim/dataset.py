@@ -183,6 +183,14 @@ def export_pairs(
 
     camera = PinholeCamera.kitti_like(config.width_px, config.height_px)
     T_base_camera = kitti_like_T_base_camera(config.camera_height_m)
+    from .style import (
+        degrade,
+        draw_ground_camera,
+        ground_capture_world,
+        ground_style_of,
+        load_scene_style,
+    )
+
     worlds = []
     seeds: list[int] = []
     tmp = tempfile.TemporaryDirectory(prefix="xview_pairs_tiles_")  # file sources keep no disk copy
@@ -195,14 +203,17 @@ def export_pairs(
             log.warning("world seed %d appears twice in the world list (%s); its pairs are not independent",
                         world.config.seed, d)
         seeds.append(world.config.seed)
+        style = load_scene_style(d)
+        seen = world if style is None else ground_capture_world(world, style)
         if renderer_factory is None:
             from .ground import GroundRenderer
 
-            renderer = GroundRenderer(world, camera, T_base_camera, device=device)
+            renderer = GroundRenderer(seen, camera, T_base_camera, device=device,
+                                      **({} if style is None else {"style": ground_style_of(style)}))
         else:
-            renderer = renderer_factory(world, camera, T_base_camera, device)
+            renderer = renderer_factory(seen, camera, T_base_camera, device)
         cache = TileCache(world_tile_url(d), cache_dir=Path(tmp.name))
-        worlds.append((d, world, RoadNetwork(world), renderer, cache))
+        worlds.append((d, world, RoadNetwork(world), renderer, cache, style))
 
     if any(s < TEST_SEED_START for s in seeds) and any(s >= TEST_SEED_START for s in seeds):
         log.warning("worlds mix the training (< %d) and test (>= %d) seed ranges: %s",
@@ -218,7 +229,7 @@ def export_pairs(
     try:
         with open(out / "pairs.jsonl", "w") as fh:
             for i in it:
-                d, world, net, renderer, cache = worlds[i % len(worlds)]
+                d, world, net, renderer, cache, style = worlds[i % len(worlds)]
                 rng = np.random.default_rng([config.seed, world.config.seed, i])
                 T_map_base = sample_road_pose(net, rng, config)
                 dx, dy = rng.uniform(-config.offset_m, config.offset_m, size=2)
@@ -229,9 +240,18 @@ def export_pairs(
                 gt_lat, gt_lon = world.enu.inverse(T_map_base.x_m, T_map_base.y_m)
                 prior_yaw = T_patch_base.yaw_rad + float(rng.uniform(-yaw_range, yaw_range))
                 prior_yaw = (prior_yaw + math.pi) % (2 * math.pi) - math.pi
-                frame = renderer.render(T_map_base)
+                rend, K_i, T_bc_i = renderer, K, T_bc
+                if style is not None and hasattr(renderer, "with_camera"):
+                    # styled worlds: a camera drawn per image (height, pitch, roll, field of view)
+                    cam_i, T_i = draw_ground_camera(style.camera, config.width_px, config.height_px, rng)
+                    rend = renderer.with_camera(cam_i, T_i)
+                    K_i, T_bc_i = cam_i.K.reshape(-1).tolist(), T_i.reshape(-1).tolist()
+                frame = rend.render(T_map_base)
+                rgb = np.asarray(frame.rgb, np.uint8)
+                if style is not None:
+                    rgb = degrade(rgb, style.ground, rng)
                 name = f"{i:06d}"
-                _write_png(out / "ground" / f"{name}.png", np.asarray(frame.rgb, np.uint8))
+                _write_png(out / "ground" / f"{name}.png", rgb)
                 _write_png(out / "depth" / f"{name}.png", depth_to_png16(frame.depth_m))
                 _write_png(out / "sat" / f"{name}.png", np.asarray(sat_rgb, np.uint8))
                 record = {
@@ -240,10 +260,11 @@ def export_pairs(
                     "ground": f"ground/{name}.png",
                     "depth": f"depth/{name}.png",
                     "sat": f"sat/{name}.png",
-                    "K": K,
+                    "K": K_i,
                     "width_px": camera.width_px,
                     "height_px": camera.height_px,
-                    "T_base_camera": T_bc,
+                    "T_base_camera": T_bc_i,
+                    "style_family": style.family if style is not None else "classic",
                     "sat_m_per_px": config.sat_m_per_px,
                     "sat_size_px": config.sat_size_px,
                     "sat_center_lat_deg": prior_lat,
@@ -257,8 +278,8 @@ def export_pairs(
                 }
                 fh.write(json.dumps(record) + "\n")
     finally:
-        for *_rest, cache in worlds:
-            cache.close()
+        for entry in worlds:
+            entry[4].close()
         tmp.cleanup()
     meta = {
         "format": PAIRS_FORMAT,

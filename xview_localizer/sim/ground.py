@@ -248,6 +248,26 @@ class GroundRenderer:
         self._mips = levels
         self._sun = style.sun_dir_enu()
 
+    def with_camera(self, camera, T_base_camera: np.ndarray) -> "GroundRenderer":
+        """A renderer of the same world and style with another camera (undistorted pinhole, the
+        same checks as the constructor), sharing this one's primitives and albedo mip pyramid
+        (cheap: per-image camera variation)."""
+        import copy
+
+        K = np.asarray(camera.K, float)
+        w, h = int(camera.width_px), int(camera.height_px)
+        if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise CameraModelError(f"GroundRenderer.with_camera: K must be a finite 3x3 with fx, fy > 0, got {K!r}")
+        T = np.asarray(T_base_camera, float)
+        R = T[:3, :3] if T.shape == (4, 4) else None
+        if R is None or not np.all(np.isfinite(T)) or not np.allclose(R.T @ R, np.eye(3), atol=1e-6) or T[2, 3] <= 0:
+            raise GeometryError("GroundRenderer.with_camera: T_base_camera must be a finite rigid 4x4 above the ground")
+        other = copy.copy(self)
+        other.K, other.width_px, other.height_px, other.T_base_camera = K, w, h, T.copy()
+        u, v = np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float))
+        other._dirs_cam = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(K).T
+        return other
+
     # -- geometry ------------------------------------------------------------------------
     def camera_pose(self, T_map_base: SE2) -> tuple[np.ndarray, np.ndarray]:
         """(R_map_cam (3, 3), o_map (3,)) of the camera for a base pose."""
