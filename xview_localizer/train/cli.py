@@ -81,6 +81,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corr-loss-weight", type=float, default=0.0,
                    help="weight of the correlation cross-entropy added to eq. 7 (not in the paper; "
                         "0 = paper losses only; the shipped compact checkpoint uses 1)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="end this session after this many minutes of training (checkpoint written; --resume "
+                        "continues the same schedule)")
+    p.add_argument("--stop-at-step", type=int, default=None, help="end this session at this global step")
+    p.add_argument("--augment", action="store_true",
+                   help="photometric augmentation of both views (train/augment.py PhotometricAugment defaults: "
+                        "colour jitter, grayscale, gamma, noise, blur, cut-outs), seeded per step")
+    p.add_argument("--augment-json", default=None,
+                   help='PhotometricAugment fields as JSON (implies --augment), e.g. \'{"p_cutout": 0.5}\'')
     p.add_argument("--val-dataset", default=None, help="evaluated at the end, metrics stored in the checkpoint")
     p.add_argument("--val-max-samples", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
@@ -130,7 +139,21 @@ def run_train(args: argparse.Namespace) -> int:
         if args.model != "dense-flow":
             raise ConfigError("--iters is a dense-flow option")
         overrides["iters"] = args.iters
+    augment: dict = {}
+    if args.augment or args.augment_json:
+        from dataclasses import asdict
+
+        from .augment import PhotometricAugment
+
+        try:
+            extra = dict(json.loads(args.augment_json)) if args.augment_json else {}
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"--augment-json: not a JSON object ({exc})") from exc
+        augment = {**asdict(PhotometricAugment()), **extra}
     tc = TrainConfig(
+        augment=augment,
+        max_minutes=args.max_minutes,
+        stop_at_step=args.stop_at_step,
         dataset=args.dataset,
         out_dir=args.out,
         model=args.model,

@@ -49,6 +49,7 @@ from ..matcher.checkpoint import (
 )
 from ..matcher.dense_flow import DenseFlowConfig, DenseFlowMatcher, preset
 from ..matcher.sparse_depth import DEPTH_KINDS, SparseDepthConfig, SparseDepthMatcher, sparse_preset
+from .augment import augment_batch
 from .losses import LossConfig, dense_flow_loss
 from .losses_sparse import SparseLossConfig, SparseLossTerms, sparse_depth_loss
 from .metrics import evaluate_with_baseline
@@ -311,8 +312,17 @@ class TrainConfig:
     #: (seeded per step) instead of always (unknown_orientation) or never
     mixed_orientation: bool = False
     sparse_loss: SparseLossConfig = field(default_factory=SparseLossConfig)
+    #: photometric augmentation of both views (:class:`~xview_localizer.train.augment.PhotometricAugment`
+    #: fields; empty = off), seeded by (seed, step)
+    augment: dict = field(default_factory=dict)
+    #: end this session early (the schedule stays that of ``steps``/``epochs``; ``--resume``
+    #: continues): after this global step, or after this many minutes of training
+    stop_at_step: int | None = None
+    max_minutes: float | None = None
 
     def __post_init__(self) -> None:
+        if self.augment:
+            self.photometric_augment()  # validates
         if self.epochs < 1:
             raise ConfigError(f"TrainConfig.epochs must be >= 1, got {self.epochs}")
         if self.steps is not None and self.steps < 1:
@@ -332,6 +342,16 @@ class TrainConfig:
         if self.model == "sparse-depth":
             return sparse_preset(self.preset, **self.model_overrides)
         return preset(self.preset, **self.model_overrides)
+
+    def photometric_augment(self):
+        from .augment import PhotometricAugment
+
+        if not self.augment:
+            return PhotometricAugment.off()
+        try:
+            return PhotometricAugment(**self.augment)
+        except TypeError as exc:
+            raise ConfigError(f"TrainConfig.augment: {exc}") from exc
 
     def depth_augment(self, seed: int, kind: str | None = None) -> DepthAugment:
         """The data set options of this run (``seed``: of the augmentation draws)."""
@@ -430,11 +450,41 @@ def evaluate_model(model: DenseFlowMatcher | SparseDepthMatcher, dataset: Datase
 
 
 # ----------------------------------------------------------------------------- training
-def _batches(loader: DataLoader, sampler, start_epoch: int, epochs: int) -> Iterator[tuple[int, dict]]:
+class EpochSampler(torch.utils.data.Sampler):
+    """Shuffled indices, one permutation per epoch seeded by ``(seed, epoch)``, that can start
+    ``skip`` samples into an epoch: a resumed run draws exactly the samples the uninterrupted
+    run would have drawn (the data-stream state is just ``(epoch, step)``)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch, self.skip = int(n), int(seed), 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = int(epoch), int(skip)
+
+    def __len__(self) -> int:
+        return self.n - self.skip
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g)[self.skip:].tolist())
+
+
+def _batches(loader: DataLoader, sampler, start_epoch: int, epochs: int,
+             skip_batches: int = 0) -> Iterator[tuple[int, dict]]:
+    """Batches from ``start_epoch`` on; the first epoch starts ``skip_batches`` batches in
+    (resume)."""
     for epoch in range(start_epoch, epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        for batch in loader:
+        skip = skip_batches if epoch == start_epoch else 0
+        if isinstance(sampler, EpochSampler):
+            sampler.set_epoch(epoch, skip * loader.batch_size)
+            it = iter(loader)
+        else:
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            it = iter(loader)
+            for _ in range(skip):  # DDP: the distributed sampler cannot start mid-epoch
+                next(it, None)
+        for batch in it:
             yield epoch, batch
 
 
@@ -550,11 +600,13 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
         sampler = DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
                                      shuffle=True, seed=tc.seed, drop_last=True)
         model = DDP(model, device_ids=[dist_info.local_rank] if dev.type == "cuda" else None)
-    gen = torch.Generator().manual_seed(tc.seed)
-    loader = DataLoader(dataset, batch_size=tc.batch_size, shuffle=sampler is None, sampler=sampler,
-                        num_workers=tc.num_workers, drop_last=len(dataset) >= tc.batch_size * 2,
-                        generator=gen if sampler is None else None, pin_memory=dev.type == "cuda")
-    steps_per_epoch = max(1, len(loader))
+    if sampler is None:
+        sampler = EpochSampler(len(dataset), tc.seed)
+    drop_last = len(dataset) >= tc.batch_size * 2
+    loader = DataLoader(dataset, batch_size=tc.batch_size, shuffle=False, sampler=sampler,
+                        num_workers=tc.num_workers, drop_last=drop_last, pin_memory=dev.type == "cuda")
+    n_local = len(dataset) if isinstance(sampler, EpochSampler) else len(sampler)
+    steps_per_epoch = max(1, n_local // tc.batch_size if drop_last else -(-n_local // tc.batch_size))
     total_steps = tc.steps if tc.steps is not None else tc.epochs * steps_per_epoch
     epochs = max(tc.epochs, math.ceil(total_steps / steps_per_epoch)) if tc.steps is not None else tc.epochs
 
@@ -575,11 +627,14 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
     last_terms = None
     epoch = start_epoch
     train_args = tc.to_dict()
+    photometric = tc.photometric_augment()
+    skip_batches = max(0, step - start_epoch * steps_per_epoch) if resuming else 0
     try:
-        for epoch, batch in _batches(loader, sampler, start_epoch, epochs):
-            if step >= total_steps:
+        for epoch, batch in _batches(loader, sampler, start_epoch, epochs, skip_batches):
+            if step >= total_steps or (tc.stop_at_step is not None and step >= tc.stop_at_step) or (
+                    tc.max_minutes is not None and time.perf_counter() - t0 > 60.0 * tc.max_minutes):
                 break
-            batch = _to(batch, dev)
+            batch = augment_batch(_to(batch, dev), photometric, tc.seed, step)
             kind = batch_depth_kind(tc.depth_kind, tc.seed, step) if sparse else "metric"
             yaw_known = not tc.unknown_orientation and not (
                 tc.mixed_orientation and np.random.default_rng([tc.seed, step, 31]).random() < 0.5)
@@ -637,9 +692,10 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
             val_kind = "metric" if tc.depth_kind == "mixed" else tc.depth_kind
             val = open_dataset(tc.val_dataset, mcfg, tc.depth_augment(tc.seed + 1, val_kind), **tc.val_dataset_opts)
             metrics["val"] = evaluate_model(net, val, dev, tc.batch_size, tc.val_max_samples, depth_kind=val_kind)
-        save_checkpoint(last_path, net, metrics=metrics, train_args=train_args, epoch=final_epoch + 1, step=step,
+        # epoch = the one in progress: a resume skips the batches of it already done
+        save_checkpoint(last_path, net, metrics=metrics, train_args=train_args, epoch=final_epoch, step=step,
                         optimizer=opt, scaler=scaler if use_amp else None)
-        save_checkpoint(out_dir / "model.pt", net, metrics=metrics, train_args=train_args, epoch=final_epoch + 1,
+        save_checkpoint(out_dir / "model.pt", net, metrics=metrics, train_args=train_args, epoch=final_epoch,
                         step=step, half=True)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if dist_info.enabled:
