@@ -397,3 +397,26 @@ def test_unknown_yaw_with_equally_supported_disagreeing_hypotheses_is_rejected(t
     res = loc.step(_frame(1.0))
     assert len(matcher.calls) == 4  # four hypotheses ran
     assert res.estimate is not None, res.detail
+
+
+def test_low_evidence_gate_rejects_an_indecisive_vote(tile_cache):
+    """Issue 14: a matcher whose pose vote barely prefers its answer over a rival place/heading
+    is rejected 'low_evidence' (threshold from the config, or calibrated into the checkpoint)."""
+    matcher = NoisyTruthMatcher(seed=12, noise_m=0.05)
+    matcher.truth = (LAT0, LON0, 0.0)
+    matcher.last_evidence = {"vote_peak": 0.3, "vote_margin": 0.004, "vote_mass": 0.2}
+    loc = Localizer(_config(min_vote_margin=0.01), matcher, tile_cache)
+    loc.add_fix(_fix(1.0, 0.0, 0.0))
+    res = loc.step(_frame(1.0))
+    assert res.estimate is None and res.reason == "low_evidence" and "0.0040" in res.detail
+    assert res.evidence == matcher.last_evidence
+    # a decisive vote passes; the checkpoint's calibrated threshold is used when the config says -1
+    matcher.last_evidence = {"vote_peak": 0.3, "vote_margin": 0.05, "vote_mass": 0.8}
+    assert loc.step(_frame(1.0)).ok
+    matcher.evidence_gate = {"min_vote_margin": 0.1}
+    loc2 = Localizer(_config(min_vote_margin=-1.0), matcher, tile_cache)
+    loc2.add_fix(_fix(1.0, 0.0, 0.0))
+    assert loc2.min_vote_margin() == 0.1 and loc2.step(_frame(1.0)).reason == "low_evidence"
+    loc3 = Localizer(_config(min_vote_margin=0.0), matcher, tile_cache)  # 0 = off
+    loc3.add_fix(_fix(1.0, 0.0, 0.0))
+    assert loc3.step(_frame(1.0)).ok

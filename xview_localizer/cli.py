@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xview_localizer.replay_cli",
     "xview_localizer.train.dataset_cli",
     "xview_localizer.calibration_cli",
+    "xview_localizer.benchmark_cli",
 )
 
 

@@ -93,6 +93,7 @@ REASONS = (
     "yaw_ambiguous",
     "yaw_inconsistent",
     "odometry_contradiction",
+    "low_evidence",
 )
 
 
@@ -245,6 +246,8 @@ class StepResult:
     georef: Any = None
     correspondences: Optional[Correspondences] = None
     inlier_mask: Optional[np.ndarray] = None
+    #: the matcher's pose-vote evidence of the chosen solution (sparse-depth), else None
+    evidence: Optional[dict] = None
 
     @property
     def ok(self) -> bool:
@@ -690,7 +693,13 @@ class Localizer:
             raise first_reject
         best = max(cands, key=lambda c: c[3])
         self._check_yaw_ambiguity(best, cands)
-        corr, inlier_mask, sol, _score = best
+        corr, inlier_mask, sol, _score, evidence = best
+        result.evidence = evidence
+        margin_min = self.min_vote_margin()
+        if evidence is not None and margin_min > 0 and evidence.get("vote_margin", math.inf) < margin_min:
+            raise LocalizationRejected("low_evidence", f"pose vote margin {evidence['vote_margin']:.4f} < "
+                                                       f"{margin_min:.4f}: another place or heading fits almost as "
+                                                       "well (out of distribution or ambiguous scene)")
         result.correspondences, result.inlier_mask = corr, inlier_mask
         n_confident = int(np.count_nonzero(corr.weight >= min_weight_for(self.matcher, cfg)))
         t0 = time.perf_counter()
@@ -755,7 +764,7 @@ class Localizer:
         """Matcher + Procrustes for one prior yaw (None: unknown, only for matchers with
         ``needs_yaw_prior = False``; ``depth_kw``: the depth keywords of a matcher that takes
         depth, else empty): (correspondences, inlier mask over them, solver result, support =
-        summed weight of the inliers). Stage times accumulate."""
+        summed weight of the inliers, the matcher's vote evidence or None). Stage times accumulate."""
         cfg = self.config
         t0 = time.perf_counter()
         try:
@@ -775,9 +784,19 @@ class Localizer:
             inlier_mask = np.zeros(len(corr), dtype=bool)
             idx = np.flatnonzero(confident)[sol.inlier_mask]
             inlier_mask[idx] = True
-            return corr, inlier_mask, sol, float(corr.weight[idx].sum())
+            evidence = getattr(self.matcher, "last_evidence", None)
+            return corr, inlier_mask, sol, float(corr.weight[idx].sum()), dict(evidence) if evidence else None
         finally:
             timings["solver"] = timings.get("solver", 0.0) + time.perf_counter() - t0
+
+    def min_vote_margin(self) -> float:
+        """The low-evidence threshold in use: ``config.min_vote_margin`` when >= 0, else the
+        matcher's calibrated ``evidence_gate["min_vote_margin"]`` (0 = off when it has none)."""
+        if self.config.min_vote_margin >= 0.0:
+            return float(self.config.min_vote_margin)
+        gate = getattr(self.matcher, "evidence_gate", None)
+        value = gate.get("min_vote_margin") if isinstance(gate, dict) else None
+        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) and value > 0 else 0.0
 
     def _matcher_covariance_scale(self, depth_kind: str = "none") -> float:
         """The matcher's calibrated covariance factor (``covariance_scale`` of its checkpoint,

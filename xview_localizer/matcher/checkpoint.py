@@ -167,6 +167,25 @@ def set_covariance_scale(path: str | os.PathLike, scale: float, report: dict | N
     return _save_atomic(blob, path)
 
 
+def set_evidence_gate(path: str | os.PathLike, gate: dict, report: dict | None = None) -> Path:
+    """Store the calibrated low-evidence gate (``{"min_vote_margin": m}``, ``xview-localizer
+    benchmark --calibrate-gate``) in a checkpoint, atomically; the weights are untouched.
+
+    Raises:
+        CheckpointError: the file does not load, or a threshold is not a finite number >= 0.
+    """
+    clean = {}
+    for key, value in dict(gate).items():
+        if not (isinstance(value, (int, float)) and math.isfinite(float(value)) and float(value) >= 0.0):
+            raise CheckpointError(f"evidence gate {key} must be a finite number >= 0, got {value!r}")
+        clean[str(key)] = float(value)
+    path = Path(path)
+    blob = load_checkpoint_dict(path)
+    blob["evidence_gate"] = clean
+    blob["evidence_gate_calibration"] = _plain(report or {})
+    return _save_atomic(blob, path)
+
+
 def load_checkpoint_dict(path: str | os.PathLike) -> dict[str, Any]:
     """Load and validate the raw checkpoint dict (on the CPU).
 

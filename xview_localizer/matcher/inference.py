@@ -45,7 +45,13 @@ from ..errors import GeometryError
 from .base import Correspondences
 from .checkpoint import load_model, model_name_of
 from .dense_flow import DenseFlowMatcher, bev_grid_for_camera
-from .sparse_depth import DEPTH_KINDS, KeypointRays, KeypointRaysCache, SparseDepthMatcher
+from .sparse_depth import (
+    DEPTH_KINDS,
+    KeypointRays,
+    KeypointRaysCache,
+    SparseDepthMatcher,
+    vote_evidence,
+)
 
 __all__ = ["MatchRequest", "Matcher", "SparseMatcher", "load_matcher"]
 
@@ -237,6 +243,16 @@ class SparseMatcher(_SatFeatureCache):
         self._rays = KeypointRaysCache(model.cfg, size=8)
         #: (B,) in-network depth scales of the last call (diagnostics only; 1 for metric).
         self.last_scale: np.ndarray | None = None
+        #: the last call's pose-vote evidence (``vote_peak``, ``vote_margin``, ``vote_mass``,
+        #: floats; :func:`~xview_localizer.matcher.sparse_depth.vote_evidence`), None without a vote
+        self.last_evidence: dict[str, float] | None = None
+
+    @property
+    def evidence_gate(self) -> dict:
+        """The low-evidence gate calibrated for this checkpoint (``{"min_vote_margin": m}``, from
+        ``xview-localizer benchmark --calibrate-gate``), {} when it has none."""
+        gate = self.meta.get("evidence_gate")
+        return dict(gate) if isinstance(gate, dict) else {}
 
     def _rays_for(self, camera: Any, T_base_camera: np.ndarray) -> KeypointRays:
         return self._rays.get(camera, T_base_camera)
@@ -291,6 +307,10 @@ class SparseMatcher(_SatFeatureCache):
             )
         self.last_T_patch_base = out.T_patch_base.float().cpu().numpy()
         self.last_scale = out.scale.float().cpu().numpy()
+        self.last_evidence = None
+        if out.vote is not None:
+            ev = vote_evidence(out.vote, self.model.log_vote_inv_temperature.exp(), cfg)
+            self.last_evidence = {k: float(v[0]) for k, v in ev.items()}
         keep = out.src_valid[0]
         return Correspondences(
             out.src_xy[0][keep].float().cpu().numpy(),
@@ -309,7 +329,7 @@ def load_matcher(checkpoint_path: str | os.PathLike, device: str | torch.device 
     """
     model, blob = load_model(checkpoint_path, device)
     meta = {k: blob.get(k) for k in ("preset", "metrics", "train_args", "epoch", "step", "covariance_scale",
-                                      "covariance_scale_by_depth")}
+                                      "covariance_scale_by_depth", "evidence_gate")}
     meta["model"] = model_name_of(model)
     if isinstance(model, SparseDepthMatcher):
         return SparseMatcher(model, device, meta)

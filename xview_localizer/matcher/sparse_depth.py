@@ -629,6 +629,40 @@ def vote_pose(
                     origin)
 
 
+def vote_evidence(vote: PoseVote, inv_temperature: torch.Tensor, cfg: SparseDepthConfig) -> dict[str, np.ndarray]:
+    """How decisive the pose vote was, per batch item (the low-evidence gate's inputs).
+
+    ``vote_peak``: the best hypothesis' score (weighted mean cosine similarity of the keypoints
+    at the cells it predicts). ``vote_margin``: that score minus the best score of a *rival*, a
+    hypothesis more than two translation steps or two yaw steps away (another place or heading
+    the scene would fit almost as well: a repeated pattern, or features that match nothing).
+    ``vote_mass``: softmax probability of the hypotheses near the best one (sharpness).
+    Returns numpy arrays of shape (B,).
+    """
+    logits = vote.logits.detach().float()
+    b, j, s_n, t_n = logits.shape
+    score = logits / inv_temperature.detach().float().clamp_min(1e-6)
+    flat = score.reshape(b, -1)
+    best = flat.argmax(dim=1)
+    bj, bt = best // (s_n * t_n), best % t_n
+    ar = torch.arange(b, device=logits.device)
+    d_cells = (vote.offset_cells[None] - vote.offset_cells[bt][:, None]).norm(dim=-1)  # (B, T)
+    dyaw = torch.remainder(vote.yaw_rad - vote.yaw_rad[ar, bj][:, None] + math.pi, 2 * math.pi) - math.pi  # (B, J)
+    yaw_step = math.radians(cfg.known_yaw_step_deg) if j > 1 else 1.0
+    if vote.yaw_rad.shape[1] > 1:
+        yaw_step = float((vote.yaw_rad[0, 1] - vote.yaw_rad[0, 0]).abs())
+    near_t = d_cells <= 2.0 * cfg.vote_step_cells + 1e-6
+    near_j = dyaw.abs() <= 2.0 * yaw_step + 1e-6
+    near = near_j[:, :, None, None] & near_t[:, None, None, :]  # (B, J, 1, T) -> broadcast over S
+    near = near.expand(b, j, s_n, t_n).reshape(b, -1)
+    rival = flat.masked_fill(near, float("-inf")).max(dim=1).values
+    peak = flat.max(dim=1).values
+    margin = torch.where(torch.isfinite(rival), peak - rival, peak)
+    prob = torch.softmax(logits.reshape(b, -1), dim=1)
+    mass = (prob * near.float()).sum(1)
+    return {"vote_peak": peak.cpu().numpy(), "vote_margin": margin.cpu().numpy(), "vote_mass": mass.cpu().numpy()}
+
+
 def pose_from_correspondences(
     src_xy: torch.Tensor,
     dst_xy_m: torch.Tensor,

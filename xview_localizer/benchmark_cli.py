@@ -1,0 +1,121 @@
+"""``xview-localizer benchmark``: the default matcher, dense-flow and the prior side by side on
+held-out pair sets, as the localizer runs them (:mod:`xview_localizer.benchmark`).
+
+    xview-localizer benchmark --set train_styles=PAIRS_A --set heldout_styles=PAIRS_B \\
+        [--matcher default=] [--matcher dense_flow=dense_flow] [--matcher new=run/model.pt] \\
+        [--orientation known unknown] [--depth-kind none] [--max-samples N] \\
+        [--out report.json] [--markdown table.md] \\
+        [--calibrate-gate NAME --gate-set SET [--write]]
+
+Matchers default to ``default=`` (the packaged default, ``checkpoint_path: ''``) and
+``dense_flow=dense_flow``. ``--calibrate-gate NAME`` picks the low-evidence threshold of matcher
+NAME on set ``--gate-set`` (known orientation), prints the precision / recall table on every set
+and, with ``--write``, stores it in NAME's checkpoint (``evidence_gate``); the matchers' rows
+then use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("benchmark", help="default matcher vs dense-flow vs prior on held-out pair sets (status table)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--set", action="append", required=True, metavar="NAME=DIR", help="a held-out pair folder")
+    p.add_argument("--matcher", action="append", default=None, metavar="NAME=CHECKPOINT",
+                   help="a matcher ('' = packaged default, 'dense_flow', or a path); default: default= and "
+                        "dense_flow=dense_flow")
+    p.add_argument("--orientation", nargs="+", default=["known", "unknown"], choices=["known", "unknown"])
+    p.add_argument("--depth-kind", default="none", choices=["metric", "relative", "inverse", "none"],
+                   help="what the sparse matcher gets (none = flat ground, the default node setting)")
+    p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--seed", type=int, default=0, help="seed of the unknown-orientation prior yaws")
+    p.add_argument("--out", default=None, help="JSON report (all figures and per-pair outcomes)")
+    p.add_argument("--markdown", default=None, help="also write the table as Markdown here")
+    p.add_argument("--calibrate-gate", default=None, metavar="NAME", help="calibrate matcher NAME's gate")
+    p.add_argument("--gate-set", default=None, help="pair set the gate is calibrated on (default: the first)")
+    p.add_argument("--target-precision", type=float, default=0.95)
+    p.add_argument("--write", action="store_true", help="store the calibrated gate in that checkpoint")
+    p.set_defaults(handler=run)
+
+
+def _pairs(spec: str, what: str) -> tuple[str, str]:
+    from .errors import ConfigError
+
+    name, sep, value = spec.partition("=")
+    if not sep or not name:
+        raise ConfigError(f"--{what} expects NAME=VALUE, got {spec!r}")
+    return name, value
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from . import benchmark as bm
+    from .matcher.factory import resolve_checkpoint_path
+    from .matcher.inference import load_matcher
+    from .train.pairs import PairDataset
+
+    sets = {}
+    for spec in args.set:
+        name, folder = _pairs(spec, "set")
+        sets[name] = PairDataset(Path(folder), load_depth=True)
+    specs = args.matcher or ["default=", "dense_flow=dense_flow"]
+    paths, matchers = {}, {}
+    for spec in specs:
+        name, ckpt = _pairs(spec, "matcher")
+        paths[name] = resolve_checkpoint_path(ckpt)
+        matchers[name] = load_matcher(str(paths[name]), args.device)
+    gates = {name: float(getattr(m, "evidence_gate", {}).get("min_vote_margin", 0.0)) for name, m in matchers.items()}
+    total = sum(min(len(d), args.max_samples or len(d)) for d in sets.values()) * len(args.orientation) * len(matchers)
+    bar = tqdm(total=total, desc="benchmark")
+    t0 = time.perf_counter()
+    if args.calibrate_gate:
+        # gate-free run first: the threshold comes from the raw evidence of every pair
+        gates[args.calibrate_gate] = 0.0
+    result = bm.run_benchmark(matchers, sets, orientations=args.orientation, depth_kind=args.depth_kind,
+                              max_samples=args.max_samples, seed=args.seed, gates=gates, progress=lambda: bar.update(1))
+    bar.close()
+    meta = {"matchers": {k: str(v) for k, v in paths.items()}, "sets": {k: str(d.root) for k, d in sets.items()},
+            "depth_kind": args.depth_kind, "gates": gates, "seconds": time.perf_counter() - t0}
+    if args.calibrate_gate:
+        name = args.calibrate_gate
+        gate_set = args.gate_set or next(iter(sets))
+        thr = bm.calibrate_gate(result["_pairs"][f"{gate_set}/known/{name}"], target_precision=args.target_precision)
+        thresholds = sorted({0.0, thr, *[round(thr * f, 4) for f in (0.5, 0.75, 1.5, 2.0)]})
+        tables = {key: bm.gate_table(pairs, thresholds) for key, pairs in result["_pairs"].items()
+                  if key.endswith(f"/{name}")}
+        meta["gate"] = {"matcher": name, "calibrated_on": gate_set, "min_vote_margin": thr, "tables": tables}
+        print(f"\nlow-evidence gate of {name!r}: min_vote_margin = {thr:.4f} (calibrated on {gate_set}, known orientation)")
+        print("| pairs | min_vote_margin | kept / n | precision (kept beat the prior) | recall (good kept) | bad rejected |"
+              " kept median / mean m |")
+        print("|---|---|---|---|---|---|---|")
+        for key, rows in tables.items():
+            for r in rows:
+                print(f"| {key} | {r['min_vote_margin']:.4f} | {r['kept']} / {r['n']} | {r['precision']:.0%} | "
+                      f"{r['recall']:.0%} | {r['bad_rejected']:.0%} | {r['kept_median_m']:.2f} / {r['kept_mean_m']:.2f} |")
+        if args.write:
+            from .matcher.checkpoint import set_evidence_gate
+
+            set_evidence_gate(paths[name], {"min_vote_margin": thr},
+                              {"calibrated_on": str(sets[gate_set].root), "target_precision": args.target_precision})
+            print(f"stored evidence_gate in {paths[name]}")
+        # the table with the calibrated gate applied to that matcher's rows
+        gates[name] = thr
+        result = bm.apply_gate(result, name, thr)
+    table = bm.format_markdown(result)
+    print()
+    print(table)
+    result["_meta"] = meta
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        bm.write_json(result, Path(args.out))
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+    print(json.dumps({k: v for k, v in meta.items() if k != "gate"}, default=str))
+    return 0
