@@ -167,3 +167,39 @@ def test_vote_config_validation_and_bad_prior_shape():
         model(*args, prior_yaw_rad=torch.zeros(2))
     out = model(*args, prior_yaw_rad=torch.zeros(1))
     assert out.vote is not None and torch.isfinite(out.T_patch_base).all()
+
+
+def test_vote_evidence_margin_is_small_for_a_rival_and_large_for_a_lone_peak():
+    """The low-evidence gate's input: a lone peak has a large margin; an equally good rival
+    place (far in translation) or heading (far in yaw) drives it to ~0; near hypotheses do not
+    count as rivals."""
+    from xview_localizer.matcher.sparse_depth import PoseVote, SparseDepthConfig, vote_evidence
+
+    cfg = SparseDepthConfig()
+    j, t_side = 5, 9
+    g = torch.arange(-(t_side // 2), t_side // 2 + 1, dtype=torch.float32) * cfg.vote_step_cells
+    gv, gu = torch.meshgrid(g, g, indexing="ij")
+    offsets = torch.stack([gu.reshape(-1), gv.reshape(-1)], -1)
+    yaws = torch.deg2rad(torch.arange(-2, 3, dtype=torch.float32) * cfg.known_yaw_step_deg)[None]
+    inv_t = torch.tensor(20.0)
+
+    def vote(scores):
+        logits = scores.reshape(1, j, 1, -1) * inv_t
+        z = torch.zeros(1)
+        return PoseVote(logits, yaws, torch.ones(1), offsets, torch.zeros(1, 1, 2), z, torch.ones(1), torch.ones(1),
+                        torch.zeros(1, 2))
+
+    centre = (t_side * t_side) // 2
+    lone = torch.full((j, t_side * t_side), 0.1)
+    lone[2, centre] = 0.5
+    lone[2, centre + 1] = 0.45  # a neighbour (one step away): not a rival
+    ev = vote_evidence(vote(lone), inv_t, cfg)
+    assert ev["vote_peak"][0] == pytest.approx(0.5) and ev["vote_margin"][0] == pytest.approx(0.4, abs=1e-5)
+    rival = lone.clone()
+    rival[2, 0] = 0.49  # the far corner: another place
+    assert vote_evidence(vote(rival), inv_t, cfg)["vote_margin"][0] == pytest.approx(0.01, abs=1e-5)
+    heading = lone.clone()
+    heading[0, centre] = 0.495  # -5 deg at the same place: two yaw steps, not a rival ...
+    assert vote_evidence(vote(heading), inv_t, cfg)["vote_margin"][0] == pytest.approx(0.4, abs=1e-5)
+    m = vote_evidence(vote(lone), inv_t, cfg)["vote_mass"][0]
+    assert 0.0 < m <= 1.0
