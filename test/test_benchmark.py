@@ -60,5 +60,5 @@ def test_benchmark_command_prints_the_side_by_side_table(sets, tmp_path):
     # the gate went into the copy, not the packaged checkpoint
     from xview_localizer.matcher.inference import load_matcher
 
-    assert "min_vote_margin" in load_matcher(str(cand), "cpu").evidence_gate
+    assert set(load_matcher(str(cand), "cpu").evidence_gate) == {"min_vote_mass", "min_vote_mass_unknown_yaw"}
     assert r["_meta"]["gate"]["matcher"] == "default"

@@ -405,18 +405,22 @@ def test_low_evidence_gate_rejects_an_indecisive_vote(tile_cache):
     matcher = NoisyTruthMatcher(seed=12, noise_m=0.05)
     matcher.truth = (LAT0, LON0, 0.0)
     matcher.last_evidence = {"vote_peak": 0.3, "vote_margin": 0.004, "vote_mass": 0.2}
-    loc = Localizer(_config(min_vote_margin=0.01), matcher, tile_cache)
+    loc = Localizer(_config(min_vote_mass=0.3), matcher, tile_cache)
     loc.add_fix(_fix(1.0, 0.0, 0.0))
     res = loc.step(_frame(1.0))
-    assert res.estimate is None and res.reason == "low_evidence" and "0.0040" in res.detail
+    assert res.estimate is None and res.reason == "low_evidence" and "0.200" in res.detail
     assert res.evidence == matcher.last_evidence
     # a decisive vote passes; the checkpoint's calibrated threshold is used when the config says -1
     matcher.last_evidence = {"vote_peak": 0.3, "vote_margin": 0.05, "vote_mass": 0.8}
     assert loc.step(_frame(1.0)).ok
-    matcher.evidence_gate = {"min_vote_margin": 0.1}
-    loc2 = Localizer(_config(min_vote_margin=-1.0), matcher, tile_cache)
+    # (one fix, no course yet: this frame has no prior yaw -> the unknown-yaw threshold applies)
+    matcher.evidence_gate = {"min_vote_mass": 0.1, "min_vote_mass_unknown_yaw": 0.9}
+    loc2 = Localizer(_config(min_vote_mass=-1.0), matcher, tile_cache)
     loc2.add_fix(_fix(1.0, 0.0, 0.0))
-    assert loc2.min_vote_margin() == 0.1 and loc2.step(_frame(1.0)).reason == "low_evidence"
-    loc3 = Localizer(_config(min_vote_margin=0.0), matcher, tile_cache)  # 0 = off
+    assert loc2.min_vote_mass(yaw_known=True) == 0.1 and loc2.min_vote_mass(yaw_known=False) == 0.9
+    assert loc2.step(_frame(1.0)).reason == "low_evidence"
+    matcher.evidence_gate = {"min_vote_mass": 0.9, "min_vote_mass_unknown_yaw": 0.1}
+    assert loc2.step(_frame(1.0)).ok
+    loc3 = Localizer(_config(min_vote_mass=0.0), matcher, tile_cache)  # 0 = off
     loc3.add_fix(_fix(1.0, 0.0, 0.0))
     assert loc3.step(_frame(1.0)).ok

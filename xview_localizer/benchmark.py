@@ -38,6 +38,7 @@ from .errors import LocalizationRejected, XViewError
 from .localizer import (
     _accepts_depth,
     _floor_covariance,
+    gate_threshold,
     min_weight_for,
     solution_from_camera_centred,
     solve_confident,
@@ -75,10 +76,10 @@ def _yaws_for(matcher: Any, prior_yaw_rad: Optional[float], cfg: LocalizerConfig
 
 
 def localize_pair(matcher: Any, rec: Any, cfg: LocalizerConfig, *, prior_yaw_rad: Optional[float],
-                  depth_kind: str, prior_sigma_m: float, min_vote_margin: float = 0.0,
+                  depth_kind: str, prior_sigma_m: float, min_vote_mass: float = 0.0,
                   pcfg: Optional[procrustes.ProcrustesConfig] = None) -> PairOutcome:
     """Localize one :class:`~xview_localizer.train.pairs.PairSample` (see the module docstring).
-    ``prior_yaw_rad`` None = unknown orientation. ``min_vote_margin`` > 0 enables the gate."""
+    ``prior_yaw_rad`` None = unknown orientation. ``min_vote_mass`` > 0 enables the gate."""
     pcfg = pcfg or procrustes.ProcrustesConfig()
     T = rec.T_patch_base_se2
     T_true = (T.x_m, T.y_m, T.yaw_rad)
@@ -122,7 +123,7 @@ def localize_pair(matcher: Any, rec: Any, cfg: LocalizerConfig, *, prior_yaw_rad
                 support < cfg.unknown_yaw_min_support_ratio * sup:
             out.reason = "yaw_ambiguous"
             return out
-    if min_vote_margin > 0 and evidence and evidence.get("vote_margin", math.inf) < min_vote_margin:
+    if min_vote_mass > 0 and evidence and evidence.get("vote_mass", math.inf) < min_vote_mass:
         out.reason = "low_evidence"
         return out
     scale_for = getattr(matcher, "covariance_scale_for", None)
@@ -184,7 +185,7 @@ def run_benchmark(matchers: dict[str, Any], sets: dict[str, Any], *, orientation
                   seed: int = 0, gates: Optional[dict[str, float]] = None, progress=None) -> dict[str, Any]:
     """``{set: {orientation: {"prior": summary, matcher: summary, ...}}}`` plus per-pair
     outcomes under ``"_pairs"``. ``matchers``: name -> loaded matcher; ``sets``: name ->
-    PairDataset; ``gates``: name -> min_vote_margin (0/absent = off)."""
+    PairDataset; ``gates``: name -> the matcher's ``evidence_gate`` dict (absent = off)."""
     cfg = cfg or LocalizerConfig()
     gates = gates or {}
     result: dict[str, Any] = {}
@@ -207,7 +208,8 @@ def run_benchmark(matchers: dict[str, Any], sets: dict[str, Any], *, orientation
                 outs = []
                 for r, y in zip(recs, prior_yaws):
                     o = localize_pair(m, r, cfg, prior_yaw_rad=y if orient == "known" else None,
-                                      depth_kind=depth_kind, prior_sigma_m=sigma, min_vote_margin=gates.get(mname, 0.0))
+                                      depth_kind=depth_kind, prior_sigma_m=sigma,
+                                      min_vote_mass=gate_threshold(gates.get(mname), orient == "known"))
                     o.T_prior = (0.0, 0.0, y)
                     if not o.accepted:
                         o.T_used = o.T_prior
@@ -221,9 +223,9 @@ def run_benchmark(matchers: dict[str, Any], sets: dict[str, Any], *, orientation
     return result
 
 
-def apply_gate(result: dict[str, Any], matcher: str, min_vote_margin: float) -> dict[str, Any]:
+def apply_gate(result: dict[str, Any], matcher: str, gate: dict) -> dict[str, Any]:
     """``result`` with matcher ``matcher``'s rows re-summarized as if its low-evidence gate had
-    been ``min_vote_margin``: accepted pairs with a smaller vote margin become 'low_evidence'
+    been ``gate``: accepted pairs with a smaller vote mass become 'low_evidence'
     (the gate runs before the GNSS and yaw gates, so nothing else changes). Per-pair outcomes
     of ``result`` must have been collected without that gate."""
     out = {k: v for k, v in result.items()}
@@ -232,12 +234,13 @@ def apply_gate(result: dict[str, Any], matcher: str, min_vote_margin: float) -> 
         sname, orient, mname = key.split("/")
         if mname != matcher:
             continue
+        thr = gate_threshold(gate, orient == "known")
         new = []
         for p in rows:
             o = PairOutcome(**{**p, "T_true": tuple(p["T_true"]), "T_used": tuple(p["T_used"]),
                                "T_prior": tuple(p["T_prior"]),
                                "T_est": None if p["T_est"] is None else tuple(p["T_est"])})
-            if o.accepted and min_vote_margin > 0 and o.evidence and o.evidence.get("vote_margin", math.inf) < min_vote_margin:
+            if o.accepted and thr > 0 and o.evidence and o.evidence.get("vote_mass", math.inf) < thr:
                 o.accepted, o.reason, o.nees, o.T_used = False, "low_evidence", float("nan"), o.T_prior
             new.append(o)
         out[sname] = {**out[sname], orient: {**out[sname][orient], mname: summarize(new)}}
@@ -275,7 +278,7 @@ def format_markdown(result: dict[str, Any]) -> str:
 # low-evidence gate
 # ----------------------------------------------------------------------------------------------
 def _gate_rows(pairs: Iterable[dict]) -> list[tuple[float, float, float]]:
-    """(vote margin, estimate error m, prior error m) of the pairs the other gates accepted."""
+    """(vote mass, estimate error m, prior error m) of the pairs the other gates accepted."""
     rows = []
     for p in pairs:
         if p.get("T_est") is None or not p.get("evidence"):
@@ -283,7 +286,7 @@ def _gate_rows(pairs: Iterable[dict]) -> list[tuple[float, float, float]]:
         if not p["accepted"] and p["reason"] != "low_evidence":
             continue
         t, e, pr = p["T_true"], p["T_est"], p["T_prior"]
-        rows.append((float(p["evidence"]["vote_margin"]), math.hypot(e[0] - t[0], e[1] - t[1]),
+        rows.append((float(p["evidence"]["vote_mass"]), math.hypot(e[0] - t[0], e[1] - t[1]),
                      math.hypot(pr[0] - t[0], pr[1] - t[1])))
     return rows
 
@@ -299,7 +302,7 @@ def gate_table(pairs: Iterable[dict], thresholds: Sequence[float]) -> list[dict[
         good = [r for r in rows if r[1] < r[2]]
         bad = [r for r in rows if r[1] >= r[2]]
         kept_good = [r for r in kept if r[1] < r[2]]
-        out.append({"min_vote_margin": float(thr), "n": len(rows), "kept": len(kept),
+        out.append({"min_vote_mass": float(thr), "n": len(rows), "kept": len(kept),
                     "precision": len(kept_good) / len(kept) if kept else float("nan"),
                     "recall": len(kept_good) / len(good) if good else float("nan"),
                     "bad_rejected": (len(bad) - (len(kept) - len(kept_good))) / len(bad) if bad else float("nan"),
@@ -309,7 +312,7 @@ def gate_table(pairs: Iterable[dict], thresholds: Sequence[float]) -> list[dict[
 
 
 def calibrate_gate(pairs: Iterable[dict], target_precision: float = 0.97, min_recall: float = 0.5) -> float:
-    """The smallest vote-margin threshold whose kept pairs beat the prior with at least
+    """The smallest vote-mass threshold whose kept pairs beat the prior with at least
     ``target_precision`` while keeping ``min_recall`` of the good ones (0 when no gate is needed,
     the threshold of best precision above ``min_recall`` when the target cannot be met)."""
     rows = _gate_rows(pairs)
@@ -319,9 +322,9 @@ def calibrate_gate(pairs: Iterable[dict], target_precision: float = 0.97, min_re
     best_thr, best_prec = 0.0, -1.0
     for row in gate_table_rows(rows, cands):
         if row["recall"] >= min_recall and row["precision"] >= target_precision:
-            return row["min_vote_margin"]
+            return row["min_vote_mass"]
         if row["recall"] >= min_recall and row["precision"] > best_prec:
-            best_thr, best_prec = row["min_vote_margin"], row["precision"]
+            best_thr, best_prec = row["min_vote_mass"], row["precision"]
     return best_thr
 
 
@@ -331,7 +334,7 @@ def gate_table_rows(rows: list[tuple[float, float, float]], thresholds: Sequence
     for thr in thresholds:
         kept = [r for r in rows if r[0] >= thr]
         kg = sum(1 for r in kept if r[1] < r[2])
-        out.append({"min_vote_margin": float(thr), "precision": kg / len(kept) if kept else 0.0,
+        out.append({"min_vote_mass": float(thr), "precision": kg / len(kept) if kept else 0.0,
                     "recall": kg / good_n if good_n else 0.0})
     return out
 

@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import benchmark as bm
+    from .localizer import gate_threshold
     from .matcher.factory import resolve_checkpoint_path
     from .matcher.inference import load_matcher
     from .train.pairs import PairDataset
@@ -71,13 +72,13 @@ def run(args: argparse.Namespace) -> int:
         name, ckpt = _pairs(spec, "matcher")
         paths[name] = resolve_checkpoint_path(ckpt)
         matchers[name] = load_matcher(str(paths[name]), args.device)
-    gates = {name: float(getattr(m, "evidence_gate", {}).get("min_vote_margin", 0.0)) for name, m in matchers.items()}
+    gates = {name: dict(getattr(m, "evidence_gate", {}) or {}) for name, m in matchers.items()}
     total = sum(min(len(d), args.max_samples or len(d)) for d in sets.values()) * len(args.orientation) * len(matchers)
     bar = tqdm(total=total, desc="benchmark")
     t0 = time.perf_counter()
     if args.calibrate_gate:
         # gate-free run first: the threshold comes from the raw evidence of every pair
-        gates[args.calibrate_gate] = 0.0
+        gates[args.calibrate_gate] = {}
     result = bm.run_benchmark(matchers, sets, orientations=args.orientation, depth_kind=args.depth_kind,
                               max_samples=args.max_samples, seed=args.seed, gates=gates, progress=lambda: bar.update(1))
     bar.close()
@@ -86,28 +87,34 @@ def run(args: argparse.Namespace) -> int:
     if args.calibrate_gate:
         name = args.calibrate_gate
         gate_set = args.gate_set or next(iter(sets))
-        thr = bm.calibrate_gate(result["_pairs"][f"{gate_set}/known/{name}"], target_precision=args.target_precision)
-        thresholds = sorted({0.0, thr, *[round(thr * f, 4) for f in (0.5, 0.75, 1.5, 2.0)]})
-        tables = {key: bm.gate_table(pairs, thresholds) for key, pairs in result["_pairs"].items()
-                  if key.endswith(f"/{name}")}
-        meta["gate"] = {"matcher": name, "calibrated_on": gate_set, "min_vote_margin": thr, "tables": tables}
-        print(f"\nlow-evidence gate of {name!r}: min_vote_margin = {thr:.4f} (calibrated on {gate_set}, known orientation)")
-        print("| pairs | min_vote_margin | kept / n | precision (kept beat the prior) | recall (good kept) | bad rejected |"
+        gate = {}
+        for orient, key in (("known", "min_vote_mass"), ("unknown", "min_vote_mass_unknown_yaw")):
+            pairs = result["_pairs"].get(f"{gate_set}/{orient}/{name}")
+            if pairs is not None:
+                gate[key] = bm.calibrate_gate(pairs, target_precision=args.target_precision)
+        tables = {}
+        for key, pairs in result["_pairs"].items():
+            if key.endswith(f"/{name}"):
+                thr = gate_threshold(gate, key.split("/")[1] == "known")
+                tables[key] = bm.gate_table(pairs, sorted({0.0, thr, *[round(thr * f, 3) for f in (0.5, 0.75, 1.25)]}))
+        meta["gate"] = {"matcher": name, "calibrated_on": gate_set, **gate, "tables": tables}
+        print(f"\nlow-evidence gate of {name!r}: {gate} (calibrated on {gate_set})")
+        print("| pairs | min_vote_mass | kept / n | precision (kept beat the prior) | recall (good kept) | bad rejected |"
               " kept median / mean m |")
         print("|---|---|---|---|---|---|---|")
         for key, rows in tables.items():
             for r in rows:
-                print(f"| {key} | {r['min_vote_margin']:.4f} | {r['kept']} / {r['n']} | {r['precision']:.0%} | "
+                print(f"| {key} | {r['min_vote_mass']:.3f} | {r['kept']} / {r['n']} | {r['precision']:.0%} | "
                       f"{r['recall']:.0%} | {r['bad_rejected']:.0%} | {r['kept_median_m']:.2f} / {r['kept_mean_m']:.2f} |")
         if args.write:
             from .matcher.checkpoint import set_evidence_gate
 
-            set_evidence_gate(paths[name], {"min_vote_margin": thr},
+            set_evidence_gate(paths[name], gate,
                               {"calibrated_on": str(sets[gate_set].root), "target_precision": args.target_precision})
             print(f"stored evidence_gate in {paths[name]}")
         # the table with the calibrated gate applied to that matcher's rows
-        gates[name] = thr
-        result = bm.apply_gate(result, name, thr)
+        gates[name] = gate
+        result = bm.apply_gate(result, name, gate)
     table = bm.format_markdown(result)
     print()
     print(table)

@@ -133,11 +133,11 @@ class LocalizerConfig:
     sparse_min_weight: float = _p(0.0, "The same threshold for the sparse-depth matcher, whose weights are "
                                   "keypoint score x match probability mass (typically 0.01-0.2; every match "
                                   "already agrees with the pose vote, so 0 keeps them all).", range=(0.0, 1.0))
-    min_vote_margin: float = _p(-1.0, "Low-evidence gate of the sparse-depth matcher: reject the frame "
-                                "('low_evidence') when its pose vote's best hypothesis beats the best rival "
-                                "place or heading by less than this (cosine-similarity units, "
-                                "sparse_depth.vote_evidence). Negative = the threshold calibrated into the "
-                                "checkpoint (none: off); 0 = off.", range=(-1.0, 1.0))
+    min_vote_mass: float = _p(-1.0, "Low-evidence gate of the sparse-depth matcher: reject the frame "
+                              "('low_evidence') when its pose vote puts less than this share of its softmax "
+                              "probability near the best pose (sparse_depth.vote_evidence: a flat vote = it cannot "
+                              "tell where it is). Negative = the thresholds calibrated into the checkpoint (one "
+                              "with a prior yaw, one without; none: off); 0 = off.", range=(-1.0, 1.0))
     min_confident_matches: int = _p(20, "Fewest confident correspondences for a pose; fewer -> rejected "
                                     "'too_few_matches'.", range=(3, 100000))
     max_gnss_mahalanobis: float = _p(5.0, "Largest Mahalanobis distance between the estimate and the GNSS "

@@ -336,6 +336,15 @@ def _floor_covariance(cov: np.ndarray, floor_xy_m2: float, floor_yaw_rad2: float
     return 0.5 * (c + c.T)
 
 
+def gate_threshold(gate: Any, yaw_known: bool) -> float:
+    """The vote-mass threshold of a calibrated ``evidence_gate`` dict for a frame with / without
+    a prior yaw (0 = off: no gate, or no threshold for that case)."""
+    if not isinstance(gate, dict):
+        return 0.0
+    value = gate.get("min_vote_mass" if yaw_known else "min_vote_mass_unknown_yaw")
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) and value > 0 else 0.0
+
+
 def min_weight_for(matcher: Any, cfg: LocalizerConfig) -> float:
     """The confidence threshold for ``matcher``'s weights: ``cfg.sparse_min_weight`` for a
     matcher whose weights are keypoint weights (``keypoint_weights = True``, the sparse-depth
@@ -695,11 +704,11 @@ class Localizer:
         self._check_yaw_ambiguity(best, cands)
         corr, inlier_mask, sol, _score, evidence = best
         result.evidence = evidence
-        margin_min = self.min_vote_margin()
-        if evidence is not None and margin_min > 0 and evidence.get("vote_margin", math.inf) < margin_min:
-            raise LocalizationRejected("low_evidence", f"pose vote margin {evidence['vote_margin']:.4f} < "
-                                                       f"{margin_min:.4f}: another place or heading fits almost as "
-                                                       "well (out of distribution or ambiguous scene)")
+        mass_min = self.min_vote_mass(yaw_known=prior_yaw_true is not None)
+        if evidence is not None and mass_min > 0 and evidence.get("vote_mass", math.inf) < mass_min:
+            raise LocalizationRejected("low_evidence", f"pose vote mass near the best pose {evidence['vote_mass']:.3f} "
+                                                       f"< {mass_min:.3f}: the vote is flat, other places or headings "
+                                                       "fit almost as well (out of distribution or ambiguous scene)")
         result.correspondences, result.inlier_mask = corr, inlier_mask
         n_confident = int(np.count_nonzero(corr.weight >= min_weight_for(self.matcher, cfg)))
         t0 = time.perf_counter()
@@ -789,14 +798,14 @@ class Localizer:
         finally:
             timings["solver"] = timings.get("solver", 0.0) + time.perf_counter() - t0
 
-    def min_vote_margin(self) -> float:
-        """The low-evidence threshold in use: ``config.min_vote_margin`` when >= 0, else the
-        matcher's calibrated ``evidence_gate["min_vote_margin"]`` (0 = off when it has none)."""
-        if self.config.min_vote_margin >= 0.0:
-            return float(self.config.min_vote_margin)
-        gate = getattr(self.matcher, "evidence_gate", None)
-        value = gate.get("min_vote_margin") if isinstance(gate, dict) else None
-        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) and value > 0 else 0.0
+    def min_vote_mass(self, yaw_known: bool = True) -> float:
+        """The low-evidence threshold in use: ``config.min_vote_mass`` when >= 0, else the
+        matcher's calibrated ``evidence_gate["min_vote_mass"]`` (with a prior yaw) or
+        ``["min_vote_mass_unknown_yaw"]`` (without; the vote then spreads over 36 yaws), 0 = off
+        when it has none."""
+        if self.config.min_vote_mass >= 0.0:
+            return float(self.config.min_vote_mass)
+        return gate_threshold(getattr(self.matcher, "evidence_gate", None), yaw_known)
 
     def _matcher_covariance_scale(self, depth_kind: str = "none") -> float:
         """The matcher's calibrated covariance factor (``covariance_scale`` of its checkpoint,

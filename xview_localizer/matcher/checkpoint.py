@@ -168,7 +168,7 @@ def set_covariance_scale(path: str | os.PathLike, scale: float, report: dict | N
 
 
 def set_evidence_gate(path: str | os.PathLike, gate: dict, report: dict | None = None) -> Path:
-    """Store the calibrated low-evidence gate (``{"min_vote_margin": m}``, ``xview-localizer
+    """Store the calibrated low-evidence gate (``{"min_vote_mass": k, "min_vote_mass_unknown_yaw": u}``, ``xview-localizer
     benchmark --calibrate-gate``) in a checkpoint, atomically; the weights are untouched.
 
     Raises:

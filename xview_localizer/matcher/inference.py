@@ -249,7 +249,7 @@ class SparseMatcher(_SatFeatureCache):
 
     @property
     def evidence_gate(self) -> dict:
-        """The low-evidence gate calibrated for this checkpoint (``{"min_vote_margin": m}``, from
+        """The low-evidence gate calibrated for this checkpoint (``{"min_vote_mass": k, "min_vote_mass_unknown_yaw": u}``, from
         ``xview-localizer benchmark --calibrate-gate``), {} when it has none."""
         gate = self.meta.get("evidence_gate")
         return dict(gate) if isinstance(gate, dict) else {}
