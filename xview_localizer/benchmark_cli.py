@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--markdown", default=None, help="also write the table as Markdown here")
     p.add_argument("--calibrate-gate", default=None, metavar="NAME", help="calibrate matcher NAME's gate")
     p.add_argument("--gate-set", default=None, help="pair set the gate is calibrated on (default: the first)")
-    p.add_argument("--target-precision", type=float, default=0.95)
+    p.add_argument("--target-precision", type=float, default=0.98,
+                   help="share of kept frames that must beat the prior on the gate set")
     p.add_argument("--write", action="store_true", help="store the calibrated gate in that checkpoint")
     p.set_defaults(handler=run)
 
