@@ -424,3 +424,42 @@ def test_low_evidence_gate_rejects_an_indecisive_vote(tile_cache):
     loc3 = Localizer(_config(min_vote_mass=0.0), matcher, tile_cache)  # 0 = off
     loc3.add_fix(_fix(1.0, 0.0, 0.0))
     assert loc3.step(_frame(1.0)).ok
+
+
+@pytest.mark.parametrize("reanchor_after", [3, 0])
+def test_consistent_contradictions_reanchor_after_a_bad_accepted_estimate(tile_cache, reanchor_after):
+    """One wrong estimate got through; the next ones agree with each other and with the GNSS but
+    contradict it: after ``reanchor_after`` of them the localizer accepts the newest instead of
+    rejecting every frame until the bad one ages out (0 = the old behaviour)."""
+    matcher = NoisyTruthMatcher(seed=13, noise_m=0.05)
+    loc = Localizer(_config(reanchor_after=reanchor_after, jump_gate_max_age_s=5.0), matcher, tile_cache)
+    for k in range(0, 60):
+        loc.add_odom(OdomSample(int((1.0 + 0.1 * k) * NS_PER_S), SE2(0.0, 0.0, 0.0)))  # standing still
+    loc.add_fix(_fix(1.0, 0.0, 0.0, std_m=5.0))
+    matcher.truth = (*_latlon(9.0, 0.0), 0.3)  # the bad one
+    assert loc.step(_frame(1.0)).ok
+    matcher.truth = (LAT0, LON0, 0.3)
+    reasons = []
+    for t in (1.2, 1.4, 1.6, 1.8):
+        loc.add_fix(_fix(t, 0.0, 0.0, std_m=5.0))
+        res = loc.step(_frame(t))
+        reasons.append(res.reason)
+    if reanchor_after == 3:
+        assert reasons == ["odometry_contradiction", "odometry_contradiction", "", ""], reasons
+        assert abs(res.estimate.T_map_base.x_m) < 1.0  # now anchored at the truth
+    else:
+        assert reasons == ["odometry_contradiction"] * 4
+
+
+def test_inconsistent_contradictions_do_not_reanchor(tile_cache):
+    matcher = NoisyTruthMatcher(seed=14, noise_m=0.05)
+    loc = Localizer(_config(reanchor_after=3), matcher, tile_cache)
+    for k in range(0, 60):
+        loc.add_odom(OdomSample(int((1.0 + 0.1 * k) * NS_PER_S), SE2(0.0, 0.0, 0.0)))
+    loc.add_fix(_fix(1.0, 0.0, 0.0, std_m=8.0))
+    matcher.truth = (LAT0, LON0, 0.3)
+    assert loc.step(_frame(1.0)).ok
+    for k, t in enumerate((1.2, 1.4, 1.6, 1.8, 2.0)):  # jumping 8 m east / west: never agree
+        loc.add_fix(_fix(t, 0.0, 0.0, std_m=8.0))
+        matcher.truth = (*_latlon(8.0 if k % 2 == 0 else -8.0, 0.0), 0.3)
+        assert loc.step(_frame(t)).reason == "odometry_contradiction"

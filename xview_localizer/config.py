@@ -159,6 +159,10 @@ class LocalizerConfig:
     jump_gate_max_age_s: float = _p(5.0, "The previous estimate gates a new one only if it is at most this "
                                     "old (s); after that the localizer re-initialises from GNSS.",
                                     range=(0.1, 600.0))
+    reanchor_after: int = _p(3, "After this many consecutive estimates that agree with each other (propagated "
+                             "with odometry) but all contradict the previous accepted one, that one is taken "
+                             "to have been the outlier and the newest is accepted ('odometry_contradiction' "
+                             "stops locking the localizer out); 0 = never.", range=(0, 100))
     # --- covariance ----------------------------------------------------------------------------
     cov_inflation: float = _p(1.0, "Factor applied to the solver's covariance before publishing.",
                               range=(0.01, 1000.0))

@@ -475,6 +475,8 @@ class Localizer:
         if config.has_datum:
             self._projection = MapProjection(config.map_projection, config.datum_lat_deg, config.datum_lon_deg)
         self._last: Optional[Estimate] = None
+        #: recent estimates rejected 'odometry_contradiction', (T_map_base, stamp_ns, T_odom_base)
+        self._contradicting: list[tuple[SE2, int, Optional[SE2]]] = []
 
     # -- inputs ----------------------------------------------------------------------------------
     @property
@@ -733,7 +735,7 @@ class Localizer:
             T_pred = pred[0]
             dpos = math.hypot(T_map_base.x_m - T_pred.x_m, T_map_base.y_m - T_pred.y_m)
             dyaw = abs(wrap_angle_rad(T_map_base.yaw_rad - T_pred.yaw_rad))
-            if dpos > pred[1] or dyaw > pred[2]:
+            if (dpos > pred[1] or dyaw > pred[2]) and not self._reanchor(T_map_base, frame.stamp_ns, odom_now):
                 via = "odometry" if pred[3] else "motion limits"
                 raise LocalizationRejected("odometry_contradiction",
                               f"estimate differs from the previous one propagated by {via} by {dpos:.2f} m, "
@@ -746,7 +748,40 @@ class Localizer:
         with self._lock:
             if self._last is None or est.stamp_ns >= self._last.stamp_ns:
                 self._last = est
+            self._contradicting = []
         result.estimate = est
+
+    def _reanchor(self, T_map_base: SE2, stamp_ns: int, odom_now: Optional[SE2]) -> bool:
+        """An estimate contradicts the previous accepted one: True (accept it) when it is the
+        ``reanchor_after``-th in a row that agrees with the contradicting ones before it (each
+        propagated to now with odometry, else by the motion limits) -- then the previous estimate
+        was the outlier; else remember it and return False."""
+        cfg = self.config
+        if cfg.reanchor_after <= 0:
+            return False
+        max_age_ns = cfg.jump_gate_max_age_s * NS_PER_S
+        recent = [c for c in self._contradicting if 0 <= stamp_ns - c[1] <= max_age_ns]
+        agree = True
+        for T_c, stamp_c, odom_c in recent:
+            if odom_c is not None and odom_now is not None:
+                T_prop = T_c @ (odom_c.inverse() @ odom_now)
+                allow_m, allow_rad = cfg.max_jump_m, cfg.max_yaw_jump_rad
+            else:
+                dt_s = (stamp_ns - stamp_c) / NS_PER_S
+                T_prop = T_c
+                allow_m = cfg.max_jump_m + cfg.max_speed_mps * dt_s
+                allow_rad = cfg.max_yaw_jump_rad + cfg.max_yaw_rate_radps * dt_s
+            if (math.hypot(T_prop.x_m - T_map_base.x_m, T_prop.y_m - T_map_base.y_m) > allow_m
+                    or abs(wrap_angle_rad(T_prop.yaw_rad - T_map_base.yaw_rad)) > allow_rad):
+                agree = False
+                break
+        if not agree:
+            recent = []
+        if len(recent) + 1 >= cfg.reanchor_after:
+            self._contradicting = []
+            return True
+        self._contradicting = recent + [(T_map_base, stamp_ns, odom_now)]
+        return False
 
     def _check_yaw_ambiguity(self, best: tuple, cands: list[tuple]) -> None:
         """Without a prior yaw, a runner-up solution that disagrees with the best one (yaw or
