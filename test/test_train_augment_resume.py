@@ -8,19 +8,11 @@ import math
 
 import pytest
 import torch
-from test_sparse_wiring import TINY_SPARSE, _write_pairs_with_depth
+from test_sparse_wiring import TINY_SPARSE, _one_thread, _write_pairs_with_depth  # noqa: F401 (autouse fixture)
 
 from xview_localizer.errors import ConfigError
 from xview_localizer.train.augment import PhotometricAugment, augment_batch, augment_images
 from xview_localizer.train.trainer import EpochSampler, TrainConfig, train
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_augmentation_is_seeded_deterministic_and_in_range():
