@@ -193,6 +193,37 @@ def _hash01(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     return x - np.floor(x)
 
 
+def _ray_dirs(K: np.ndarray, w: int, h: int) -> np.ndarray:
+    """(H, W, 3) optical-frame ray directions with z = 1 (so the ray parameter is the depth)."""
+    u, v = np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float))
+    return np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(K).T
+
+
+def _checked_camera(camera, T_base_camera: np.ndarray) -> tuple[np.ndarray, int, int, np.ndarray]:
+    """``(K (3, 3), width_px, height_px, T_base_camera (4, 4))`` of an undistorted pinhole camera
+    above the ground, or a :class:`CameraModelError` / :class:`GeometryError` naming the problem."""
+    try:
+        K = np.asarray(camera.K, float)
+        w, h = int(camera.width_px), int(camera.height_px)
+    except AttributeError as exc:
+        raise CameraModelError(f"GroundRenderer: camera needs K, width_px, height_px ({exc})") from exc
+    if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise CameraModelError(f"GroundRenderer: camera K must be a finite 3x3 with fx, fy > 0, got {K!r}")
+    d = np.asarray(getattr(camera, "D", np.zeros(0)), float)
+    if d.size and np.any(d != 0):
+        raise CameraModelError("GroundRenderer renders ideal pinhole images; camera distortion must be zero, "
+                               f"got D={d.tolist()}")
+    T = np.asarray(T_base_camera, float)
+    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+        raise GeometryError(f"GroundRenderer: T_base_camera must be a finite 4x4, got shape {T.shape}")
+    R = T[:3, :3]
+    if not np.allclose(R.T @ R, np.eye(3), atol=1e-6) or np.linalg.det(R) < 0:
+        raise GeometryError("GroundRenderer: T_base_camera's 3x3 block is not a rotation")
+    if T[2, 3] <= 0.0:
+        raise GeometryError(f"GroundRenderer: camera must be above the ground, z = {T[2, 3]} m")
+    return K, w, h, T
+
+
 class GroundRenderer:
     """Renders :class:`GroundFrame` s of ``world`` from a vehicle camera.
 
@@ -207,25 +238,7 @@ class GroundRenderer:
                  style: GroundStyle = GroundStyle(), threads: int = 2) -> None:
         if not isinstance(world, World):
             raise ConfigError(f"GroundRenderer: world must be a World, got {type(world).__name__}")
-        try:
-            K = np.asarray(camera.K, float)
-            w, h = int(camera.width_px), int(camera.height_px)
-        except AttributeError as exc:
-            raise CameraModelError(f"GroundRenderer: camera needs K, width_px, height_px ({exc})") from exc
-        if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
-            raise CameraModelError(f"GroundRenderer: camera K must be a finite 3x3 with fx, fy > 0, got {K!r}")
-        d = np.asarray(getattr(camera, "D", np.zeros(0)), float)
-        if d.size and np.any(d != 0):
-            raise CameraModelError("GroundRenderer renders ideal pinhole images; camera distortion must be zero, "
-                                   f"got D={d.tolist()}")
-        T = np.asarray(T_base_camera, float)
-        if T.shape != (4, 4) or not np.all(np.isfinite(T)):
-            raise GeometryError(f"GroundRenderer: T_base_camera must be a finite 4x4, got shape {T.shape}")
-        R = T[:3, :3]
-        if not np.allclose(R.T @ R, np.eye(3), atol=1e-6) or np.linalg.det(R) < 0:
-            raise GeometryError("GroundRenderer: T_base_camera's 3x3 block is not a rotation")
-        if T[2, 3] <= 0.0:
-            raise GeometryError(f"GroundRenderer: camera must be above the ground, z = {T[2, 3]} m")
+        K, w, h, T = _checked_camera(camera, T_base_camera)
         self.world = world
         self.K = K
         self.width_px, self.height_px = w, h
@@ -236,10 +249,7 @@ class GroundRenderer:
         self.threads = threads
         self.style = style
         self.prims = _Primitives(world)
-        u, v = np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float))
-        Kinv = np.linalg.inv(K)
-        # (H, W, 3) optical-frame ray directions with z = 1 (so the ray parameter is the depth)
-        self._dirs_cam = np.stack([u, v, np.ones_like(u)], -1) @ Kinv.T
+        self._dirs_cam = _ray_dirs(K, w, h)
         # albedo mip pyramid (level l has m_per_px * 2**l)
         levels = [world.albedo_rgb]
         while levels[-1].shape[0] > 64 and len(levels) < 8:
@@ -254,18 +264,10 @@ class GroundRenderer:
         (cheap: per-image camera variation)."""
         import copy
 
-        K = np.asarray(camera.K, float)
-        w, h = int(camera.width_px), int(camera.height_px)
-        if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
-            raise CameraModelError(f"GroundRenderer.with_camera: K must be a finite 3x3 with fx, fy > 0, got {K!r}")
-        T = np.asarray(T_base_camera, float)
-        R = T[:3, :3] if T.shape == (4, 4) else None
-        if R is None or not np.all(np.isfinite(T)) or not np.allclose(R.T @ R, np.eye(3), atol=1e-6) or T[2, 3] <= 0:
-            raise GeometryError("GroundRenderer.with_camera: T_base_camera must be a finite rigid 4x4 above the ground")
+        K, w, h, T = _checked_camera(camera, T_base_camera)
         other = copy.copy(self)
         other.K, other.width_px, other.height_px, other.T_base_camera = K, w, h, T.copy()
-        u, v = np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float))
-        other._dirs_cam = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(K).T
+        other._dirs_cam = _ray_dirs(K, w, h)
         return other
 
     # -- geometry ------------------------------------------------------------------------
