@@ -33,15 +33,16 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from . import procrustes
+from .calibration import pair_depth_kwargs
 from .config import LocalizerConfig
-from .errors import LocalizationRejected, XViewError
+from .errors import LocalizationRejected
 from .localizer import (
-    _accepts_depth,
     _floor_covariance,
+    check_yaw_ambiguity,
     gate_threshold,
-    min_weight_for,
-    solution_from_camera_centred,
-    solve_confident,
+    match_and_solve,
+    matcher_covariance_scale,
+    yaw_tries,
 )
 from .se2 import wrap_angle_rad
 from .train.metrics import pose_errors
@@ -66,15 +67,6 @@ class PairOutcome:
     T_est: Optional[tuple[float, float, float]] = None
 
 
-def _yaws_for(matcher: Any, prior_yaw_rad: Optional[float], cfg: LocalizerConfig) -> list[Optional[float]]:
-    if prior_yaw_rad is not None:
-        return [prior_yaw_rad]
-    if not getattr(matcher, "needs_yaw_prior", True):
-        return [None]
-    n = cfg.unknown_yaw_hypotheses
-    return [float(wrap_angle_rad(2.0 * math.pi * k / n)) for k in range(n)]
-
-
 def localize_pair(matcher: Any, rec: Any, cfg: LocalizerConfig, *, prior_yaw_rad: Optional[float],
                   depth_kind: str, prior_sigma_m: float, min_vote_mass: float = 0.0,
                   pcfg: Optional[procrustes.ProcrustesConfig] = None) -> PairOutcome:
@@ -85,50 +77,33 @@ def localize_pair(matcher: Any, rec: Any, cfg: LocalizerConfig, *, prior_yaw_rad
     T_true = (T.x_m, T.y_m, T.yaw_rad)
     T_prior = (0.0, 0.0, float(rec.prior_yaw_rad if prior_yaw_rad is None else prior_yaw_rad))
     out = PairOutcome(str(rec.id), T_true, T_prior, T_prior, False)
-    depth_kw = {}
-    if _accepts_depth(matcher):
-        depth = getattr(rec, "depth_m", None)
-        if depth_kind == "inverse" and depth is not None:
-            with np.errstate(divide="ignore"):
-                depth = np.where(depth > 0, 1.0 / np.maximum(depth, 1e-6), 0.0).astype(np.float32)
-        depth_kw = {"depth_m": None if depth_kind == "none" else depth, "depth_kind": depth_kind}
+    depth_kw = pair_depth_kwargs(matcher, rec, depth_kind)
     cands = []
     first: Optional[LocalizationRejected] = None
-    for yaw in _yaws_for(matcher, prior_yaw_rad, cfg):
+    for yaw in yaw_tries(matcher, prior_yaw_rad, cfg):
         try:
-            corr = matcher.match(rec.ground_rgb, rec.camera, rec.T_base_camera, rec.sat_rgb, rec.georef, yaw, **depth_kw)
-            confident, sol = solve_confident(corr, cfg, pcfg, min_weight_for(matcher, cfg))
-            if not corr.scale_known:
-                sol = solution_from_camera_centred(sol, rec.T_base_camera)
-            idx = np.flatnonzero(confident)[sol.inlier_mask]
-            ev = getattr(matcher, "last_evidence", None)
-            cands.append((sol, float(corr.weight[idx].sum()), dict(ev) if ev else {}))
+            cands.append(match_and_solve(matcher, rec.ground_rgb, rec.camera, rec.T_base_camera, rec.sat_rgb,
+                                         rec.georef, yaw, depth_kw, cfg, pcfg))
         except LocalizationRejected as rej:
             first = first or rej
-        except XViewError as exc:
-            first = first or LocalizationRejected("matcher_failed", str(exc))
     if not cands:
         out.reason = first.reason if first else "matcher_failed"
         return out
-    sol, support, evidence = max(cands, key=lambda c: c[1])
+    best = max(cands, key=lambda c: c[3])
+    sol, evidence = best[2], best[4] or {}
     out.evidence = evidence
     est = sol.T_patch_base
     out.T_est = (est.x_m, est.y_m, est.yaw_rad)
-    for other, sup, _ in cands:  # the localizer's yaw-ambiguity rule (several tries only)
-        if other is sol:
-            continue
-        o = other.T_patch_base
-        if (abs(wrap_angle_rad(o.yaw_rad - est.yaw_rad)) > cfg.max_prior_yaw_deviation_rad
-                or math.hypot(o.x_m - est.x_m, o.y_m - est.y_m) > cfg.max_jump_m) and \
-                support < cfg.unknown_yaw_min_support_ratio * sup:
-            out.reason = "yaw_ambiguous"
-            return out
+    try:
+        check_yaw_ambiguity(best, cands, cfg)
+    except LocalizationRejected as rej:
+        out.reason = rej.reason
+        return out
     if min_vote_mass > 0 and evidence and evidence.get("vote_mass", math.inf) < min_vote_mass:
         out.reason = "low_evidence"
         return out
-    scale_for = getattr(matcher, "covariance_scale_for", None)
-    scale = scale_for(depth_kind) if callable(scale_for) else getattr(matcher, "covariance_scale", 1.0)
-    cov = _floor_covariance(cfg.cov_inflation * float(scale) * np.asarray(sol.cov_xyyaw, float),
+    scale = matcher_covariance_scale(matcher, depth_kind)
+    cov = _floor_covariance(cfg.cov_inflation * scale * np.asarray(sol.cov_xyyaw, float),
                             cfg.cov_floor_xy_m2, cfg.cov_floor_yaw_rad2)
     d = np.array([est.x_m, est.y_m])  # the prior is the patch centre
     s = cov[:2, :2] + np.eye(2) * prior_sigma_m ** 2
@@ -295,12 +270,15 @@ def gate_table(pairs: Iterable[dict], thresholds: Sequence[float]) -> list[dict[
     """Precision / recall of the gate at each threshold, over the pairs the other gates accept:
     "good" = the estimate beats the prior. precision = good share of the kept; recall = kept
     share of the good; bad_rejected = rejected share of the bad."""
-    rows = _gate_rows(pairs)
+    return _gate_table(_gate_rows(pairs), thresholds)
+
+
+def _gate_table(rows: list[tuple[float, float, float]], thresholds: Sequence[float]) -> list[dict[str, float]]:
+    good = [r for r in rows if r[1] < r[2]]
+    bad = [r for r in rows if r[1] >= r[2]]
     out = []
     for thr in thresholds:
         kept = [r for r in rows if r[0] >= thr]
-        good = [r for r in rows if r[1] < r[2]]
-        bad = [r for r in rows if r[1] >= r[2]]
         kept_good = [r for r in kept if r[1] < r[2]]
         out.append({"min_vote_mass": float(thr), "n": len(rows), "kept": len(kept),
                     "precision": len(kept_good) / len(kept) if kept else float("nan"),
@@ -320,23 +298,12 @@ def calibrate_gate(pairs: Iterable[dict], target_precision: float = 0.97, min_re
         return 0.0
     cands = sorted({0.0, *[r[0] for r in rows]})
     best_thr, best_prec = 0.0, -1.0
-    for row in gate_table_rows(rows, cands):
+    for row in _gate_table(rows, cands):
         if row["recall"] >= min_recall and row["precision"] >= target_precision:
             return row["min_vote_mass"]
         if row["recall"] >= min_recall and row["precision"] > best_prec:
             best_thr, best_prec = row["min_vote_mass"], row["precision"]
     return best_thr
-
-
-def gate_table_rows(rows: list[tuple[float, float, float]], thresholds: Sequence[float]) -> list[dict[str, float]]:
-    out = []
-    good_n = sum(1 for r in rows if r[1] < r[2])
-    for thr in thresholds:
-        kept = [r for r in rows if r[0] >= thr]
-        kg = sum(1 for r in kept if r[1] < r[2])
-        out.append({"min_vote_mass": float(thr), "precision": kg / len(kept) if kept else 0.0,
-                    "recall": kg / good_n if good_n else 0.0})
-    return out
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:

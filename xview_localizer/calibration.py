@@ -36,7 +36,7 @@ from .se2 import wrap_angle_rad
 from .train.sparse_data import depth_for_kind
 
 __all__ = ["CHI2_3_MEDIAN", "CHI2_3_P95", "FrameNees", "NeesSummary", "frame_nees", "summarize_nees",
-           "collect_nees"]
+           "collect_nees", "pair_depth_kwargs"]
 
 #: Median and 95 % quantile of the chi-square distribution with 3 degrees of freedom.
 CHI2_3_MEDIAN = 2.365974
@@ -126,6 +126,19 @@ def summarize_nees(frames: list[FrameNees], n_frames: int, min_scale: float = 1.
     )
 
 
+def pair_depth_kwargs(matcher: Any, rec: Any, depth_kind: str) -> dict:
+    """The depth keywords a pair's matcher call gets: none for a matcher without depth; else the
+    record's metric ``depth_m`` as ``depth_kind`` ("inverse": inverted with the training conversion
+    :func:`~xview_localizer.train.sparse_data.depth_for_kind`, scale 1; "none": flat ground)."""
+    if not getattr(matcher, "accepts_depth", False):
+        return {}
+    depth = getattr(rec, "depth_m", None)
+    if depth_kind == "inverse" and depth is not None:  # the record's metric z, inverted (scale 1)
+        z = torch.from_numpy(np.asarray(depth, dtype=np.float32))[None]
+        depth = depth_for_kind(z, torch.ones(1), depth_kind)[0].numpy()
+    return {"depth_m": None if depth_kind == "none" else depth, "depth_kind": depth_kind}
+
+
 def collect_nees(matcher: Any, samples: Iterable[Any], config: LocalizerConfig | None = None,
                  procrustes_config: procrustes.ProcrustesConfig | None = None,
                  depth_kind: str | None = None) -> tuple[list[FrameNees], int]:
@@ -152,13 +165,7 @@ def collect_nees(matcher: Any, samples: Iterable[Any], config: LocalizerConfig |
     kind = depth_kind or cfg.depth_kind
     for rec in samples:
         n += 1
-        depth_kw = {}
-        if getattr(matcher, "accepts_depth", False):
-            depth = getattr(rec, "depth_m", None)
-            if kind == "inverse" and depth is not None:  # the record's metric z, inverted (scale 1)
-                z = torch.from_numpy(np.asarray(depth, dtype=np.float32))[None]
-                depth = depth_for_kind(z, torch.ones(1), kind)[0].numpy()
-            depth_kw = {"depth_m": None if kind == "none" else depth, "depth_kind": kind}
+        depth_kw = pair_depth_kwargs(matcher, rec, kind)
         corr = matcher.match(rec.ground_rgb, rec.camera, rec.T_base_camera, rec.sat_rgb, rec.georef,
                              float(rec.prior_yaw_rad), **depth_kw)
         try:

@@ -76,6 +76,11 @@ __all__ = [
     "solve_confident",
     "min_weight_for",
     "solution_from_camera_centred",
+    "yaw_tries",
+    "match_and_solve",
+    "check_yaw_ambiguity",
+    "matcher_covariance_scale",
+    "gate_threshold",
 ]
 
 NS_PER_S = 1_000_000_000
@@ -408,6 +413,92 @@ def solution_from_camera_centred(sol: procrustes.ProcrustesResult, T_base_camera
     return dataclasses.replace(sol, T_patch_base=T_patch_base, cov_xyyaw=0.5 * (cov + cov.T))
 
 
+def yaw_tries(matcher: Any, prior_yaw_rad: Optional[float], cfg: LocalizerConfig) -> list[Optional[float]]:
+    """The prior yaws the matcher is run with for one frame: the prior; without one ``[None]`` for a
+    matcher that searches every yaw itself (``needs_yaw_prior = False``, sparse-depth: one run), else
+    ``cfg.unknown_yaw_hypotheses`` evenly around the circle."""
+    if prior_yaw_rad is not None:
+        return [prior_yaw_rad]
+    if not getattr(matcher, "needs_yaw_prior", True):
+        return [None]
+    n_hyp = cfg.unknown_yaw_hypotheses
+    return [wrap_angle_rad(2.0 * math.pi * k / n_hyp) for k in range(n_hyp)]
+
+
+def match_and_solve(matcher: Any, image_rgb: np.ndarray, camera: Any, T_base_camera: np.ndarray, sat_rgb: np.ndarray,
+                    georef: Any, prior_yaw_rad: Optional[float], depth_kw: dict, cfg: LocalizerConfig,
+                    procrustes_config: procrustes.ProcrustesConfig,
+                    timings: Optional[dict] = None) -> tuple[Correspondences, np.ndarray, Any, float, Optional[dict]]:
+    """Matcher + Procrustes for one prior yaw (None: unknown, only for matchers with
+    ``needs_yaw_prior = False``; ``depth_kw``: the depth keywords of a matcher that takes depth,
+    else empty): (correspondences, inlier mask over them, solver result, support = summed weight
+    of the inliers, the matcher's vote evidence or None). Stage times accumulate in ``timings``.
+
+    Raises:
+        LocalizationRejected: "matcher_failed", or :func:`solve_confident`'s reasons.
+    """
+    timings = {} if timings is None else timings
+    t0 = time.perf_counter()
+    try:
+        corr = matcher.match(image_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad, **depth_kw)
+    except XViewError as exc:
+        raise LocalizationRejected("matcher_failed", f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        timings["matcher"] = timings.get("matcher", 0.0) + time.perf_counter() - t0
+    if not isinstance(corr, Correspondences):
+        raise LocalizationRejected("matcher_failed", f"matcher returned {type(corr).__name__}, not Correspondences")
+    t0 = time.perf_counter()
+    try:
+        confident, sol = solve_confident(corr, cfg, procrustes_config, min_weight_for(matcher, cfg))
+        if not corr.scale_known:
+            sol = solution_from_camera_centred(sol, T_base_camera)
+        inlier_mask = np.zeros(len(corr), dtype=bool)
+        idx = np.flatnonzero(confident)[sol.inlier_mask]
+        inlier_mask[idx] = True
+        evidence = getattr(matcher, "last_evidence", None)
+        return corr, inlier_mask, sol, float(corr.weight[idx].sum()), dict(evidence) if evidence else None
+    finally:
+        timings["solver"] = timings.get("solver", 0.0) + time.perf_counter() - t0
+
+
+def check_yaw_ambiguity(best: tuple, cands: list[tuple], cfg: LocalizerConfig) -> None:
+    """Without a prior yaw, a runner-up solution that disagrees with the best one (yaw or
+    position) but has nearly its support makes the frame ambiguous: no pose beats a pose that may
+    be turned around. ``best`` and ``cands``: :func:`match_and_solve` results.
+
+    Raises:
+        LocalizationRejected: "yaw_ambiguous".
+    """
+    T_best = best[2].T_patch_base
+    for c in cands:
+        if c is best:
+            continue
+        T = c[2].T_patch_base
+        dyaw = abs(wrap_angle_rad(T.yaw_rad - T_best.yaw_rad))
+        dpos = math.hypot(T.x_m - T_best.x_m, T.y_m - T_best.y_m)
+        disagrees = dyaw > cfg.max_prior_yaw_deviation_rad or dpos > cfg.max_jump_m
+        if disagrees and best[3] < cfg.unknown_yaw_min_support_ratio * c[3]:
+            raise LocalizationRejected(
+                "yaw_ambiguous",
+                f"no prior yaw and two solutions {math.degrees(dyaw):.0f} deg / {dpos:.1f} m apart have "
+                f"support {best[3]:.1f} vs {c[3]:.1f} (need a ratio of "
+                f"{cfg.unknown_yaw_min_support_ratio:g})")
+
+
+def matcher_covariance_scale(matcher: Any, depth_kind: str = "none") -> float:
+    """The matcher's calibrated covariance factor (``covariance_scale`` of its checkpoint, see
+    :mod:`xview_localizer.calibration`; a matcher with ``covariance_scale_for`` (sparse-depth)
+    gives the one calibrated for the frame's depth kind, "none" = flat ground); 1.0 for matchers
+    without a valid one."""
+    scale_for = getattr(matcher, "covariance_scale_for", None)
+    scale = scale_for(depth_kind) if callable(scale_for) else getattr(matcher, "covariance_scale", 1.0)
+    try:
+        scale = float(scale)
+    except (TypeError, ValueError):
+        return 1.0
+    return scale if math.isfinite(scale) and scale > 0.0 else 1.0
+
+
 # ----------------------------------------------------------------------------------------------
 # Time-indexed buffers
 # ----------------------------------------------------------------------------------------------
@@ -684,13 +775,7 @@ class Localizer:
             raise LocalizationRejected("matcher_failed", "matcher unavailable")
         gamma_prior = proj.convergence_rad(georef.center_lat_deg, georef.center_lon_deg)
         prior_yaw_true = None if prior.yaw_map_rad is None else wrap_angle_rad(prior.yaw_map_rad - gamma_prior)
-        if prior_yaw_true is None and not getattr(self.matcher, "needs_yaw_prior", True):
-            yaws = [None]  # the matcher searches every yaw itself (sparse-depth): one run
-        elif prior_yaw_true is None:
-            n_hyp = cfg.unknown_yaw_hypotheses
-            yaws = [wrap_angle_rad(2.0 * math.pi * k / n_hyp) for k in range(n_hyp)]
-        else:
-            yaws = [prior_yaw_true]
+        yaws = yaw_tries(self.matcher, prior_yaw_true, cfg)
         # what the matcher gets besides the image (one decision per frame, for every hypothesis)
         depth_kw = {"depth_m": frame.depth_m, "depth_kind": cfg.depth_kind} if _accepts_depth(self.matcher) else {}
         cands = []
@@ -703,7 +788,7 @@ class Localizer:
         if not cands:
             raise first_reject
         best = max(cands, key=lambda c: c[3])
-        self._check_yaw_ambiguity(best, cands)
+        check_yaw_ambiguity(best, cands, cfg)
         corr, inlier_mask, sol, _score, evidence = best
         result.evidence = evidence
         mass_min = self.min_vote_mass(yaw_known=prior_yaw_true is not None)
@@ -783,55 +868,11 @@ class Localizer:
         self._contradicting = recent + [(T_map_base, stamp_ns, odom_now)]
         return False
 
-    def _check_yaw_ambiguity(self, best: tuple, cands: list[tuple]) -> None:
-        """Without a prior yaw, a runner-up solution that disagrees with the best one (yaw or
-        position) but has nearly its support makes the frame ambiguous: no pose beats a pose
-        that may be turned around."""
-        cfg = self.config
-        T_best = best[2].T_patch_base
-        for c in cands:
-            if c is best:
-                continue
-            T = c[2].T_patch_base
-            dyaw = abs(wrap_angle_rad(T.yaw_rad - T_best.yaw_rad))
-            dpos = math.hypot(T.x_m - T_best.x_m, T.y_m - T_best.y_m)
-            disagrees = dyaw > cfg.max_prior_yaw_deviation_rad or dpos > cfg.max_jump_m
-            if disagrees and best[3] < cfg.unknown_yaw_min_support_ratio * c[3]:
-                raise LocalizationRejected(
-                    "yaw_ambiguous",
-                    f"no prior yaw and two solutions {math.degrees(dyaw):.0f} deg / {dpos:.1f} m apart have "
-                    f"support {best[3]:.1f} vs {c[3]:.1f} (need a ratio of "
-                    f"{cfg.unknown_yaw_min_support_ratio:g})")
-
     def _match_and_solve(self, frame: Frame, sat_rgb: np.ndarray, georef: Any, prior_yaw_true: float | None,
-                         timings: dict, depth_kw: dict) -> tuple[Correspondences, np.ndarray, Any, float]:
-        """Matcher + Procrustes for one prior yaw (None: unknown, only for matchers with
-        ``needs_yaw_prior = False``; ``depth_kw``: the depth keywords of a matcher that takes
-        depth, else empty): (correspondences, inlier mask over them, solver result, support =
-        summed weight of the inliers, the matcher's vote evidence or None). Stage times accumulate."""
-        cfg = self.config
-        t0 = time.perf_counter()
-        try:
-            corr = self.matcher.match(frame.image_rgb, frame.camera, frame.T_base_camera, sat_rgb, georef,
-                                      prior_yaw_true, **depth_kw)
-        except XViewError as exc:
-            raise LocalizationRejected("matcher_failed", f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            timings["matcher"] = timings.get("matcher", 0.0) + time.perf_counter() - t0
-        if not isinstance(corr, Correspondences):
-            raise LocalizationRejected("matcher_failed", f"matcher returned {type(corr).__name__}, not Correspondences")
-        t0 = time.perf_counter()
-        try:
-            confident, sol = solve_confident(corr, cfg, self.procrustes_config, min_weight_for(self.matcher, cfg))
-            if not corr.scale_known:
-                sol = solution_from_camera_centred(sol, frame.T_base_camera)
-            inlier_mask = np.zeros(len(corr), dtype=bool)
-            idx = np.flatnonzero(confident)[sol.inlier_mask]
-            inlier_mask[idx] = True
-            evidence = getattr(self.matcher, "last_evidence", None)
-            return corr, inlier_mask, sol, float(corr.weight[idx].sum()), dict(evidence) if evidence else None
-        finally:
-            timings["solver"] = timings.get("solver", 0.0) + time.perf_counter() - t0
+                         timings: dict, depth_kw: dict) -> tuple[Correspondences, np.ndarray, Any, float, Optional[dict]]:
+        """:func:`match_and_solve` of this frame with the localizer's matcher and solver."""
+        return match_and_solve(self.matcher, frame.image_rgb, frame.camera, frame.T_base_camera, sat_rgb, georef,
+                               prior_yaw_true, depth_kw, self.config, self.procrustes_config, timings)
 
     def min_vote_mass(self, yaw_known: bool = True) -> float:
         """The low-evidence threshold in use: ``config.min_vote_mass`` when >= 0, else the
@@ -841,19 +882,6 @@ class Localizer:
         if self.config.min_vote_mass >= 0.0:
             return float(self.config.min_vote_mass)
         return gate_threshold(getattr(self.matcher, "evidence_gate", None), yaw_known)
-
-    def _matcher_covariance_scale(self, depth_kind: str = "none") -> float:
-        """The matcher's calibrated covariance factor (``covariance_scale`` of its checkpoint,
-        see :mod:`xview_localizer.calibration`; a matcher with ``covariance_scale_for`` (sparse-
-        depth) gives the one calibrated for the frame's depth kind, "none" = flat ground); 1.0
-        for matchers without one."""
-        scale_for = getattr(self.matcher, "covariance_scale_for", None)
-        scale = scale_for(depth_kind) if callable(scale_for) else getattr(self.matcher, "covariance_scale", 1.0)
-        try:
-            scale = float(scale)
-        except (TypeError, ValueError):
-            return 1.0
-        return scale if math.isfinite(scale) and scale > 0.0 else 1.0
 
     def _to_map(self, proj: MapProjection, georef: Any, T_patch_base: SE2,
                 cov_patch: np.ndarray, depth_kind: str = "none") -> tuple[SE2, np.ndarray, float, float]:
@@ -865,7 +893,7 @@ class Localizer:
         yaw_map = T_patch_base.yaw_rad + proj.convergence_rad(lat, lon)
         J = np.eye(3)
         J[:2, :2] = _jacobian_map_from_enu(proj, enu, T_patch_base.x_m, T_patch_base.y_m)
-        scale = self.config.cov_inflation * self._matcher_covariance_scale(depth_kind)
+        scale = self.config.cov_inflation * matcher_covariance_scale(self.matcher, depth_kind)
         cov = scale * (J @ np.asarray(cov_patch, float) @ J.T)
         cov = _floor_covariance(cov, self.config.cov_floor_xy_m2, self.config.cov_floor_yaw_rad2)
         return SE2(x_m, y_m, yaw_map), cov, lat, lon
