@@ -643,11 +643,19 @@ class Localizer:
         dt_s = abs(stamp_ns - last.stamp_ns) / NS_PER_S
         if dt_s > cfg.jump_gate_max_age_s:
             return None
-        odom_now = self._odom_at_locked(stamp_ns)
-        if last.T_odom_base is not None and odom_now is not None:
-            delta = last.T_odom_base.inverse() @ odom_now
-            return last.T_map_base @ delta, cfg.max_jump_m, cfg.max_yaw_jump_rad, True
-        return (last.T_map_base, cfg.max_jump_m + cfg.max_speed_mps * dt_s,
+        return self._propagated(last.T_map_base, last.stamp_ns, last.T_odom_base, stamp_ns,
+                                self._odom_at_locked(stamp_ns))
+
+    def _propagated(self, T_map_base: SE2, stamp_ns: int, T_odom_base: Optional[SE2], to_stamp_ns: int,
+                    odom_now: Optional[SE2]) -> tuple[SE2, float, float, bool]:
+        """An estimate moved from ``stamp_ns`` to ``to_stamp_ns``: with odometry at both stamps
+        ``(T moved by it, max_jump_m, max_yaw_jump_rad, True)``, else ``(T, max_jump_m +
+        max_speed_mps * dt, max_yaw_jump_rad + max_yaw_rate_radps * dt, False)``."""
+        cfg = self.config
+        if T_odom_base is not None and odom_now is not None:
+            return T_map_base @ (T_odom_base.inverse() @ odom_now), cfg.max_jump_m, cfg.max_yaw_jump_rad, True
+        dt_s = abs(to_stamp_ns - stamp_ns) / NS_PER_S
+        return (T_map_base, cfg.max_jump_m + cfg.max_speed_mps * dt_s,
                 cfg.max_yaw_jump_rad + cfg.max_yaw_rate_radps * dt_s, False)
 
     def _prior_locked(self, stamp_ns: int) -> Prior:
@@ -848,14 +856,7 @@ class Localizer:
         recent = [c for c in self._contradicting if 0 <= stamp_ns - c[1] <= max_age_ns]
         agree = True
         for T_c, stamp_c, odom_c in recent:
-            if odom_c is not None and odom_now is not None:
-                T_prop = T_c @ (odom_c.inverse() @ odom_now)
-                allow_m, allow_rad = cfg.max_jump_m, cfg.max_yaw_jump_rad
-            else:
-                dt_s = (stamp_ns - stamp_c) / NS_PER_S
-                T_prop = T_c
-                allow_m = cfg.max_jump_m + cfg.max_speed_mps * dt_s
-                allow_rad = cfg.max_yaw_jump_rad + cfg.max_yaw_rate_radps * dt_s
+            T_prop, allow_m, allow_rad, _ = self._propagated(T_c, stamp_c, odom_c, stamp_ns, odom_now)
             if (math.hypot(T_prop.x_m - T_map_base.x_m, T_prop.y_m - T_map_base.y_m) > allow_m
                     or abs(wrap_angle_rad(T_prop.yaw_rad - T_map_base.yaw_rad)) > allow_rad):
                 agree = False
