@@ -648,15 +648,13 @@ def vote_evidence(vote: PoseVote, inv_temperature: torch.Tensor, cfg: SparseDept
     ar = torch.arange(b, device=logits.device)
     d_cells = (vote.offset_cells[None] - vote.offset_cells[bt][:, None]).norm(dim=-1)  # (B, T)
     dyaw = torch.remainder(vote.yaw_rad - vote.yaw_rad[ar, bj][:, None] + math.pi, 2 * math.pi) - math.pi  # (B, J)
-    yaw_step = math.radians(cfg.known_yaw_step_deg) if j > 1 else 1.0
-    if vote.yaw_rad.shape[1] > 1:
-        yaw_step = float((vote.yaw_rad[0, 1] - vote.yaw_rad[0, 0]).abs())
+    yaw_step = float((vote.yaw_rad[0, 1] - vote.yaw_rad[0, 0]).abs()) if j > 1 else 1.0
     near_t = d_cells <= 2.0 * cfg.vote_step_cells + 1e-6
     near_j = dyaw.abs() <= 2.0 * yaw_step + 1e-6
     near = near_j[:, :, None, None] & near_t[:, None, None, :]  # (B, J, 1, T) -> broadcast over S
     near = near.expand(b, j, s_n, t_n).reshape(b, -1)
     rival = flat.masked_fill(near, float("-inf")).max(dim=1).values
-    peak = flat.max(dim=1).values
+    peak = flat[ar, best]
     margin = torch.where(torch.isfinite(rival), peak - rival, peak)
     prob = torch.softmax(logits.reshape(b, -1), dim=1)
     mass = (prob * near.float()).sum(1)

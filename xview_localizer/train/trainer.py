@@ -49,7 +49,7 @@ from ..matcher.checkpoint import (
 )
 from ..matcher.dense_flow import DenseFlowConfig, DenseFlowMatcher, preset
 from ..matcher.sparse_depth import DEPTH_KINDS, SparseDepthConfig, SparseDepthMatcher, sparse_preset
-from .augment import augment_batch
+from .augment import PhotometricAugment, augment_batch
 from .losses import LossConfig, dense_flow_loss
 from .losses_sparse import SparseLossConfig, SparseLossTerms, sparse_depth_loss
 from .metrics import evaluate_with_baseline
@@ -343,9 +343,7 @@ class TrainConfig:
             return sparse_preset(self.preset, **self.model_overrides)
         return preset(self.preset, **self.model_overrides)
 
-    def photometric_augment(self):
-        from .augment import PhotometricAugment
-
+    def photometric_augment(self) -> PhotometricAugment:
         if not self.augment:
             return PhotometricAugment.off()
         try:
@@ -477,13 +475,12 @@ def _batches(loader: DataLoader, sampler, start_epoch: int, epochs: int,
         skip = skip_batches if epoch == start_epoch else 0
         if isinstance(sampler, EpochSampler):
             sampler.set_epoch(epoch, skip * loader.batch_size)
-            it = iter(loader)
-        else:
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-            it = iter(loader)
-            for _ in range(skip):  # DDP: the distributed sampler cannot start mid-epoch
-                next(it, None)
+            skip = 0
+        elif sampler is not None:
+            sampler.set_epoch(epoch)
+        it = iter(loader)
+        for _ in range(skip):  # DDP: the distributed sampler cannot start mid-epoch
+            next(it, None)
         for batch in it:
             yield epoch, batch
 
