@@ -358,9 +358,11 @@ def load_scene_style(world_dir: Path) -> Optional[SceneStyle]:
 # materials: repaint a world (geometry untouched)
 # ----------------------------------------------------------------------------------------------
 def _noise(rng: np.random.Generator, n: int, cells: int) -> np.ndarray:
-    """Smooth zero-mean, unit-ish noise (n, n) float32 with ``cells`` lattice cells per side."""
-    small = rng.standard_normal((max(2, cells) + 1, max(2, cells) + 1)).astype(np.float32)
-    return cv2.resize(small, (n, n), interpolation=cv2.INTER_CUBIC)
+    """Smooth zero-mean, unit-ish noise (n, n) float32 with ``cells`` (>= 2) lattice cells per
+    side: the world generator's noise field, bicubic."""
+    from .worldgen import _noise_field
+
+    return _noise_field(rng, n, max(2, cells), cv2.INTER_CUBIC)
 
 
 def apply_materials(world: World, materials: Materials, seed: int) -> World:
@@ -440,7 +442,7 @@ def apply_materials(world: World, materials: Materials, seed: int) -> World:
                                      facade_rgb=_jit(rng, pick(m.facade_rgbs), 10, 0.01, 0.1)) for b in world.buildings]
     trees = [dataclasses.replace(t, canopy_rgb=_jit(rng, pick(m.canopy_rgbs), 10, 0.02, 0.1)) for t in world.trees]
     cars = [dataclasses.replace(c, rgb=pick(m.car_rgbs)) for c in world.cars]
-    return World(world.config, world.roads, world.intersections, buildings, trees, cars, albedo, world.ground_class)
+    return dataclasses.replace(world, buildings=buildings, trees=trees, cars=cars, albedo_rgb=albedo)
 
 
 # ----------------------------------------------------------------------------------------------
