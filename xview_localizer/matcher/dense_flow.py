@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, GeometryError
+from .norms import NORM_KINDS, make_norm
 
 __all__ = [
     "DenseFlowConfig",
@@ -89,6 +90,8 @@ class DenseFlowConfig:
         corr_radius: lookup radius in cells at every level ((2r+1)^2 samples per level).
         iters: GRU iterations (paper: 12).
         ground_z_m: height of the ground plane in base_link (flat-ground BEV projection).
+        sat_norm: normalization of the satellite encoder, "instance" or "frozen" (fixed
+            statistics: area feature maps cut exactly, :mod:`.norms`).
     """
 
     name: str = "compact"
@@ -104,12 +107,15 @@ class DenseFlowConfig:
     corr_radius: int = 3
     iters: int = 6
     ground_z_m: float = 0.0
+    sat_norm: str = "instance"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ground_size_px", tuple(int(v) for v in self.ground_size_px))
         object.__setattr__(self, "encoder_widths", tuple(int(v) for v in self.encoder_widths))
         if not self.name:
             raise ConfigError("DenseFlowConfig.name must be a non-empty string")
+        if self.sat_norm not in NORM_KINDS:
+            raise ConfigError(f"DenseFlowConfig.sat_norm must be one of {NORM_KINDS}, got {self.sat_norm!r}")
         if self.feature_stride not in (4, 8):
             raise ConfigError(f"DenseFlowConfig.feature_stride must be 4 or 8, got {self.feature_stride}")
         if len(self.ground_size_px) != 2 or any(v <= 0 or v % self.feature_stride for v in self.ground_size_px):
@@ -191,17 +197,18 @@ def preset(name: str, **overrides: Any) -> DenseFlowConfig:
 
 # ----------------------------------------------------------------------------- encoders
 class ResidualBlock(nn.Module):
-    """ResNet BasicBlock: two 3x3 convs with instance norm, identity (or 1x1) shortcut."""
+    """ResNet BasicBlock: two 3x3 convs with ``norm`` (:mod:`.norms`: instance or frozen),
+    identity (or 1x1) shortcut."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, norm: str = "instance") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        self.norm1 = nn.InstanceNorm2d(out_ch)
-        self.norm2 = nn.InstanceNorm2d(out_ch)
+        self.norm1 = make_norm(norm, out_ch)
+        self.norm2 = make_norm(norm, out_ch)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride), nn.InstanceNorm2d(out_ch))
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride), make_norm(norm, out_ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.norm1(self.conv1(x)))
@@ -214,19 +221,22 @@ class ResNetEncoder(nn.Module):
     (strides 1, 2, 2 for 1/8 output; 1, 2, 1 for 1/4), 1x1 projection to ``out_dim``.
 
     Input ``(B, 3, H, W)`` float in [0, 1]; output ``(B, out_dim, H / stride, W / stride)``.
+    ``norm``: "instance" (per-image statistics) or "frozen" (fixed statistics: the encoder is then
+    translation-equivariant for shifts by multiples of ``stride``, see :mod:`.norms`).
     """
 
-    def __init__(self, widths: tuple[int, int, int], blocks: int, out_dim: int, stride: int) -> None:
+    def __init__(self, widths: tuple[int, int, int], blocks: int, out_dim: int, stride: int,
+                 norm: str = "instance") -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(3, widths[0], 7, stride=2, padding=3), nn.InstanceNorm2d(widths[0]), nn.ReLU(inplace=True)
+            nn.Conv2d(3, widths[0], 7, stride=2, padding=3), make_norm(norm, widths[0]), nn.ReLU(inplace=True)
         )
         strides = (1, 2, 2) if stride == 8 else (1, 2, 1)
         layers: list[nn.Module] = []
         in_ch = widths[0]
         for w, s in zip(widths, strides):
             for k in range(blocks):
-                layers.append(ResidualBlock(in_ch, w, s if k == 0 else 1))
+                layers.append(ResidualBlock(in_ch, w, s if k == 0 else 1, norm))
                 in_ch = w
         self.stages = nn.Sequential(*layers)
         self.out = nn.Conv2d(in_ch, out_dim, 1)
@@ -506,7 +516,7 @@ class DenseFlowMatcher(nn.Module):
         self.cfg = cfg
         w, blocks, s = cfg.encoder_widths, cfg.blocks_per_stage, cfg.feature_stride
         self.ground_encoder = ResNetEncoder(w, blocks, cfg.feature_dim, s)
-        self.sat_encoder = ResNetEncoder(w, blocks, cfg.feature_dim, s)
+        self.sat_encoder = ResNetEncoder(w, blocks, cfg.feature_dim, s, cfg.sat_norm)
         self.context_encoder = ResNetEncoder(w, blocks, cfg.hidden_dim + cfg.context_dim, s)
         self.refine = RefineBlock(cfg.feature_dim, cfg.feature_dim)
         self.context_refine = RefineBlock(cfg.hidden_dim + cfg.context_dim, cfg.hidden_dim + cfg.context_dim)
@@ -547,7 +557,8 @@ class DenseFlowMatcher(nn.Module):
         """Match a batch of ground images against satellite patches.
 
         Args:
-            ground_rgb: (B, 3, Hg, Wg) float in [0, 1], resized to ``cfg.ground_size_px``.
+            ground_rgb: (B, 3, Hg, Wg) float in [0, 1], resized to ``cfg.ground_size_px``; or
+                (1, 3, Hg, Wg) shared by all B items (yaw hypotheses of one frame: encoded once).
             bev_grid: (B, C, C, 2) ``grid_sample`` coordinates (align_corners=False, x then y in
                 [-1, 1]) into the ground image of every BEV cell, C = ``cfg.feature_cells``;
                 from :func:`bev_grid_for_camera` (north-up BEV rotated by the prior yaw).
@@ -567,10 +578,11 @@ class DenseFlowMatcher(nn.Module):
         """
         cfg = self.cfg
         cells = cfg.feature_cells
-        b = ground_rgb.shape[0]
-        if ground_rgb.dim() != 4 or tuple(ground_rgb.shape[1:]) != (3, *cfg.ground_size_px):
+        b = bev_grid.shape[0] if bev_grid.dim() == 4 else ground_rgb.shape[0]
+        if (ground_rgb.dim() != 4 or tuple(ground_rgb.shape[1:]) != (3, *cfg.ground_size_px)
+                or ground_rgb.shape[0] not in (1, b)):
             raise GeometryError(
-                f"ground_rgb must have shape (B, 3, {cfg.ground_size_px[0]}, {cfg.ground_size_px[1]}), "
+                f"ground_rgb must have shape (B or 1, 3, {cfg.ground_size_px[0]}, {cfg.ground_size_px[1]}), "
                 f"got {tuple(ground_rgb.shape)}"
             )
         if tuple(bev_grid.shape) != (b, cells, cells, 2):
@@ -597,6 +609,8 @@ class DenseFlowMatcher(nn.Module):
 
         stage = on_stage or (lambda name: None)
         feat_g, ctx_g = self.encode_ground(ground_rgb)
+        if feat_g.shape[0] != b:  # one image, B yaw hypotheses: encoded once
+            feat_g, ctx_g = feat_g.expand(b, -1, -1, -1), ctx_g.expand(b, -1, -1, -1)
         stage("ground_encoders")
         fmap_bev, ctx = self.project_bev(feat_g, ctx_g, bev_grid, bev_valid)
         stage("bev_projection")

@@ -35,7 +35,7 @@ import math
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -66,6 +66,8 @@ class MatchRequest:
     sat_rgb: np.ndarray
     georef: Any
     prior_yaw_rad: float
+    #: optional (D, C, C) satellite features of ``sat_rgb`` (an area window): skips the encoder
+    sat_features: Optional[torch.Tensor] = None
 
 
 def _rgb(name: str, img: Any) -> np.ndarray:
@@ -106,30 +108,76 @@ class _SatFeatureCache:
         scale = self.meta.get("covariance_scale")
         self.covariance_scale = float(scale) if isinstance(scale, (int, float)) and scale > 0 else 1.0
 
+    # -- area features (matcher/area.py) -------------------------------------------------
+    @property
+    def sat_input_size_px(self) -> int:
+        """Side of the square satellite input the network takes (px); patches are resized to it."""
+        return int(self.cfg.sat_size_px)
+
+    @property
+    def sat_stride_px(self) -> int:
+        """Output stride of the satellite encoder (px per feature cell)."""
+        return int(getattr(self.cfg, "sat_stride", None) or self.cfg.feature_stride)
+
+    @property
+    def sat_area_exact(self) -> bool:
+        """True when the satellite encoder has frozen normalization: a window cut out of an
+        encoded area equals the window encoded alone (away from its border, matcher/area.py)."""
+        return getattr(self.cfg, "sat_norm", "instance") == "frozen"
+
+    @torch.no_grad()
+    def encode_sat_area(self, rgb: np.ndarray) -> torch.Tensor:
+        """(A, A, 3) uint8 north-up area at the network's input resolution -> its satellite
+        features (D, A/s, A/s), float32 on this matcher's device. A must be a multiple of
+        :attr:`sat_stride_px`."""
+        a = _rgb("area rgb", rgb)
+        if a.shape[0] != a.shape[1] or a.shape[0] % self.sat_stride_px:
+            raise GeometryError(f"area rgb must be square with a side divisible by {self.sat_stride_px}, got {a.shape}")
+        x = _to_tensor(a, a.shape[:2])[None].to(self.device)
+        with self._autocast():
+            return self.model.encode_sat(x).float()[0]
+
+    def _check_features(self, sat_features: torch.Tensor) -> torch.Tensor:
+        n = self.cfg.sat_size_px // self.sat_stride_px
+        shape = (self.model.cfg.feature_dim, n, n)
+        if not isinstance(sat_features, torch.Tensor) or tuple(sat_features.shape) != shape:
+            got = tuple(sat_features.shape) if isinstance(sat_features, torch.Tensor) else type(sat_features).__name__
+            raise GeometryError(f"sat_features must be a tensor of shape {shape}, got {got}")
+        return sat_features.to(self.device)
+
     def _sat_key(self, s: np.ndarray, geo: Any) -> tuple:
         return (geo, hashlib.blake2b(np.ascontiguousarray(s).tobytes(), digest_size=16).hexdigest())
 
     def _sat_features(self, items: list[dict[str, Any]]) -> torch.Tensor:
+        """(B, D, C, C) satellite features of the items: given ones (``"sat_features"``, an area
+        window), cached ones, and one encoder pass over the distinct new patches (items with the
+        same ``"sat_key"`` - several yaw hypotheses of one frame - share one encoding)."""
         feats: list[torch.Tensor | None] = []
-        todo: list[int] = []
+        todo: dict[tuple, list[int]] = {}
         for i, it in enumerate(items):
-            f = self._sat_cache.get(it["sat_key"])
-            if f is not None:
-                self._sat_cache.move_to_end(it["sat_key"])
-                self.cache_hits += 1
-            else:
-                todo.append(i)
-                self.cache_misses += 1
+            f = it.get("sat_features")
+            if f is None:
+                f = self._sat_cache.get(it["sat_key"])
+                if f is not None:
+                    self._sat_cache.move_to_end(it["sat_key"])
+                    self.cache_hits += 1
+                elif it["sat_key"] in todo:
+                    todo[it["sat_key"]].append(i)
+                else:
+                    todo[it["sat_key"]] = [i]
+                    self.cache_misses += 1
             feats.append(f)
         if todo:
             s = self.cfg.sat_size_px
-            batch = torch.stack([_to_tensor(items[i]["sat"], (s, s)) for i in todo]).to(self.device)
+            firsts = [idx[0] for idx in todo.values()]
+            batch = torch.stack([_to_tensor(items[i]["sat"], (s, s)) for i in firsts]).to(self.device)
             with self._autocast():
                 new = self.model.encode_sat(batch).float()
-            for i, f in zip(todo, new):
-                feats[i] = f
+            for (key, idx), f in zip(todo.items(), new):
+                for i in idx:
+                    feats[i] = f
                 if self.cache_size > 0:
-                    self._sat_cache[items[i]["sat_key"]] = f
+                    self._sat_cache[key] = f
                     while len(self._sat_cache) > self.cache_size:
                         self._sat_cache.popitem(last=False)
         return torch.stack(feats)  # type: ignore[arg-type]
@@ -177,29 +225,26 @@ class Matcher(_SatFeatureCache):
         grid, valid = bev_grid_for_camera(
             cam, req.T_base_camera, float(req.prior_yaw_rad), cfg.feature_cells, m_per_cell, cfg.ground_z_m
         )
-        key = self._sat_key(s, geo)
+        key = None if req.sat_features is not None else self._sat_key(s, geo)
         return {
             "ground": _to_tensor(g, cfg.ground_size_px),
             "grid": torch.from_numpy(grid),
             "valid": torch.from_numpy(valid),
             "sat": s,
             "sat_key": key,
+            "sat_features": None if req.sat_features is None else self._check_features(req.sat_features),
             "sat_m_per_px": sat_m_per_px,
             "prior_yaw_rad": float(req.prior_yaw_rad),
         }
 
-    # -- public API ----------------------------------------------------------------------
-    @torch.no_grad()
-    def match_batch(self, requests: Sequence[MatchRequest]) -> list[Correspondences]:
-        """Match several frames in one forward pass; one Correspondences per request."""
-        if len(requests) == 0:
-            return []
-        items = [self._prepare(r) for r in requests]
+    def _run(self, ground: torch.Tensor, items: list[dict[str, Any]]) -> list[Correspondences]:
+        """One forward pass: ``ground`` (B or 1, 3, Hg, Wg) (1 = one image shared by every item,
+        encoded once), one item per batch entry."""
         dev = self.device
         sat_feat = self._sat_features(items)
         with self._autocast():
             out = self.model(
-                torch.stack([it["ground"] for it in items]).to(dev),
+                ground.to(dev),
                 torch.stack([it["grid"] for it in items]).to(dev),
                 torch.stack([it["valid"] for it in items]).to(dev),
                 None,
@@ -222,9 +267,34 @@ class Matcher(_SatFeatureCache):
             )
         return results
 
-    def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad: float) -> Correspondences:
-        """Match one frame (see the module docstring)."""
-        return self.match_batch([MatchRequest(ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad)])[0]
+    # -- public API ----------------------------------------------------------------------
+    @torch.no_grad()
+    def match_batch(self, requests: Sequence[MatchRequest]) -> list[Correspondences]:
+        """Match several frames in one forward pass; one Correspondences per request."""
+        if len(requests) == 0:
+            return []
+        items = [self._prepare(r) for r in requests]
+        return self._run(torch.stack([it["ground"] for it in items]), items)
+
+    @torch.no_grad()
+    def match_hypotheses(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaws_rad: Sequence[float],
+                         sat_features: Optional[torch.Tensor] = None) -> list[Correspondences]:
+        """One frame under several prior yaws (an unknown heading) in ONE forward pass: the
+        ground and satellite encoders run once, the BEV projection, correlation and GRU run
+        batched over the hypotheses. One Correspondences per yaw, each identical (float
+        tolerance) to :meth:`match` with that yaw."""
+        if len(prior_yaws_rad) == 0:
+            return []
+        items = [self._prepare(MatchRequest(ground_rgb, camera, T_base_camera, sat_rgb, georef, float(y),
+                                            sat_features)) for y in prior_yaws_rad]
+        return self._run(items[0]["ground"][None], items)
+
+    def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad: float, *,
+              sat_features: Optional[torch.Tensor] = None) -> Correspondences:
+        """Match one frame (see the module docstring); ``sat_features`` (D, C, C) of
+        ``sat_rgb`` (an area window, matcher/area.py) skip the satellite encoder."""
+        return self.match_batch([MatchRequest(ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad,
+                                              sat_features)])[0]
 
 
 class SparseMatcher(_SatFeatureCache):
@@ -277,11 +347,14 @@ class SparseMatcher(_SatFeatureCache):
 
     @torch.no_grad()
     def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad: float | None = None, *,
-              depth_m: np.ndarray | None = None, depth_kind: str = "metric") -> Correspondences:
+              depth_m: np.ndarray | None = None, depth_kind: str = "metric",
+              sat_features: Optional[torch.Tensor] = None) -> Correspondences:
         """Match one frame: keypoints lifted with ``depth_m`` of ``depth_kind`` (flat ground
         without depth) against the whole patch; the pose vote searches around ``prior_yaw_rad``
-        (true-north patch frame) or, when it is None, the whole circle. Returns the valid keypoints' correspondences
-        (``scale_known`` False for relative / inverse depth)."""
+        (true-north patch frame) or, when it is None, the whole circle (one pass: the vote
+        searches every yaw). ``sat_features`` (D, C, C) of ``sat_rgb`` (an area window,
+        matcher/area.py) skip the satellite encoder. Returns the valid keypoints'
+        correspondences (``scale_known`` False for relative / inverse depth)."""
         cfg = self.cfg
         g = _rgb("ground_rgb", ground_rgb)
         s = _rgb("sat_rgb", sat_rgb)
@@ -295,7 +368,10 @@ class SparseMatcher(_SatFeatureCache):
         depth, kind = self._depth(depth_m, depth_kind)
         kr = self._rays_for(camera, T_base_camera)
         sat_m_per_px = float(georef.m_per_px) * georef.width_px / cfg.sat_size_px
-        sat_feat = self._sat_features([{"sat": s, "sat_key": self._sat_key(s, georef)}])
+        if sat_features is not None:
+            sat_feat = self._check_features(sat_features)[None]
+        else:
+            sat_feat = self._sat_features([{"sat": s, "sat_key": self._sat_key(s, georef)}])
         dev = self.device
         t = lambda a: torch.from_numpy(a)[None].to(dev)  # noqa: E731
         with self._autocast():

@@ -61,6 +61,7 @@ from torch import nn
 
 from ..errors import ConfigError, GeometryError
 from .dense_flow import ResNetEncoder
+from .norms import NORM_KINDS
 
 __all__ = [
     "DepthKind",
@@ -124,6 +125,8 @@ class SparseDepthConfig:
         unknown_yaw_bins: yaw hypotheses around the circle without a prior yaw.
         vote_scales, vote_scale_range: log-spaced depth-scale hypotheses for relative depth.
         init_vote_inv_temperature: initial sharpness of the vote softmax (learnt, in log).
+        sat_norm: normalization of the satellite encoder, "instance" or "frozen" (fixed
+            statistics: area feature maps cut exactly, :mod:`.norms`).
     """
 
     name: str = "compact"
@@ -151,6 +154,7 @@ class SparseDepthConfig:
     vote_scales: int = 9
     vote_scale_range: tuple[float, float] = (0.25, 4.0)
     init_vote_inv_temperature: float = 20.0
+    sat_norm: str = "instance"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ground_size_px", tuple(int(v) for v in self.ground_size_px))
@@ -158,6 +162,8 @@ class SparseDepthConfig:
         object.__setattr__(self, "vote_scale_range", tuple(float(v) for v in self.vote_scale_range))
         if not self.name:
             raise ConfigError("SparseDepthConfig.name must be a non-empty string")
+        if self.sat_norm not in NORM_KINDS:
+            raise ConfigError(f"SparseDepthConfig.sat_norm must be one of {NORM_KINDS}, got {self.sat_norm!r}")
         for f in ("ground_stride", "sat_stride"):
             if getattr(self, f) not in (4, 8):
                 raise ConfigError(f"SparseDepthConfig.{f} must be 4 or 8, got {getattr(self, f)}")
@@ -742,7 +748,7 @@ class SparseDepthMatcher(nn.Module):
         self.cfg = cfg
         w, blocks = cfg.encoder_widths, cfg.blocks_per_stage
         self.ground_encoder = ResNetEncoder(w, blocks, cfg.feature_dim, cfg.ground_stride)
-        self.sat_encoder = ResNetEncoder(w, blocks, cfg.feature_dim, cfg.sat_stride)
+        self.sat_encoder = ResNetEncoder(w, blocks, cfg.feature_dim, cfg.sat_stride, cfg.sat_norm)
         self.score_head = ScoreHead(cfg.feature_dim)
         self.log_inv_temperature = nn.Parameter(torch.tensor(-math.log(cfg.init_temperature)))
         self.log_vote_inv_temperature = nn.Parameter(torch.tensor(math.log(cfg.init_vote_inv_temperature)))

@@ -48,6 +48,7 @@ from ..matcher.checkpoint import (
     save_checkpoint,
 )
 from ..matcher.dense_flow import DenseFlowConfig, DenseFlowMatcher, preset
+from ..matcher.norms import calibrate_frozen_norms, frozen_norm_buffer_keys
 from ..matcher.sparse_depth import DEPTH_KINDS, SparseDepthConfig, SparseDepthMatcher, sparse_preset
 from .augment import PhotometricAugment, augment_batch
 from .losses import LossConfig, dense_flow_loss
@@ -77,6 +78,9 @@ __all__ = [
 ]
 
 #: Keys of one training sample (shapes without batch; C = cfg.feature_cells).
+#: satellite patches the frozen norms of an instance-norm init are calibrated on
+CALIBRATION_SAT_PATCHES = 192
+
 SAMPLE_KEYS = (
     "ground_rgb",  # (3, Hg, Wg) float [0, 1]
     "bev_grid",  # (C, C, 2) grid_sample coordinates into the ground image
@@ -565,12 +569,21 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
         mcfg = tc.model_config()
     sparse = isinstance(mcfg, SparseDepthConfig)
     model = build_model(mcfg).to(dev)
+    to_calibrate = False
     if init_blob is not None and not resuming:
+        state = {k: v.float() if v.is_floating_point() else v for k, v in init_blob["state_dict"].items()}
+        # an init trained with instance norm has no statistics for frozen satellite norms: load
+        # the rest and calibrate them on this run's data below (matcher/norms.py)
+        frozen_missing = frozen_norm_buffer_keys(model) - set(state)
         try:
-            model.load_state_dict({k: v.float() if v.is_floating_point() else v
-                                   for k, v in init_blob["state_dict"].items()})
+            result = model.load_state_dict(state, strict=not frozen_missing)
         except RuntimeError as exc:
             raise CheckpointError(f"checkpoint {tc.init_checkpoint}: weights do not fit its config ({exc})") from exc
+        if frozen_missing and (set(result.missing_keys) - frozen_missing or result.unexpected_keys):
+            raise CheckpointError(f"checkpoint {tc.init_checkpoint}: weights do not fit its config (missing "
+                                  f"{sorted(set(result.missing_keys) - frozen_missing)}, unexpected "
+                                  f"{sorted(result.unexpected_keys)})")
+        to_calibrate = bool(frozen_missing)
         if dist_info.main:
             log.info("fine-tuning from %s (preset %s)", tc.init_checkpoint, mcfg.name)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.999))
@@ -589,6 +602,12 @@ def train(tc: TrainConfig, device: str | None = None) -> dict[str, Any]:
             log.info("resumed from %s at epoch %d step %d", last_path, start_epoch, step)
 
     dataset = open_dataset(tc.dataset, mcfg, tc.depth_augment(tc.seed), **tc.dataset_opts)
+    if to_calibrate:
+        n_cal = min(len(dataset), CALIBRATION_SAT_PATCHES)
+        sats = torch.stack([dataset[i]["sat_rgb"] for i in range(n_cal)]).to(dev)
+        n_norms = calibrate_frozen_norms(model.sat_encoder, sats.split(16))
+        if dist_info.main:
+            log.info("calibrated %d frozen satellite norms on %d patches (instance -> frozen)", n_norms, n_cal)
     sampler = None
     if dist_info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
