@@ -40,7 +40,7 @@ from .localizer import (
     _floor_covariance,
     check_yaw_ambiguity,
     gate_threshold,
-    match_and_solve,
+    match_and_solve_all,
     matcher_covariance_scale,
     yaw_tries,
 )
@@ -78,14 +78,8 @@ def localize_pair(matcher: Any, rec: Any, cfg: LocalizerConfig, *, prior_yaw_rad
     T_prior = (0.0, 0.0, float(rec.prior_yaw_rad if prior_yaw_rad is None else prior_yaw_rad))
     out = PairOutcome(str(rec.id), T_true, T_prior, T_prior, False)
     depth_kw = pair_depth_kwargs(matcher, rec, depth_kind)
-    cands = []
-    first: Optional[LocalizationRejected] = None
-    for yaw in yaw_tries(matcher, prior_yaw_rad, cfg):
-        try:
-            cands.append(match_and_solve(matcher, rec.ground_rgb, rec.camera, rec.T_base_camera, rec.sat_rgb,
-                                         rec.georef, yaw, depth_kw, cfg, pcfg))
-        except LocalizationRejected as rej:
-            first = first or rej
+    cands, first = match_and_solve_all(matcher, rec.ground_rgb, rec.camera, rec.T_base_camera, rec.sat_rgb,
+                                       rec.georef, yaw_tries(matcher, prior_yaw_rad, cfg), depth_kw, cfg, pcfg)
     if not cands:
         out.reason = first.reason if first else "matcher_failed"
         return out

@@ -78,6 +78,7 @@ __all__ = [
     "solution_from_camera_centred",
     "yaw_tries",
     "match_and_solve",
+    "match_and_solve_all",
     "check_yaw_ambiguity",
     "matcher_covariance_scale",
     "gate_threshold",
@@ -430,8 +431,9 @@ def match_and_solve(matcher: Any, image_rgb: np.ndarray, camera: Any, T_base_cam
                     procrustes_config: procrustes.ProcrustesConfig,
                     timings: Optional[dict] = None) -> tuple[Correspondences, np.ndarray, Any, float, Optional[dict]]:
     """Matcher + Procrustes for one prior yaw (None: unknown, only for matchers with
-    ``needs_yaw_prior = False``; ``depth_kw``: the depth keywords of a matcher that takes depth,
-    else empty): (correspondences, inlier mask over them, solver result, support = summed weight
+    ``needs_yaw_prior = False``; ``depth_kw``: the keywords the matcher gets besides the common
+    arguments - depth for a matcher that takes depth, ``sat_features`` of an area window - else
+    empty): (correspondences, inlier mask over them, solver result, support = summed weight
     of the inliers, the matcher's vote evidence or None). Stage times accumulate in ``timings``.
 
     Raises:
@@ -445,6 +447,13 @@ def match_and_solve(matcher: Any, image_rgb: np.ndarray, camera: Any, T_base_cam
         raise LocalizationRejected("matcher_failed", f"{type(exc).__name__}: {exc}") from exc
     finally:
         timings["matcher"] = timings.get("matcher", 0.0) + time.perf_counter() - t0
+    return _solve_matched(matcher, corr, T_base_camera, cfg, procrustes_config, timings)
+
+
+def _solve_matched(matcher: Any, corr: Any, T_base_camera: np.ndarray, cfg: LocalizerConfig,
+                   procrustes_config: procrustes.ProcrustesConfig,
+                   timings: dict) -> tuple[Correspondences, np.ndarray, Any, float, Optional[dict]]:
+    """The solver half of :func:`match_and_solve` for correspondences already matched."""
     if not isinstance(corr, Correspondences):
         raise LocalizationRejected("matcher_failed", f"matcher returned {type(corr).__name__}, not Correspondences")
     t0 = time.perf_counter()
@@ -459,6 +468,59 @@ def match_and_solve(matcher: Any, image_rgb: np.ndarray, camera: Any, T_base_cam
         return corr, inlier_mask, sol, float(corr.weight[idx].sum()), dict(evidence) if evidence else None
     finally:
         timings["solver"] = timings.get("solver", 0.0) + time.perf_counter() - t0
+
+
+def match_and_solve_all(matcher: Any, image_rgb: np.ndarray, camera: Any, T_base_camera: np.ndarray,
+                        sat_rgb: np.ndarray, georef: Any, yaws: list[Optional[float]], match_kw: dict,
+                        cfg: LocalizerConfig, procrustes_config: procrustes.ProcrustesConfig,
+                        timings: Optional[dict] = None) -> tuple[list[tuple], Optional[LocalizationRejected]]:
+    """:func:`match_and_solve` for every prior yaw of :func:`yaw_tries`: ``(candidates, the first
+    rejection or None)``. Several yaws and a matcher with ``match_hypotheses`` (dense-flow) run
+    in ONE batched forward pass (encoders once, the rest batched over the hypotheses) with the
+    same results as one call per yaw; otherwise one call per yaw."""
+    timings = {} if timings is None else timings
+    cands: list[tuple] = []
+    first: Optional[LocalizationRejected] = None
+    batched = getattr(matcher, "match_hypotheses", None)
+    if len(yaws) > 1 and callable(batched) and all(y is not None for y in yaws):
+        t0 = time.perf_counter()
+        try:
+            corrs = batched(image_rgb, camera, T_base_camera, sat_rgb, georef, yaws, **match_kw)
+        except XViewError as exc:
+            return [], LocalizationRejected("matcher_failed", f"{type(exc).__name__}: {exc}")
+        finally:
+            timings["matcher"] = timings.get("matcher", 0.0) + time.perf_counter() - t0
+        for corr in corrs:
+            try:
+                cands.append(_solve_matched(matcher, corr, T_base_camera, cfg, procrustes_config, timings))
+            except LocalizationRejected as rej:
+                first = first or rej
+        return cands, first
+    for yaw in yaws:
+        try:
+            cands.append(match_and_solve(matcher, image_rgb, camera, T_base_camera, sat_rgb, georef, yaw, match_kw,
+                                         cfg, procrustes_config, timings))
+        except LocalizationRejected as rej:
+            first = first or rej
+    return cands, first
+
+
+def _make_area_provider(cfg: LocalizerConfig, matcher: Any, tile_cache: Any) -> tuple[Any, str]:
+    """The area feature provider ``cfg.area_features`` asks for, or (None, why not)."""
+    from .matcher.area import AreaFeatureProvider, area_supported
+
+    if cfg.area_features == "off":
+        return None, "off (area_features: off)"
+    if matcher is None or not area_supported(matcher):
+        return None, "off (the matcher cannot encode areas)"
+    if cfg.area_features == "auto" and not getattr(matcher, "sat_area_exact", False):
+        return None, "off (auto: the checkpoint's satellite encoder uses instance norm, so a window of an area " \
+                     "would differ from the patch; area_features: on forces it)"
+    try:
+        provider = AreaFeatureProvider(tile_cache, matcher, cfg.patch_size_px, cfg.patch_m_per_px, cfg.area_factor)
+    except XViewError as exc:
+        return None, f"off ({exc})"
+    return provider, ""
 
 
 def check_yaw_ambiguity(best: tuple, cands: list[tuple], cfg: LocalizerConfig) -> None:
@@ -568,6 +630,25 @@ class Localizer:
         self._last: Optional[Estimate] = None
         #: recent estimates rejected 'odometry_contradiction', (T_map_base, stamp_ns, T_odom_base)
         self._contradicting: list[tuple[SE2, int, Optional[SE2]]] = []
+        self._area: Any = None
+        self._area_decided = False
+        #: why area features are off ('' when on), for logs and diagnostics
+        self.area_status = ""
+
+    @property
+    def area_provider(self) -> Any:
+        """The :class:`~xview_localizer.matcher.area.AreaFeatureProvider` in use, None when
+        area features are off (``area_features``, matcher, patch size; see :attr:`area_status`).
+        Decided at the first frame."""
+        if not self._area_decided:
+            self._area_decided = True
+            self._area, self.area_status = _make_area_provider(self.config, self.matcher, self.tile_cache)
+        return self._area
+
+    def close(self) -> None:
+        """Let a background area build finish (before the matcher or tile cache go away)."""
+        if self._area is not None:
+            self._area.close()
 
     # -- inputs ----------------------------------------------------------------------------------
     @property
@@ -771,9 +852,15 @@ class Localizer:
         timings["prior"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
+        sat_features = None
         try:
-            sat_rgb, georef = self.tile_cache.patch(prior.lat_deg, prior.lon_deg, cfg.patch_size_px,
-                                                    cfg.patch_m_per_px)
+            area = self.area_provider if self.matcher is not None else None
+            if area is not None:  # the window of an encoded area (matcher/area.py)
+                win = area.window(prior.lat_deg, prior.lon_deg)
+                sat_rgb, georef, sat_features = win.sat_rgb, win.georef, win.features
+            else:
+                sat_rgb, georef = self.tile_cache.patch(prior.lat_deg, prior.lon_deg, cfg.patch_size_px,
+                                                        cfg.patch_m_per_px)
         except TileError as exc:
             raise LocalizationRejected("tiles_unavailable", str(exc)) from exc
         timings["tiles"] = time.perf_counter() - t0
@@ -785,64 +872,65 @@ class Localizer:
         prior_yaw_true = None if prior.yaw_map_rad is None else wrap_angle_rad(prior.yaw_map_rad - gamma_prior)
         yaws = yaw_tries(self.matcher, prior_yaw_true, cfg)
         # what the matcher gets besides the image (one decision per frame, for every hypothesis)
-        depth_kw = {"depth_m": frame.depth_m, "depth_kind": cfg.depth_kind} if _accepts_depth(self.matcher) else {}
-        cands = []
-        first_reject: Optional[LocalizationRejected] = None
-        for yaw in yaws:
-            try:
-                cands.append(self._match_and_solve(frame, sat_rgb, georef, yaw, timings, depth_kw))
-            except LocalizationRejected as rej:
-                first_reject = first_reject or rej
+        match_kw = {"depth_m": frame.depth_m, "depth_kind": cfg.depth_kind} if _accepts_depth(self.matcher) else {}
+        if sat_features is not None:
+            match_kw["sat_features"] = sat_features
+        cands, first_reject = match_and_solve_all(self.matcher, frame.image_rgb, frame.camera, frame.T_base_camera,
+                                                  sat_rgb, georef, yaws, match_kw, cfg, self.procrustes_config,
+                                                  timings)
         if not cands:
             raise first_reject
-        best = max(cands, key=lambda c: c[3])
-        check_yaw_ambiguity(best, cands, cfg)
-        corr, inlier_mask, sol, _score, evidence = best
-        result.evidence = evidence
-        mass_min = self.min_vote_mass(yaw_known=prior_yaw_true is not None)
-        if evidence is not None and mass_min > 0 and evidence.get("vote_mass", math.inf) < mass_min:
-            raise LocalizationRejected("low_evidence", f"pose vote mass near the best pose {evidence['vote_mass']:.3f} "
-                                                       f"< {mass_min:.3f}: the vote is flat, other places or headings "
-                                                       "fit almost as well (out of distribution or ambiguous scene)")
-        result.correspondences, result.inlier_mask = corr, inlier_mask
-        n_confident = int(np.count_nonzero(corr.weight >= min_weight_for(self.matcher, cfg)))
-        t0 = time.perf_counter()
-        T_patch_base = sol.T_patch_base
-        depth_used = cfg.depth_kind if depth_kw.get("depth_m") is not None else "none"
-        T_map_base, cov_map, lat, lon = self._to_map(proj, georef, T_patch_base, sol.cov_xyyaw, depth_used)
-        timings["solver"] += time.perf_counter() - t0
+        # gating: the evidence, GNSS, prior-yaw and odometry checks and the map-frame conversion
+        t_gate = time.perf_counter()
+        try:
+            best = max(cands, key=lambda c: c[3])
+            check_yaw_ambiguity(best, cands, cfg)
+            corr, inlier_mask, sol, _score, evidence = best
+            result.evidence = evidence
+            mass_min = self.min_vote_mass(yaw_known=prior_yaw_true is not None)
+            if evidence is not None and mass_min > 0 and evidence.get("vote_mass", math.inf) < mass_min:
+                raise LocalizationRejected("low_evidence", f"pose vote mass near the best pose {evidence['vote_mass']:.3f} "
+                                                           f"< {mass_min:.3f}: the vote is flat, other places or headings "
+                                                           "fit almost as well (out of distribution or ambiguous scene)")
+            result.correspondences, result.inlier_mask = corr, inlier_mask
+            n_confident = int(np.count_nonzero(corr.weight >= min_weight_for(self.matcher, cfg)))
+            T_patch_base = sol.T_patch_base
+            depth_used = cfg.depth_kind if match_kw.get("depth_m") is not None else "none"
+            T_map_base, cov_map, lat, lon = self._to_map(proj, georef, T_patch_base, sol.cov_xyyaw, depth_used)
 
-        d = np.array([T_map_base.x_m - prior.x_m, T_map_base.y_m - prior.y_m])
-        s = cov_map[:2, :2] + prior.cov_xy_m2
-        maha = float(math.sqrt(max(float(d @ np.linalg.solve(s, d)), 0.0)))
-        if maha > cfg.max_gnss_mahalanobis:
-            raise LocalizationRejected("gnss_inconsistent", f"estimate is {np.hypot(*d):.1f} m from the GNSS prior, "
-                                               f"Mahalanobis {maha:.2f} > {cfg.max_gnss_mahalanobis}")
-        if prior.yaw_map_rad is not None:
-            dyaw_prior = abs(wrap_angle_rad(T_map_base.yaw_rad - prior.yaw_map_rad))
-            if dyaw_prior > cfg.max_prior_yaw_deviation_rad:
-                raise LocalizationRejected("yaw_inconsistent",
-                                           f"estimate yaw is {math.degrees(dyaw_prior):.1f} deg from the prior yaw "
-                                           f"(allowed {math.degrees(cfg.max_prior_yaw_deviation_rad):.1f} deg)")
-        if pred is not None:
-            T_pred = pred[0]
-            dpos = math.hypot(T_map_base.x_m - T_pred.x_m, T_map_base.y_m - T_pred.y_m)
-            dyaw = abs(wrap_angle_rad(T_map_base.yaw_rad - T_pred.yaw_rad))
-            if (dpos > pred[1] or dyaw > pred[2]) and not self._reanchor(T_map_base, frame.stamp_ns, odom_now):
-                via = "odometry" if pred[3] else "motion limits"
-                raise LocalizationRejected("odometry_contradiction",
-                              f"estimate differs from the previous one propagated by {via} by {dpos:.2f} m, "
-                              f"{math.degrees(dyaw):.1f} deg (allowed {pred[1]:.2f} m, "
-                              f"{math.degrees(pred[2]):.1f} deg)")
-        est = Estimate(
-            stamp_ns=frame.stamp_ns, T_map_base=T_map_base, cov_xyyaw=cov_map, T_patch_base=T_patch_base,
-            cov_xyyaw_patch=sol.cov_xyyaw, T_odom_base=odom_now, lat_deg=lat, lon_deg=lon,
-            n_confident=n_confident, n_inliers=sol.n_inliers, gnss_mahalanobis=maha, prior=prior)
-        with self._lock:
-            if self._last is None or est.stamp_ns >= self._last.stamp_ns:
-                self._last = est
-            self._contradicting = []
-        result.estimate = est
+            d = np.array([T_map_base.x_m - prior.x_m, T_map_base.y_m - prior.y_m])
+            s = cov_map[:2, :2] + prior.cov_xy_m2
+            maha = float(math.sqrt(max(float(d @ np.linalg.solve(s, d)), 0.0)))
+            if maha > cfg.max_gnss_mahalanobis:
+                raise LocalizationRejected("gnss_inconsistent", f"estimate is {np.hypot(*d):.1f} m from the GNSS prior, "
+                                                   f"Mahalanobis {maha:.2f} > {cfg.max_gnss_mahalanobis}")
+            if prior.yaw_map_rad is not None:
+                dyaw_prior = abs(wrap_angle_rad(T_map_base.yaw_rad - prior.yaw_map_rad))
+                if dyaw_prior > cfg.max_prior_yaw_deviation_rad:
+                    raise LocalizationRejected("yaw_inconsistent",
+                                               f"estimate yaw is {math.degrees(dyaw_prior):.1f} deg from the prior yaw "
+                                               f"(allowed {math.degrees(cfg.max_prior_yaw_deviation_rad):.1f} deg)")
+            if pred is not None:
+                T_pred = pred[0]
+                dpos = math.hypot(T_map_base.x_m - T_pred.x_m, T_map_base.y_m - T_pred.y_m)
+                dyaw = abs(wrap_angle_rad(T_map_base.yaw_rad - T_pred.yaw_rad))
+                if (dpos > pred[1] or dyaw > pred[2]) and not self._reanchor(T_map_base, frame.stamp_ns, odom_now):
+                    via = "odometry" if pred[3] else "motion limits"
+                    raise LocalizationRejected("odometry_contradiction",
+                                  f"estimate differs from the previous one propagated by {via} by {dpos:.2f} m, "
+                                  f"{math.degrees(dyaw):.1f} deg (allowed {pred[1]:.2f} m, "
+                                  f"{math.degrees(pred[2]):.1f} deg)")
+            est = Estimate(
+                stamp_ns=frame.stamp_ns, T_map_base=T_map_base, cov_xyyaw=cov_map, T_patch_base=T_patch_base,
+                cov_xyyaw_patch=sol.cov_xyyaw, T_odom_base=odom_now, lat_deg=lat, lon_deg=lon,
+                n_confident=n_confident, n_inliers=sol.n_inliers, gnss_mahalanobis=maha, prior=prior)
+            with self._lock:
+                if self._last is None or est.stamp_ns >= self._last.stamp_ns:
+                    self._last = est
+                self._contradicting = []
+            result.estimate = est
+        finally:
+            timings["gating"] = time.perf_counter() - t_gate
 
     def _reanchor(self, T_map_base: SE2, stamp_ns: int, odom_now: Optional[SE2]) -> bool:
         """An estimate contradicts the previous accepted one: True (accept it) when it is the
@@ -868,12 +956,6 @@ class Localizer:
             return True
         self._contradicting = recent + [(T_map_base, stamp_ns, odom_now)]
         return False
-
-    def _match_and_solve(self, frame: Frame, sat_rgb: np.ndarray, georef: Any, prior_yaw_true: float | None,
-                         timings: dict, depth_kw: dict) -> tuple[Correspondences, np.ndarray, Any, float, Optional[dict]]:
-        """:func:`match_and_solve` of this frame with the localizer's matcher and solver."""
-        return match_and_solve(self.matcher, frame.image_rgb, frame.camera, frame.T_base_camera, sat_rgb, georef,
-                               prior_yaw_true, depth_kw, self.config, self.procrustes_config, timings)
 
     def min_vote_mass(self, yaw_known: bool = True) -> float:
         """The low-evidence threshold in use: ``config.min_vote_mass`` when >= 0, else the
