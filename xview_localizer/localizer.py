@@ -441,13 +441,25 @@ def match_and_solve(matcher: Any, image_rgb: np.ndarray, camera: Any, T_base_cam
     """
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
+    corr = None
     try:
         corr = matcher.match(image_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad, **depth_kw)
     except XViewError as exc:
         raise LocalizationRejected("matcher_failed", f"{type(exc).__name__}: {exc}") from exc
     finally:
-        timings["matcher"] = timings.get("matcher", 0.0) + time.perf_counter() - t0
+        _add_matcher_timings(matcher, timings, time.perf_counter() - t0, stages=corr is not None)
     return _solve_matched(matcher, corr, T_base_camera, cfg, procrustes_config, timings)
+
+
+def _add_matcher_timings(matcher: Any, timings: dict, total_s: float, stages: bool = True) -> None:
+    """Accumulate a matcher call: ``matcher`` (its wall time) and, after a call that returned
+    (``stages``), the matcher's own stages (``last_timings_s``: preprocess, sat_features,
+    ground_encoder, matching) when it has them."""
+    timings["matcher"] = timings.get("matcher", 0.0) + total_s
+    stages = getattr(matcher, "last_timings_s", None) if stages else None
+    if isinstance(stages, dict):
+        for name, seconds in stages.items():
+            timings[name] = timings.get(name, 0.0) + float(seconds)
 
 
 def _solve_matched(matcher: Any, corr: Any, T_base_camera: np.ndarray, cfg: LocalizerConfig,
@@ -484,12 +496,13 @@ def match_and_solve_all(matcher: Any, image_rgb: np.ndarray, camera: Any, T_base
     batched = getattr(matcher, "match_hypotheses", None)
     if len(yaws) > 1 and callable(batched) and all(y is not None for y in yaws):
         t0 = time.perf_counter()
+        corrs = None
         try:
             corrs = batched(image_rgb, camera, T_base_camera, sat_rgb, georef, yaws, **match_kw)
         except XViewError as exc:
             return [], LocalizationRejected("matcher_failed", f"{type(exc).__name__}: {exc}")
         finally:
-            timings["matcher"] = timings.get("matcher", 0.0) + time.perf_counter() - t0
+            _add_matcher_timings(matcher, timings, time.perf_counter() - t0, stages=corrs is not None)
         for corr in corrs:
             try:
                 cands.append(_solve_matched(matcher, corr, T_base_camera, cfg, procrustes_config, timings))

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -88,6 +89,28 @@ def _to_tensor(img: np.ndarray, size_hw: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(np.require(img, requirements=["C", "W"])).permute(2, 0, 1).float().div_(255.0)
 
 
+#: network stage names (both models' ``on_stage``) -> the stages the wrapper reports
+_STAGE_OF = {"sat_encoder": "sat_features", "ground_encoders": "ground_encoder", "ground_encoder": "ground_encoder"}
+
+
+class _StageTimer:
+    """Wall time per stage (seconds, accumulated) between marks; on CUDA each mark synchronizes
+    so a stage is charged its own kernels. ``timer("name")`` closes stage ``name``."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sync = device.type == "cuda"
+        self.times: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.sync:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        key = _STAGE_OF.get(name, "preprocess" if name == "preprocess" else "matching")
+        self.times[key] = self.times.get(key, 0.0) + now - self._t
+        self._t = now
+
+
 class _SatFeatureCache:
     """A network on a device with an LRU cache of satellite features (both matchers)."""
 
@@ -103,6 +126,11 @@ class _SatFeatureCache:
         self.cache_misses = 0
         #: (B, 3) in-network Procrustes poses of the last call (diagnostics only).
         self.last_T_patch_base: np.ndarray | None = None
+        #: wall time of the last call's stages (s): preprocess (checks, resizing, BEV grids /
+        #: keypoint rays, depth), sat_features (cache lookup or encoder; ~0 with area features),
+        #: ground_encoder, matching (correlation / vote, sub-cell matches, in-network Procrustes,
+        #: copy-out)
+        self.last_timings_s: dict[str, float] = {}
         #: Factor for the Procrustes covariance of this model's correspondences, calibrated on
         #: held-out pairs (xview_localizer.calibration); 1.0 when the checkpoint has none.
         scale = self.meta.get("covariance_scale")
@@ -237,11 +265,13 @@ class Matcher(_SatFeatureCache):
             "prior_yaw_rad": float(req.prior_yaw_rad),
         }
 
-    def _run(self, ground: torch.Tensor, items: list[dict[str, Any]]) -> list[Correspondences]:
+    def _run(self, ground: torch.Tensor, items: list[dict[str, Any]], timer: _StageTimer) -> list[Correspondences]:
         """One forward pass: ``ground`` (B or 1, 3, Hg, Wg) (1 = one image shared by every item,
         encoded once), one item per batch entry."""
         dev = self.device
+        timer("preprocess")
         sat_feat = self._sat_features(items)
+        timer("sat_encoder")
         with self._autocast():
             out = self.model(
                 ground.to(dev),
@@ -251,6 +281,7 @@ class Matcher(_SatFeatureCache):
                 torch.tensor([it["sat_m_per_px"] for it in items], device=dev),
                 torch.tensor([it["prior_yaw_rad"] for it in items], device=dev),
                 sat_features=sat_feat,
+                on_stage=timer,
             )
         self.last_T_patch_base = out.T_patch_base.float().cpu().numpy()
         results = []
@@ -265,6 +296,8 @@ class Matcher(_SatFeatureCache):
                     scale_known=True,
                 )
             )
+        timer("copy_out")
+        self.last_timings_s = timer.times
         return results
 
     # -- public API ----------------------------------------------------------------------
@@ -273,8 +306,9 @@ class Matcher(_SatFeatureCache):
         """Match several frames in one forward pass; one Correspondences per request."""
         if len(requests) == 0:
             return []
+        timer = _StageTimer(self.device)
         items = [self._prepare(r) for r in requests]
-        return self._run(torch.stack([it["ground"] for it in items]), items)
+        return self._run(torch.stack([it["ground"] for it in items]), items, timer)
 
     @torch.no_grad()
     def match_hypotheses(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaws_rad: Sequence[float],
@@ -285,9 +319,10 @@ class Matcher(_SatFeatureCache):
         tolerance) to :meth:`match` with that yaw."""
         if len(prior_yaws_rad) == 0:
             return []
+        timer = _StageTimer(self.device)
         items = [self._prepare(MatchRequest(ground_rgb, camera, T_base_camera, sat_rgb, georef, float(y),
                                             sat_features)) for y in prior_yaws_rad]
-        return self._run(items[0]["ground"][None], items)
+        return self._run(items[0]["ground"][None], items, timer)
 
     def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad: float, *,
               sat_features: Optional[torch.Tensor] = None) -> Correspondences:
@@ -356,6 +391,7 @@ class SparseMatcher(_SatFeatureCache):
         matcher/area.py) skip the satellite encoder. Returns the valid keypoints'
         correspondences (``scale_known`` False for relative / inverse depth)."""
         cfg = self.cfg
+        timer = _StageTimer(self.device)
         g = _rgb("ground_rgb", ground_rgb)
         s = _rgb("sat_rgb", sat_rgb)
         if (g.shape[1], g.shape[0]) != (camera.width_px, camera.height_px):
@@ -368,18 +404,22 @@ class SparseMatcher(_SatFeatureCache):
         depth, kind = self._depth(depth_m, depth_kind)
         kr = self._rays_for(camera, T_base_camera)
         sat_m_per_px = float(georef.m_per_px) * georef.width_px / cfg.sat_size_px
+        dev = self.device
+        t = lambda a: torch.from_numpy(a)[None].to(dev)  # noqa: E731
+        ground = _to_tensor(g, cfg.ground_size_px)[None].to(dev)
+        timer("preprocess")
         if sat_features is not None:
             sat_feat = self._check_features(sat_features)[None]
         else:
             sat_feat = self._sat_features([{"sat": s, "sat_key": self._sat_key(s, georef)}])
-        dev = self.device
-        t = lambda a: torch.from_numpy(a)[None].to(dev)  # noqa: E731
+        timer("sat_encoder")
         with self._autocast():
             out = self.model(
-                _to_tensor(g, cfg.ground_size_px)[None].to(dev), None, torch.tensor([sat_m_per_px], device=dev),
+                ground, None, torch.tensor([sat_m_per_px], device=dev),
                 t(kr.rays_base), t(kr.ray_valid), t(kr.cam_xyz_base_m), t(kr.grid_norm),
                 depth=None if depth is None else depth.to(dev), depth_kind=kind, sat_features=sat_feat,
                 prior_yaw_rad=None if prior_yaw_rad is None else torch.tensor([float(prior_yaw_rad)], device=dev),
+                on_stage=timer,
             )
         self.last_T_patch_base = out.T_patch_base.float().cpu().numpy()
         self.last_scale = out.scale.float().cpu().numpy()
@@ -388,12 +428,15 @@ class SparseMatcher(_SatFeatureCache):
             ev = vote_evidence(out.vote, self.model.log_vote_inv_temperature.exp(), cfg)
             self.last_evidence = {k: float(v[0]) for k, v in ev.items()}
         keep = out.src_valid[0]
-        return Correspondences(
+        corr = Correspondences(
             out.src_xy[0][keep].float().cpu().numpy(),
             out.dst_xy_m[0][keep].float().cpu().numpy(),
             out.weight[0][keep].float().clamp(0.0, 1.0).cpu().numpy(),
             scale_known=bool(out.scale_known),
         )
+        timer("copy_out")
+        self.last_timings_s = timer.times
+        return corr
 
 
 def load_matcher(checkpoint_path: str | os.PathLike, device: str | torch.device = "cpu") -> Matcher | SparseMatcher:

@@ -52,7 +52,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -785,6 +785,7 @@ class SparseDepthMatcher(nn.Module):
         depth_kind: str = "none",
         sat_features: torch.Tensor | None = None,
         prior_yaw_rad: torch.Tensor | None = None,
+        on_stage: Callable[[str], None] | None = None,
     ) -> SparseDepthOutput:
         """Match a batch of ground images against satellite patches (no yaw prior needed).
 
@@ -804,6 +805,9 @@ class SparseDepthMatcher(nn.Module):
             prior_yaw_rad: (B,) prior yaw of base_link in the patch frame (known orientation:
                 the pose vote searches ``known_yaw_range_deg`` around it), or None (unknown
                 orientation: the vote searches the whole circle).
+            on_stage: optional callback called with a stage name after each stage
+                ("ground_encoder", "matching" = similarity + pose vote + sub-cell matches,
+                "procrustes"); the inference wrapper times stages with it.
         Returns:
             :class:`SparseDepthOutput` (keypoints, lifted points, matches, weights, pose, scale).
         Raises:
@@ -849,7 +853,9 @@ class SparseDepthMatcher(nn.Module):
         xy_all, valid_all = lift_keypoints(
             rays_base.float(), ray_valid, cam_xyz_base_m.float(), z, depth_kind, cfg.ground_z_m, cfg.max_range_m
         )
+        stage = on_stage or (lambda name: None)
         feat_g, score_map = self.encode_ground(ground_rgb)
+        stage("ground_encoder")
         index, selected = select_keypoints(score_map, valid_all, cfg.num_keypoints, cfg.nms_radius_cells)
         kp_score = torch.gather(score_map.reshape(b, n), 1, index)
         src_valid = selected & torch.gather(valid_all, 1, index)
@@ -870,9 +876,11 @@ class SparseDepthMatcher(nn.Module):
                                              None if vote is None else vote.best_centre_cells, sim)
         dst = sat_cell_to_patch_m(uv, hs, m_per_cell)
         weight = kp_score * conf * src_valid.float()
+        stage("matching")
         pose, scale = pose_from_correspondences(
             src, dst, weight, scale_known, cam_xyz_base_m[:, :2], cfg.robust_iterations
         )
+        stage("procrustes")
         return SparseDepthOutput(
             score_map, index, kp_score, src_valid, src, uv, logits, conf, dst, weight, scale_known, pose, scale, vote
         )
