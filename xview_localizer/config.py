@@ -123,6 +123,10 @@ class LocalizerConfig:
                                       "far away (m).", range=(0.5, 1000.0))
     course_max_window_s: float = _p(5.0, "That earlier fix must be at most this much older (s); else the yaw "
                                     "is unknown.", range=(0.1, 600.0))
+    heading_prior: str = _p("auto", "Where the prior yaw comes from: 'auto' = the previous estimate propagated "
+                            "with odometry, else the GNSS course, else unknown; 'none' = always unknown (every "
+                            "frame searches the heading: relocalization from scratch, for evaluation and "
+                            "benchmarks).", choices=("auto", "none"))
     unknown_yaw_hypotheses: int = _p(4, "Without a prior yaw (no previous estimate, GNSS too slow for a course) "
                                      "the matcher runs at this many evenly spaced yaws and the best-supported "
                                      "solution is kept.", range=(1, 72))

@@ -814,6 +814,8 @@ class Localizer:
         return None
 
     def _prior_yaw_locked(self, stamp_ns: int) -> Optional[float]:
+        if self.config.heading_prior == "none":
+            return None
         pred = self._predicted_locked(stamp_ns)
         if pred is not None:
             return pred[0].yaw_rad

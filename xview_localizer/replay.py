@@ -517,6 +517,7 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
         finally:
             if bar is not None:
                 bar.close()
+            localizer.close()
         wall_s = time.perf_counter() - t_wall0
     proj = localizer.projection
     if proj is None:
