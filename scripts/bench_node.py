@@ -18,7 +18,7 @@ can, and reports:
 
 Configurations: ``sparse-flat`` (the default: sparse matcher, flat ground), ``sparse-depth``
 (metric depth), ``dense-flow``, each with a known heading (tracking; the first frames search)
-and ``heading_prior: none`` (every frame searches the heading), with area features on (auto)
+and ``heading_prior: none`` (every frame searches the heading), with area features on
 and off.
 
     .venv/bin/python scripts/bench_node.py [--frames 200] [--threads 2] [--json bench_node.json]
@@ -43,14 +43,14 @@ sys.path.insert(0, str(REPO / "scripts"))
 STAGES = ("tiles", "preprocess", "sat_features", "ground_encoder", "matching", "solver", "gating", "total")
 #: name -> (checkpoint, depth bag?, heading_prior, area_features)
 CONFIGS = {
-    "sparse-flat": ("", False, "auto", "auto"),
-    "sparse-flat-unknown": ("", False, "none", "auto"),
-    "sparse-flat-noarea": ("", False, "auto", "off"),
-    "sparse-depth": ("", True, "auto", "auto"),
-    "sparse-depth-unknown": ("", True, "none", "auto"),
-    "dense-flow": ("dense_flow", False, "auto", "auto"),
-    "dense-flow-unknown": ("dense_flow", False, "none", "auto"),
-    "dense-flow-noarea": ("dense_flow", False, "auto", "off"),
+    "sparse-flat": ("", False, "auto", True),
+    "sparse-flat-unknown": ("", False, "none", True),
+    "sparse-flat-noarea": ("", False, "auto", False),
+    "sparse-depth": ("", True, "auto", True),
+    "sparse-depth-unknown": ("", True, "none", True),
+    "dense-flow": ("dense_flow", False, "auto", True),
+    "dense-flow-unknown": ("dense_flow", False, "none", True),
+    "dense-flow-noarea": ("dense_flow", False, "auto", False),
 }
 CAMERA_HZ = 10.0
 

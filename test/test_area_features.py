@@ -181,3 +181,38 @@ def test_provider_background_thread_builds_the_next_area(tmp_path):
         lat, lon = (float(v) for v in enu.inverse(13.0, 0.0))
         assert prov.window(lat, lon).area_id != first.area_id  # the prepared area is adopted
         assert prov.stats["areas_built_sync"] == 1
+
+
+@pytest.fixture(scope="module")
+def ortho_area() -> np.ndarray:
+    """512 px (205 m at 0.4 m/px) of a synthetic world's orthophoto."""
+    from xview_localizer.sim.aerial import render_orthophoto
+    from xview_localizer.sim.world import WorldConfig, generate_world
+
+    rgb, _ = render_orthophoto(generate_world(WorldConfig(seed=11, size_m=240.0)), m_per_px=0.4)
+    return np.ascontiguousarray(rgb[44:556, 44:556])
+
+
+@pytest.mark.parametrize("name", ["sparse_depth", "dense_flow"])
+def test_packaged_instance_norm_checkpoints_stay_within_the_stated_tolerance(name, ortho_area):
+    """The packaged checkpoints use instance norm: a window of an area is normalized with the
+    area's statistics. The stated tolerance (docs/realtime.md): interior cosine similarity to
+    the window's own features, median >= 0.975 and 5th percentile >= 0.9 inside the area, median
+    >= 0.85 for a window on the area's edge (there the area adds the world's border)."""
+    from xview_localizer.matcher.factory import resolve_checkpoint_path
+    from xview_localizer.matcher.inference import load_matcher
+
+    m = load_matcher(resolve_checkpoint_path(name), "cpu")
+    assert not m.sat_area_exact
+    area = SatelliteArea(ortho_area, PatchGeoref(LAT0, LON0, 0.4, 512, 512), m.encode_sat_area(ortho_area),
+                         m.sat_stride_px, 256)
+    b = 6 if m.sat_stride_px == 4 else 4
+    for k, median_min, p05_min in [((0, 0), 0.975, 0.9), ((3, -5), 0.975, 0.9),
+                                   ((-area.slack_cells, area.slack_cells), 0.975, 0.9),
+                                   ((area.slack_cells, 0), 0.85, 0.0)]:
+        lat, lon = area._enu.inverse(k[0] * area.m_per_cell, -k[1] * area.m_per_cell)
+        win = area.window(float(lat), float(lon))
+        own = m.encode_sat_area(np.ascontiguousarray(win.sat_rgb))
+        cos = torch.nn.functional.cosine_similarity(win.features, own, dim=0)[b:-b, b:-b].flatten()
+        assert float(cos.median()) >= median_min, (name, k)
+        assert float(torch.quantile(cos, 0.05)) >= p05_min, (name, k)

@@ -117,21 +117,19 @@ def _run_localizer(tmp_path, matcher, **cfg_kw):
     return loc, results
 
 
-def test_localizer_cuts_frames_from_the_area_with_a_frozen_norm_checkpoint(tmp_path):
+def test_localizer_cuts_frames_from_the_area(tmp_path):
     loc, results = _run_localizer(tmp_path, _sparse("frozen"))
     prov = loc.area_provider
-    assert prov is not None and loc.area_status == ""
+    assert prov is not None and prov.exact and loc.area_status == ""
     assert prov.stats["windows"] == 5 and prov.stats["areas_built_sync"] == 1
     for r in results:  # every frame ran the matcher on a 64 px window of the area
         assert r.georef is not None and r.georef.width_px == 64 and r.georef.m_per_px == 0.5
         assert "tiles" in r.timings_s and "matcher" in r.timings_s
+    loc_in, _ = _run_localizer(tmp_path / "in", _sparse("instance"))  # approximate, but used
+    assert loc_in.area_provider is not None and not loc_in.area_provider.exact
 
 
-def test_localizer_keeps_per_frame_patches_for_instance_norm_unless_forced(tmp_path):
-    loc, results = _run_localizer(tmp_path / "a", _sparse("instance"))
-    assert loc.area_provider is None and "instance norm" in loc.area_status
-    assert all(r.georef is None or r.georef.width_px == 128 for r in results)
-    loc_on, _ = _run_localizer(tmp_path / "b", _sparse("instance"), area_features="on")
-    assert loc_on.area_provider is not None and loc_on.area_provider.stats["windows"] == 5
-    loc_off, _ = _run_localizer(tmp_path / "c", _sparse("frozen"), area_features="off")
-    assert loc_off.area_provider is None and "off" in loc_off.area_status
+def test_localizer_encodes_each_patch_when_area_features_are_off(tmp_path):
+    loc, results = _run_localizer(tmp_path, _sparse("frozen"), area_features=False)
+    assert loc.area_provider is None and "off" in loc.area_status
+    assert all(r.georef is not None and r.georef.width_px == 128 for r in results)

@@ -92,12 +92,12 @@ class LocalizerConfig:
                             range=(64, 4096))
     patch_m_per_px: float = _p(0.2, "Ground resolution of the satellite patch (true metres per pixel).",
                                range=(0.02, 10.0))
-    area_features: str = _p("auto", "Satellite features once per area instead of once per frame: an area "
-                            "area_factor x the patch is encoded (the next one ahead of the vehicle, on a "
-                            "background thread) and every frame cuts its window from it. 'auto' = when the "
-                            "checkpoint's satellite encoder makes that exact (frozen normalization), 'on' = "
-                            "also for instance-norm checkpoints (approximate), 'off' = encode every frame's "
-                            "patch.", choices=("auto", "on", "off"))
+    area_features: bool = _p(True, "Satellite features once per area instead of once per frame: an area "
+                             "area_factor x the patch is encoded (the next one ahead of the vehicle, on a "
+                             "background thread) and every frame cuts its window from it (docs/realtime.md: exact "
+                             "for frozen-norm satellite encoders; with the packaged instance-norm checkpoints the "
+                             "normalization statistics cover the area, accuracy unchanged within noise). False = "
+                             "encode every frame's own patch.")
     area_factor: int = _p(2, "Side of the encoded area / side of the patch: the window moves (area_factor - 1) / 2 "
                           "patch sides before it reaches the edge; the next area is prepared half-way.",
                           range=(2, 8))

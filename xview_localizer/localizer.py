@@ -522,13 +522,10 @@ def _make_area_provider(cfg: LocalizerConfig, matcher: Any, tile_cache: Any) -> 
     """The area feature provider ``cfg.area_features`` asks for, or (None, why not)."""
     from .matcher.area import AreaFeatureProvider, area_supported
 
-    if cfg.area_features == "off":
-        return None, "off (area_features: off)"
+    if not cfg.area_features:
+        return None, "off (area_features: false)"
     if matcher is None or not area_supported(matcher):
         return None, "off (the matcher cannot encode areas)"
-    if cfg.area_features == "auto" and not getattr(matcher, "sat_area_exact", False):
-        return None, "off (auto: the checkpoint's satellite encoder uses instance norm, so a window of an area " \
-                     "would differ from the patch; area_features: on forces it)"
     try:
         provider = AreaFeatureProvider(tile_cache, matcher, cfg.patch_size_px, cfg.patch_m_per_px, cfg.area_factor)
     except XViewError as exc:
