@@ -103,7 +103,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
                                   "area_features": area})
     node, tile_url = node_config_for_bag(bag, node, "")
     device = args.device
-    matcher = load_matcher_for_replay(node.checkpoint_path, device)
+    matcher = load_matcher_for_replay(node.checkpoint_path, device, runtime=args.runtime)
     timings: list[dict] = []
     accepted = [0]
 
@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="demo folder (world + drives; built on first use)")
     ap.add_argument("--only", nargs="+", default=list(CONFIGS), choices=list(CONFIGS), metavar="CONFIG",
                     help=f"configurations (default all: {', '.join(CONFIGS)})")
+    ap.add_argument("--runtime", default="compile", choices=("compile", "eager"),
+                    help="matcher_runtime of every configuration (default: the node's default, compile)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--one", default="", help=argparse.SUPPRESS)  # subprocess entry
     ap.add_argument("--bag", default="", help=argparse.SUPPRESS)
@@ -164,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.only:
         cmd = [sys.executable, __file__, "--one", name, "--frames", str(args.frames), "--threads", str(args.threads),
+               "--runtime", args.runtime,
                "--device", args.device, "--dir", str(work), "--bag", str(bag), "--bag-depth", str(bag_d)]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -178,11 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": args.threads,
+               "runtime": args.runtime,
                "device": args.device, "torch": torch.__version__,
                "load_avg_1m": os.getloadavg()[0]}
     if args.device == "cuda" and torch.cuda.is_available():
         machine["gpu"] = torch.cuda.get_device_name(0)
     print(f"\n{machine['cpu']}, {machine['cores']} cores, torch threads {args.threads}, device {args.device}, "
+          f"runtime {args.runtime}, "
           f"load avg {machine['load_avg_1m']:.2f}; {args.frames} frames of the demo drive per row; ms p50 / p90")
     head = ["config", *STAGES, "frames/s", "10 Hz served", "poses", "peak RSS MB"]
     print("| " + " | ".join(head) + " |")

@@ -203,3 +203,13 @@ def test_vote_evidence_margin_is_small_for_a_rival_and_large_for_a_lone_peak():
     assert vote_evidence(vote(heading), inv_t, cfg)["vote_margin"][0] == pytest.approx(0.4, abs=1e-5)
     m = vote_evidence(vote(lone), inv_t, cfg)["vote_mass"][0]
     assert 0.0 < m <= 1.0
+
+
+@pytest.mark.parametrize("r", [1, 2])
+def test_max_filter2d_equals_max_pool2d(r):
+    from xview_localizer.matcher.sparse_depth import max_filter2d
+
+    x = torch.randn(3, 5, 17, 13, generator=torch.Generator().manual_seed(r))
+    want = F.max_pool2d(x.reshape(15, 1, 17, 13), 2 * r + 1, 1, r).reshape(3, 5, 17, 13)
+    assert torch.equal(max_filter2d(x, r), want)
+    assert torch.equal(max_filter2d(x, 0), x)

@@ -233,24 +233,27 @@ def _first_message(reader: Any, topic: str) -> Any:
 # ----------------------------------------------------------------------------------------------
 # Matcher
 # ----------------------------------------------------------------------------------------------
-def load_matcher_for_replay(checkpoint: str, device: str, matcher_factory: str = "") -> Any:
+def load_matcher_for_replay(checkpoint: str, device: str, matcher_factory: str = "", runtime: str = "eager") -> Any:
     """The matcher the node would load: ``matcher_factory`` ('module:function', tests) or the
     checkpoint (``''`` = the packaged default, the sparse matcher; see
-    :func:`xview_localizer.matcher.factory.default_checkpoint_path`).
+    :func:`xview_localizer.matcher.factory.default_checkpoint_path`), on ``runtime``
+    (``matcher_runtime``: "compile" | "eager").
 
     Raises:
         CheckpointError: naming the checkpoint and the cause.
     """
-    from .matcher.factory import resolve_factory
+    from .matcher.factory import apply_runtime, resolve_factory
 
     factory = resolve_factory(matcher_factory)
     try:
-        return factory(checkpoint, device)
+        matcher = factory(checkpoint, device)
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch / pickle raise many types for bad files
         what = checkpoint or "the packaged default checkpoint"
         raise CheckpointError(f"checkpoint {what!r} does not load: {type(exc).__name__}: {exc}") from exc
+    apply_runtime(matcher, runtime)
+    return matcher
 
 
 # ----------------------------------------------------------------------------------------------

@@ -172,7 +172,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    matcher = load_matcher_for_replay(node.checkpoint_path, device, node.matcher_factory)
+    matcher = load_matcher_for_replay(node.checkpoint_path, device, node.matcher_factory, node.matcher_runtime)
     tiles = TileCache(tile_url, args.tile_cache_dir or (Path(node.tile_cache_dir) if node.tile_cache_dir else None),
                       TileCacheConfig(offline=node.tile_offline, timeout_s=node.tile_timeout_s,
                                       retries=node.tile_retries))

@@ -92,3 +92,14 @@ def resolve_factory(spec: str) -> Callable[[str, str], Any]:
         return getattr(importlib.import_module(module), func)
     except (ImportError, AttributeError) as exc:
         raise CheckpointError(f"matcher_factory {spec!r} cannot be imported: {exc}") from exc
+
+
+def apply_runtime(matcher: Any, runtime: str) -> str:
+    """Put a loaded matcher on ``runtime`` (``matcher_runtime``: "compile" | "eager") when it
+    supports runtimes (the packaged matchers; custom factories' matchers are left alone).
+    Returns what was applied ("" = not supported)."""
+    use = getattr(matcher, "use_runtime", None)
+    if not callable(use):
+        return ""
+    use(runtime)
+    return runtime

@@ -31,6 +31,7 @@ Sim(2) and convert with :func:`xview_localizer.camera.T_patch_base_from_camera_c
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import time
@@ -41,8 +42,9 @@ from typing import Any, Optional, Sequence
 import cv2
 import numpy as np
 import torch
+from torch import nn
 
-from ..errors import GeometryError
+from ..errors import ConfigError, GeometryError
 from .base import Correspondences
 from .checkpoint import load_model, model_name_of
 from .dense_flow import DenseFlowMatcher, bev_grid_for_camera
@@ -54,7 +56,7 @@ from .sparse_depth import (
     vote_evidence,
 )
 
-__all__ = ["MatchRequest", "Matcher", "SparseMatcher", "load_matcher"]
+__all__ = ["MatchRequest", "Matcher", "SparseMatcher", "load_matcher", "RUNTIMES"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,39 @@ class _StageTimer:
         self._t = now
 
 
+#: inference runtimes of :meth:`_SatFeatureCache.use_runtime` (scripts/bench_runtime.py measured
+#: eager, inference_mode, channels_last, torch.compile, bf16, ONNX Runtime and int8 on 2 CPU
+#: cores: only torch.compile of the ground encoders pays, 1.2x per frame; docs/realtime.md)
+RUNTIMES: tuple[str, ...] = ("eager", "compile")
+
+log = logging.getLogger(__name__)
+
+
+class _CompiledOrEager(nn.Module):
+    """A module run through ``torch.compile`` (inductor), falling back to the eager module for
+    good - with one warning - when compiling fails (no C++ compiler, an unsupported op): the
+    outputs are the same either way. The first call compiles (~10 s on 2 cores, then cached on
+    disk by inductor)."""
+
+    def __init__(self, module: nn.Module, name: str) -> None:
+        super().__init__()
+        self.eager = module
+        self.name = name
+        # not a registered child: the eager module owns the parameters (one copy in state_dict)
+        object.__setattr__(self, "compiled", torch.compile(module, dynamic=False))
+        self.failed = ""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.failed:
+            try:
+                return self.compiled(x)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure: run eager instead
+                self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                log.warning("torch.compile of the %s failed, running it eagerly (same outputs): %s",
+                            self.name, self.failed)
+        return self.eager(x)
+
+
 class _SatFeatureCache:
     """A network on a device with an LRU cache of satellite features (both matchers)."""
 
@@ -133,8 +168,30 @@ class _SatFeatureCache:
         self.last_timings_s: dict[str, float] = {}
         #: Factor for the Procrustes covariance of this model's correspondences, calibrated on
         #: held-out pairs (xview_localizer.calibration); 1.0 when the checkpoint has none.
+        #: the runtime of :meth:`use_runtime`
+        self.runtime = "eager"
         scale = self.meta.get("covariance_scale")
         self.covariance_scale = float(scale) if isinstance(scale, (int, float)) and scale > 0 else 1.0
+
+    # -- runtime -----------------------------------------------------------------------
+    def use_runtime(self, runtime: str) -> None:
+        """Run the per-frame ground encoder(s) under ``runtime`` (:data:`RUNTIMES`): "eager",
+        or "compile" (``torch.compile``, falling back to eager if compiling fails). The outputs
+        are the same (float tolerance); the satellite encoder runs once per area and stays eager."""
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"matcher runtime must be one of {RUNTIMES}, got {runtime!r}")
+        names = [n for n in ("ground_encoder", "context_encoder") if hasattr(self.model, n)]
+        for n in names:
+            mod = getattr(self.model, n)
+            eager = mod.eager if isinstance(mod, _CompiledOrEager) else mod
+            setattr(self.model, n, _CompiledOrEager(eager, n.replace("_", " ")) if runtime == "compile" else eager)
+        self.runtime = runtime
+
+    @property
+    def runtime_fallback(self) -> str:
+        """Why a compiled encoder runs eagerly ('' = it does not, or the runtime is eager)."""
+        mods = [getattr(self.model, n, None) for n in ("ground_encoder", "context_encoder")]
+        return next((m.failed for m in mods if isinstance(m, _CompiledOrEager) and m.failed), "")
 
     # -- area features (matcher/area.py) -------------------------------------------------
     @property

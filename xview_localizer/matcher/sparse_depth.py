@@ -80,6 +80,7 @@ __all__ = [
     "descriptor_similarity",
     "match_descriptors",
     "PoseVote",
+    "max_filter2d",
     "yaw_hypotheses",
     "vote_pose",
     "pose_from_correspondences",
@@ -564,6 +565,25 @@ def yaw_hypotheses(prior_yaw_rad: torch.Tensor | None, batch: int, cfg: SparseDe
     return prior_yaw_rad.reshape(batch, 1).float() + off[None]
 
 
+def max_filter2d(x: torch.Tensor, r: int) -> torch.Tensor:
+    """``F.max_pool2d(x, 2r+1, stride=1, padding=r)`` over the last two axes of (..., H, W)
+    (borders padded with -inf, the same values), as two separable passes of shifted
+    ``torch.maximum``: 5x faster on CPU for the (B*K, 64, 64) similarity maps of the vote than
+    max_pool2d's single-channel path. Gradients go to the maximum (split on exact ties)."""
+    if r <= 0:
+        return x
+    h, w = x.shape[-2:]
+    p = F.pad(x, (r, r), value=float("-inf"))
+    y = p[..., 0:w]
+    for d in range(1, 2 * r + 1):
+        y = torch.maximum(y, p[..., d:d + w])
+    p = F.pad(y, (0, 0, r, r), value=float("-inf"))
+    z = p[..., 0:h, :]
+    for d in range(1, 2 * r + 1):
+        z = torch.maximum(z, p[..., d:d + h, :])
+    return z
+
+
 def vote_pose(
     similarity: torch.Tensor,
     src_xy: torch.Tensor,
@@ -595,8 +615,7 @@ def vote_pose(
     b, k, hs, ws = similarity.shape
     dev = similarity.device
     r = cfg.vote_pool_cells
-    sim = F.max_pool2d(similarity.reshape(b * k, 1, hs, ws), 2 * r + 1, 1, r).reshape(b, k, hs * ws) if r else \
-        similarity.reshape(b, k, hs * ws)
+    sim = max_filter2d(similarity, r).reshape(b, k, hs * ws)
     yaws = yaw_hypotheses(prior_yaw_rad, b, cfg, dev)  # (B, J)
     if scale_known:
         scales = torch.ones(1, device=dev)

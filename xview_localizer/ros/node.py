@@ -59,7 +59,7 @@ from ..config import NodeConfig
 from ..depth_utils import DepthBuffer, fit_depth_to_image
 from ..errors import ConfigError, LocalizationRejected, TileSourceError, XViewError
 from ..localizer import NS_PER_S, Frame, Localizer, StepResult
-from ..matcher.factory import resolve_factory
+from ..matcher.factory import apply_runtime, resolve_factory
 from . import conversions as conv
 from .params import declare_parameters, read_config
 
@@ -281,9 +281,12 @@ class LocalizerNode(Node):
             tiles = _UnavailableTiles(f"tile source {cfg.tile_url!r} unusable: {exc}")
         self._localizer.tile_cache = tiles
         try:
-            self._localizer.matcher = resolve_factory(cfg.matcher_factory)(cfg.checkpoint_path, cfg.device)
+            matcher = resolve_factory(cfg.matcher_factory)(cfg.checkpoint_path, cfg.device)
+            runtime = apply_runtime(matcher, cfg.matcher_runtime)
+            self._localizer.matcher = matcher
             self._matcher_state = "ready"
-            self.get_logger().info(f"matcher ready ({type(self._localizer.matcher).__name__})")
+            note = " (the first frame compiles the ground encoder, ~10 s the first time)" if runtime == "compile" else ""
+            self.get_logger().info(f"matcher ready ({type(matcher).__name__}, runtime {runtime or 'custom'}){note}")
         except Exception as exc:  # noqa: BLE001 - any loader failure must leave the node up
             self._matcher_state = "unavailable"
             self._matcher_detail = f"matcher unavailable: {type(exc).__name__}: {exc}"
