@@ -10,6 +10,8 @@ Until the trained matcher exists these stand in for it, honestly labelled:
   with noise: lets the node be tested end to end over DDS (poses come out at the GNSS prior).
   Loaded in the node process through the ``matcher_factory`` parameter
   (``localizer_doubles:make_prior_echo_matcher``, with ``test/`` on ``PYTHONPATH``).
+* :class:`SlowEchoMatcher` - the echo double, sleeping :data:`SLOW_MATCH_S` per frame: a
+  matcher slower than the camera, for the node's latest-frame worker and its diagnostics.
 
 Also :func:`write_tile_folder`: a folder of seeded random-texture XYZ PNG tiles around a point,
 served by the real :class:`xview_localizer.tiles.server.TileServer` or read as ``file://``.
@@ -18,6 +20,7 @@ served by the real :class:`xview_localizer.tiles.server.TileServer` or read as `
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import cv2
@@ -104,3 +107,28 @@ class PriorEchoMatcher:
 def make_prior_echo_matcher(checkpoint_path: str, device: str) -> PriorEchoMatcher:
     """``matcher_factory`` entry point for the node tests (arguments ignored)."""
     return PriorEchoMatcher(seed=0)
+
+
+#: Seconds :class:`SlowEchoMatcher` spends in every ``match`` (from ``make_slow_echo_matcher``).
+SLOW_MATCH_S = 2.0
+
+
+class SlowEchoMatcher(PriorEchoMatcher):
+    """TEST DOUBLE: :class:`PriorEchoMatcher` that sleeps ``match_s`` in every ``match`` - a
+    matcher far slower than the camera. ``needs_yaw_prior = False`` (it "searches yaw
+    itself"): one call per frame even without a prior yaw, so a frame costs ``match_s``."""
+
+    needs_yaw_prior = False
+
+    def __init__(self, match_s: float = SLOW_MATCH_S, seed: int = 0) -> None:
+        super().__init__(seed=seed)
+        self.match_s = match_s
+
+    def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad):
+        time.sleep(self.match_s)
+        return super().match(ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad)
+
+
+def make_slow_echo_matcher(checkpoint_path: str, device: str) -> SlowEchoMatcher:
+    """``matcher_factory`` entry point: :class:`SlowEchoMatcher` with :data:`SLOW_MATCH_S`."""
+    return SlowEchoMatcher()

@@ -209,6 +209,24 @@ def test_params_yaml_lists_every_parameter_once():
     compile(launch.read_text(), str(launch), "exec")  # launch/launch_ros are not installable here
 
 
+def test_latency_values_percentiles_over_the_window():
+    from xview_localizer.ros.node import LATENCY_WINDOW_FRAMES, _Stats, latency_values
+
+    st = _Stats()
+    for k in range(150):  # 0 .. 149 ms: the window keeps the last 100 (50 .. 149 ms)
+        st.timing("matcher", k / 1e3)
+    st.timing("tiles", 0.004)
+    values = latency_values({k: list(v) for k, v in st.stage_s.items()} | {"empty": []})
+    assert LATENCY_WINDOW_FRAMES == 100
+    assert list(values) == ["matcher_p50_ms", "matcher_p90_ms", "matcher_mean_ms", "matcher_max_ms",
+                            "tiles_p50_ms", "tiles_p90_ms", "tiles_mean_ms", "tiles_max_ms"]
+    assert float(values["matcher_p50_ms"]) == pytest.approx(99.5)
+    assert float(values["matcher_p90_ms"]) == pytest.approx(139.1)
+    assert float(values["matcher_mean_ms"]) == pytest.approx(99.5)
+    assert float(values["matcher_max_ms"]) == pytest.approx(149.0)
+    assert values["tiles_p50_ms"] == values["tiles_p90_ms"] == values["tiles_max_ms"] == "4.00"
+
+
 def test_out_of_range_parameter_refuses_to_start():
     proc = _start_node(_domain_id(0), {"patch_size_px": 5})
     out, _ = proc.communicate(timeout=60)
@@ -396,6 +414,8 @@ def test_node_end_to_end_bad_inputs_and_recovery(tmp_path, free_port):
     latency = h.statuses(phase_start["good"], "latency")[-1]
     keys = {kv.key for kv in latency.values}
     assert {"tiles_mean_ms", "matcher_mean_ms", "solver_mean_ms", "receive_to_publish_max_ms"} <= keys
+    assert {f"{stage}_{q}_ms" for stage in ("receive_to_start", "convert", "prior", "tiles", "matcher", "solver",
+                                             "total", "receive_to_publish") for q in ("p50", "p90")} <= keys
     summary = h.statuses(phase_start["recovered"], "localization")[-1]
     summary_keys = {kv.key for kv in summary.values}
     assert {"images_per_s", "poses_per_s", "frames_dropped_total"} <= summary_keys

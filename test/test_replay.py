@@ -12,6 +12,7 @@ ground-truth topic and the estimates written to the output bag.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import math
@@ -642,3 +643,115 @@ def test_depth_helpers_resize_and_pairing():
     for bad_tol in (-0.1, float("nan"), True):
         with pytest.raises(GeometryError):
             ReplayConfig(depth_tolerance_s=bad_tol)
+
+
+# ----------------------------------------------------------------------------------------------
+# Quick looks: --every, --max-frames, speed
+# ----------------------------------------------------------------------------------------------
+def _csv_stamps(out: Path) -> list[int]:
+    with (out / "frames.csv").open() as fh:
+        return [int(r["stamp_ns"]) for r in csv.DictReader(fh)]
+
+
+def test_replay_every_n_skips_frames_without_counting_them_as_rejected(bags, tmp_path, capsys):
+    stamps = _image_stamps(bags["mcap"])
+    n = len(stamps)
+    k = math.ceil(n / 3)
+    assert n % 3 and n > 20  # the last image is not a localized one: ceil matters
+    out = tmp_path / "every3"
+    assert _replay(bags["mcap"], out, "--every", "3") == 0
+    printed = capsys.readouterr().out
+    report = _check_recomputed_errors(bags["mcap"], out)
+    fr = report["frames"]
+    assert fr["total"] == k and fr["accepted"] + fr["rejected"] == k
+    assert fr["skipped"] == n - k
+    assert _csv_stamps(out) == stamps[::3]
+    assert report["meta"]["images"] == {"in_bag": n, "localized": k, "skipped": n - k, "every": 3, "max_frames": 0,
+                                        "not_replayed": 0}
+    assert sum(report["rejected_by_reason"].values()) == fr["rejected"]
+    assert report["availability"] > 0.6
+    assert report["meta"]["replay_frames_per_s"] > 0 and report["meta"]["realtime_factor"] > 0
+    assert f"replayed {k} of {n} images ({n - k} skipped: --every 3)" in printed
+    assert f"frames localized / skipped (--every){'':2}" in printed and f"{k} / {n - k}" in printed
+    assert f"; {n - k} more skipped" in (out / "index.html").read_text()
+
+
+def test_replay_max_frames_with_every(bags, tmp_path, capsys):
+    stamps = _image_stamps(bags["mcap"])
+    n = len(stamps)
+    out = tmp_path / "every3_max4"
+    assert _replay(bags["mcap"], out, "--every", "3", "--max-frames", "4") == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["frames"]["total"] == 4 and report["frames"]["skipped"] == 6
+    assert _csv_stamps(out) == stamps[0:10:3]
+    assert report["meta"]["images"] == {"in_bag": n, "localized": 4, "skipped": 6, "every": 3, "max_frames": 4,
+                                        "not_replayed": n - 10}
+    assert f"replayed 4 of {n} images (6 skipped: --every 3) ({n - 10} not reached: --max-frames 4)" in printed
+    # --max-frames alone: the first N images, nothing skipped
+    out1 = tmp_path / "max4"
+    assert _replay(bags["mcap"], out1, "--max-frames", "4") == 0
+    report1 = json.loads((out1 / "report.json").read_text())
+    assert _csv_stamps(out1) == stamps[:4] and report1["frames"]["skipped"] == 0
+    assert "frames localized / skipped" not in capsys.readouterr().out
+
+
+def test_replay_every_feeds_every_fix_and_decodes_only_localized_images(bags, tmp_path):
+    """With --every 3 every valid fix still reaches the localizer (the GNSS track it returns), and
+    the skipped images are not decoded: a bag whose other images are all corrupt replays clean."""
+    from xview_localizer.config import node_config_from_flat
+    from xview_localizer.replay import ReplayConfig, node_config_for_bag, replay_bag
+    from xview_localizer.tiles.cache import TileCache
+
+    stamps = _image_stamps(bags["mcap"])
+    keep = set(stamps[::3])
+
+    def corrupt_skipped(topic, msgtype, raw, msg, ts):
+        if topic == "/camera/image_raw" and _stamp(msg) not in keep:
+            raw = ts.serialize_cdr(dataclasses.replace(msg, encoding="yuv422"), msgtype)  # image_invalid if decoded
+        return topic, msgtype, raw
+
+    bag = _copy_bag(bags["mcap"], tmp_path / "corrupt", drop=("/camera/image_raw/compressed",),
+                    rewrite=corrupt_skipped)
+    n_fixes = sum(1 for _, _, _, _, m in _read_bag(bag, {"/gnss/fix"}) if m.status.status >= 0)
+    node, url = node_config_for_bag(bag, node_config_from_flat({"patch_size_px": 128, "patch_m_per_px": 0.5}))
+    _TRUTH_BAG["path"], _TRUTH_BAG["truth"] = bags["mcap"], None  # the double hashes the clean images
+    tiles = TileCache(url, tmp_path / "tile_cache")
+    try:
+        results = []
+        data = replay_bag(bag, ReplayConfig(every=3, node=node, progress=False), make_truth_matcher("", "cpu"), tiles,
+                          url, on_frame=lambda s, r: results.append(s))
+        every1 = replay_bag(bag, ReplayConfig(node=node, progress=False), make_truth_matcher("", "cpu"), tiles, url)
+    finally:
+        tiles.close()
+    assert len(data.gnss) == len(every1.gnss) == n_fixes
+    assert [f.stamp_ns for f in data.frames] == results == stamps[::3]
+    assert not [f for f in data.frames if f.reason == "image_invalid"]
+    assert data.skipped_frames == len(stamps) - len(keep)
+    # every image decoded without --every: the corrupt ones are rejected
+    assert sum(f.reason == "image_invalid" for f in every1.frames) == len(stamps) - len(keep)
+
+
+def test_replay_progress_bar_shows_frames_and_poses_per_second(bags, tmp_path, capsys):
+    _TRUTH_BAG["path"], _TRUTH_BAG["truth"] = bags["mcap"], None
+    rc = replay_main([str(bags["mcap"]), "--out", str(tmp_path / "r"), "--matcher-factory",
+                      "test_replay:make_truth_matcher", *PARAMS, "--every", "2", "--max-frames", "10"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "replay: 100%" in err and "10/10" in err
+    assert "frame/s" in err and "poses/s" in err and "poses " in err
+
+
+def test_every_and_max_frames_are_validated(bags, tmp_path, capsys):
+    from xview_localizer.errors import GeometryError
+    from xview_localizer.replay import ReplayConfig
+
+    with pytest.raises(GeometryError, match="every must be an int >= 1"):
+        ReplayConfig(every=0)
+    with pytest.raises(GeometryError, match="every must be an int >= 1"):
+        ReplayConfig(every=True)
+    for flag, value in (("--every", "0"), ("--every", "x"), ("--max-frames", "-1")):
+        with pytest.raises(SystemExit) as exc:
+            _replay(bags["mcap"], tmp_path / "r", flag, value)
+        assert exc.value.code == 2
+        assert flag in capsys.readouterr().err

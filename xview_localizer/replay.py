@@ -98,7 +98,11 @@ class ReplayConfig:
         depth_topic: '' = detect (see the module docstring), 'none' = no depth, else the
             ``sensor_msgs/msg/Image`` depth topic (32FC1 m or 16UC1 mm).
         depth_tolerance_s: largest |depth stamp - image stamp| for pairing (s, >= 0).
-        max_frames: stop after this many images (0 = all).
+        every: localize every N-th image of the image topic (the 1st, the N+1-th, ...; 1 = all);
+            the others are skipped without being decoded and counted as skipped, not as
+            rejected frames. Fixes, odometry, camera_info and /tf_static are all fed.
+        max_frames: stop after this many localized images (0 = all); with ``every`` N these are
+            images 1, N+1, ..., (max_frames-1)*N+1.
         node: node parameters (tile source, frames, fallback extrinsics, the core's config).
         progress: show a tqdm progress bar.
     """
@@ -110,6 +114,7 @@ class ReplayConfig:
     camera_info_topic: str = ""
     depth_topic: str = ""
     depth_tolerance_s: float = DEFAULT_DEPTH_TOLERANCE_S
+    every: int = 1
     max_frames: int = 0
     node: NodeConfig = field(default_factory=NodeConfig)
     progress: bool = True
@@ -117,6 +122,8 @@ class ReplayConfig:
     def __post_init__(self) -> None:
         if isinstance(self.max_frames, bool) or not isinstance(self.max_frames, int) or self.max_frames < 0:
             raise GeometryError(f"ReplayConfig.max_frames must be an int >= 0, got {self.max_frames!r}")
+        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
+            raise GeometryError(f"ReplayConfig.every must be an int >= 1, got {self.every!r}")
         tol = self.depth_tolerance_s
         if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
             raise GeometryError(f"ReplayConfig.depth_tolerance_s must be a finite number >= 0, got {tol!r}")
@@ -399,7 +406,11 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
 
     ``cfg.node`` must already carry the map frame (see :func:`node_config_for_bag`).
     ``matcher``: from :func:`load_matcher_for_replay`; ``tile_cache``: a TileCache (probed at
-    the first fix). ``on_frame(stamp_ns, StepResult)`` is called after every image.
+    the first fix). ``on_frame(stamp_ns, StepResult)`` is called after every image that ran
+    through the core. Nothing waits for bag time: frames go through as fast as the core allows
+    (``meta['replay_frames_per_s']``, ``meta['realtime_factor']``; the progress bar shows
+    frames/s and poses/s); ``cfg.every`` / ``cfg.max_frames`` thin or cut the replay
+    (``meta['images']`` counts localized, skipped and not replayed images).
 
     Raises:
         BagError: unreadable bag, missing topics (listed), no camera_info before the images.
@@ -420,43 +431,109 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
                  if depth_topic else None)
         wanted = {topics.image, topics.camera_info, topics.fix, topics.odom, topics.gt, topics.tf_static} - {""}
         use = [c for c in reader.connections if c.topic in wanted]
-        n_images = sum(c.msgcount for c in reader.connections if c.topic == topics.image)
+        n_images_bag = sum(c.msgcount for c in reader.connections if c.topic == topics.image)
+        n_to_localize = -(-n_images_bag // cfg.every)  # ceil
         if cfg.max_frames:
-            n_images = min(n_images, cfg.max_frames)
+            n_to_localize = min(n_to_localize, cfg.max_frames)
         log.info("replaying %s: image %s (%s), camera_info %s, fix %s, odom %s, ground truth %s", bag,
                  topics.image, topics.image_type.rsplit("/", 1)[-1], topics.camera_info, topics.fix,
                  topics.odom or "-", f"{topics.gt} ({topics.gt_type.rsplit('/', 1)[-1]})" if topics.gt else "-")
         log.info("depth: %s", f"{depth_topic} (within {cfg.depth_tolerance_s * 1e3:.0f} ms of the image stamp)"
                  if depth_topic else "none (flat ground)")
+        if cfg.every > 1 or cfg.max_frames:
+            log.info("localizing %d of %d images (every %d-th%s)", n_to_localize, n_images_bag, cfg.every,
+                     f", at most {cfg.max_frames}" if cfg.max_frames else "")
         bar = None
         if cfg.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=n_images, desc="replay", unit="frame")
+            # rate_noinv_fmt: always frames/s (tqdm switches to s/frame below 1 frame/s otherwise)
+            bar = tqdm(total=n_to_localize, desc="replay", unit="frame",
+                       bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]")
         tf = conv.StaticTfTree()
-        camera, camera_frame = None, ""
+        camera, camera_frame, camera_key = None, "", None
+        T_bc_parameters = None
         fixes: list[tuple[int, float, float]] = []
         gt_rows: list[tuple] = []
         frames: list[FrameRecord] = []
         extrinsics_source = ""
         counts = {"fix_no_fix": 0, "fix_invalid": 0, "odom_invalid": 0, "image_invalid": 0}
         probed = False
+        n_images_seen = n_skipped = n_accepted = 0
         t_wall0 = time.perf_counter()
         compressed = topics.image_type.endswith("CompressedImage")
+
+        def localize(msg: Any) -> FrameRecord:
+            """One image through the core (as the node's worker does)."""
+            nonlocal extrinsics_source, T_bc_parameters
+            stamp = _stamp_ns(msg)
+            t0 = time.perf_counter()
+            try:
+                rgb = conv.compressed_to_rgb8(msg) if compressed else conv.image_to_rgb8(msg)
+            except XViewError as exc:
+                counts["image_invalid"] += 1
+                return FrameRecord(stamp, False, "image_invalid", detail=str(exc))
+            t_convert = time.perf_counter() - t0
+            if camera is None:
+                return FrameRecord(stamp, False, "no_camera_info")
+            if (camera.width_px, camera.height_px) != (rgb.shape[1], rgb.shape[0]):
+                return FrameRecord(stamp, False, "camera_info_mismatch",
+                                   detail=f"{rgb.shape[1]}x{rgb.shape[0]} vs camera_info "
+                                          f"{camera.width_px}x{camera.height_px}")
+            T_bc = tf.lookup(node.base_frame, msg.header.frame_id or camera_frame)
+            if T_bc is not None:
+                extrinsics_source = "tf_static"
+            else:
+                extrinsics_source = extrinsics_source or "parameters"
+                if T_bc_parameters is None:
+                    T_bc_parameters = T_base_camera_from_xyz_rpy(node.camera_x_m, node.camera_y_m, node.camera_z_m,
+                                                                 node.camera_roll_rad, node.camera_pitch_rad,
+                                                                 node.camera_yaw_rad)
+                T_bc = T_bc_parameters
+            depth_m = depth.depth_for(stamp, rgb.shape) if depth is not None else None
+            result = localizer.step(Frame(stamp, rgb, camera, T_bc, depth_m))
+            latency = result.timings_s.get("total", float("nan")) + t_convert
+            if on_frame is not None:
+                on_frame(stamp, result)
+            est = result.estimate
+            if est is not None:
+                return FrameRecord(stamp, True, "", est.T_map_base.x_m, est.T_map_base.y_m, est.T_map_base.yaw_rad,
+                                   est.cov_xyyaw, latency)
+            return FrameRecord(stamp, False, result.reason, latency_s=latency, detail=result.detail)
+
         try:
             for c, _log_ns, raw in reader.messages(connections=use):
-                msg = reader.deserialize(raw, c.msgtype)
                 topic = c.topic
+                if topic == topics.image:
+                    if cfg.max_frames and len(frames) >= cfg.max_frames:
+                        break
+                    n_images_seen += 1
+                    if (n_images_seen - 1) % cfg.every:
+                        n_skipped += 1  # not even deserialized
+                        continue
+                    frames.append(localize(reader.deserialize(raw, c.msgtype)))
+                    n_accepted += frames[-1].accepted
+                    if bar is not None:
+                        elapsed_s = time.perf_counter() - t_wall0
+                        bar.set_postfix_str(f"poses {n_accepted}/{len(frames)}, {n_accepted / elapsed_s:.2f} poses/s",
+                                            refresh=False)
+                        bar.update(1)
+                    continue
+                msg = reader.deserialize(raw, c.msgtype)
                 if topic == topics.gt:
                     g = _gt_sample(msg, c.msgtype)
                     if g is not None:
                         gt_rows.append(g)
-                    continue
-                if topic == topics.tf_static:
+                elif topic == topics.tf_static:
                     tf.add(msg)
                 elif topic == topics.camera_info:
+                    key = (msg.header.frame_id, int(msg.width), int(msg.height), msg.distortion_model,
+                           tuple(msg.k), tuple(msg.d))
+                    if key == camera_key:
+                        continue  # the same camera again (the usual case): keep the converted one
                     try:
                         camera, camera_frame = conv.camera_info_to_camera(msg), msg.header.frame_id
+                        camera_key = key
                     except XViewError as exc:
                         log.warning("camera_info invalid: %s", exc)
                 elif topic == topics.fix:
@@ -475,48 +552,6 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
                         localizer.add_odom(conv.odometry_to_sample(msg))
                     except XViewError:
                         counts["odom_invalid"] += 1
-                elif topic == topics.image:
-                    if cfg.max_frames and len(frames) >= cfg.max_frames:
-                        break
-                    stamp = _stamp_ns(msg)
-                    t0 = time.perf_counter()
-                    try:
-                        rgb = conv.compressed_to_rgb8(msg) if compressed else conv.image_to_rgb8(msg)
-                    except XViewError as exc:
-                        counts["image_invalid"] += 1
-                        frames.append(FrameRecord(stamp, False, "image_invalid", detail=str(exc)))
-                        continue
-                    t_convert = time.perf_counter() - t0
-                    if camera is None:
-                        frames.append(FrameRecord(stamp, False, "no_camera_info"))
-                        continue
-                    if (camera.width_px, camera.height_px) != (rgb.shape[1], rgb.shape[0]):
-                        frames.append(FrameRecord(stamp, False, "camera_info_mismatch",
-                                                  detail=f"{rgb.shape[1]}x{rgb.shape[0]} vs camera_info "
-                                                         f"{camera.width_px}x{camera.height_px}"))
-                        continue
-                    T_bc = tf.lookup(node.base_frame, msg.header.frame_id or camera_frame)
-                    if T_bc is not None:
-                        extrinsics_source = "tf_static"
-                    else:
-                        extrinsics_source = extrinsics_source or "parameters"
-                        T_bc = T_base_camera_from_xyz_rpy(node.camera_x_m, node.camera_y_m, node.camera_z_m,
-                                                          node.camera_roll_rad, node.camera_pitch_rad,
-                                                          node.camera_yaw_rad)
-                    depth_m = depth.depth_for(stamp, rgb.shape) if depth is not None else None
-                    result = localizer.step(Frame(stamp, rgb, camera, T_bc, depth_m))
-                    latency = result.timings_s.get("total", float("nan")) + t_convert
-                    est = result.estimate
-                    if est is not None:
-                        frames.append(FrameRecord(stamp, True, "", est.T_map_base.x_m, est.T_map_base.y_m,
-                                                  est.T_map_base.yaw_rad, est.cov_xyyaw, latency))
-                    else:
-                        frames.append(FrameRecord(stamp, False, result.reason, latency_s=latency,
-                                                  detail=result.detail))
-                    if on_frame is not None:
-                        on_frame(stamp, result)
-                    if bar is not None:
-                        bar.update(1)
         finally:
             if bar is not None:
                 bar.close()
@@ -542,14 +577,17 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
         "extrinsics_source": extrinsics_source or None,
         "depth": depth.summary() if depth is not None else None,
         "input_problems": {k: v for k, v in counts.items() if v},
+        "images": {"in_bag": n_images_bag, "localized": len(frames), "skipped": n_skipped, "every": cfg.every,
+                   "max_frames": cfg.max_frames, "not_replayed": n_images_bag - n_images_seen},
         "replay_wall_s": round(wall_s, 3),
+        "replay_frames_per_s": round(len(frames) / wall_s, 3) if wall_s > 0 else None,
         "realtime_factor": round(duration_s / wall_s, 3) if wall_s > 0 and duration_s > 0 else None,
         "tile_url": tile_url,
         "map_frame_id": node.map_frame,
         **(meta or {}),
     }
     return EvalData(frames=frames, gnss=gnss, gt=gt, map_projection=proj.kind, datum_lat_deg=proj.datum_lat_deg,
-                    datum_lon_deg=proj.datum_lon_deg, tile_url=tile_url, meta=info,
+                    datum_lon_deg=proj.datum_lon_deg, tile_url=tile_url, meta=info, skipped_frames=n_skipped,
                     latency_label="core step incl. image decoding (tiles + matcher + solver)",
                     fix_max_age_s=loc_cfg.fix_max_age_s, course_min_baseline_m=loc_cfg.course_min_baseline_m,
                     course_max_window_s=loc_cfg.course_max_window_s)

@@ -22,6 +22,20 @@ from .errors import ConfigError, XViewError
 log = logging.getLogger(__name__)
 
 
+def _int_at_least(lowest: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be >= {lowest}, got {value}")
+        return value
+
+    parse.__name__ = f"int >= {lowest}"
+    return parse
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bag", type=Path, help="rosbag2 directory (mcap or sqlite3) or a single .mcap/.db3 file")
     p.add_argument("--out", type=Path, required=True, help="report directory (must not exist unless --force)")
@@ -54,7 +68,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-depth", action="store_true", help="ignore depth in the bag (frames run on flat ground)")
     p.add_argument("--depth-tolerance-s", type=float, default=None, metavar="S",
                    help="pair an image with the depth map nearest its stamp within S seconds (default 0.05)")
-    p.add_argument("--max-frames", type=int, default=0, help="stop after N images (0 = all)")
+    p.add_argument("--every", type=_int_at_least(1), default=1, metavar="N",
+                   help="quick look: localize every N-th image (the 1st, the N+1-th, ...); the others are skipped "
+                        "(not decoded, counted as skipped in the report, not as rejected); fixes, odometry, "
+                        "camera_info and /tf_static are all still fed (default 1 = every image)")
+    p.add_argument("--max-frames", type=_int_at_least(0), default=0, metavar="N",
+                   help="stop after N localized images (0 = all); with --every M these are images 1, M+1, ..., "
+                        "(N-1)*M+1")
     p.add_argument("--matcher-factory", default="",
                    help="advanced / tests: 'module:function' building the matcher as f(checkpoint, device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -120,6 +140,22 @@ def format_depth_summary(depth: Optional[dict]) -> str:
     return line
 
 
+def format_speed_summary(meta: dict) -> str:
+    """One line on what was replayed and how fast (``meta`` of the replay)."""
+    images = meta.get("images") or {}
+    line = f"replayed {images.get('localized', 0)} of {images.get('in_bag', 0)} images"
+    if images.get("skipped"):
+        line += f" ({images['skipped']} skipped: --every {images['every']})"
+    if images.get("not_replayed"):
+        line += f" ({images['not_replayed']} not reached: --max-frames {images['max_frames']})"
+    line += f" in {meta.get('replay_wall_s', float('nan')):.1f} s"
+    if meta.get("replay_frames_per_s") is not None:
+        line += f", {meta['replay_frames_per_s']:.2f} frames/s"
+    if meta.get("realtime_factor") is not None:
+        line += f", {meta['realtime_factor']:.2f}x real time"
+    return line
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -162,7 +198,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     depth_kw = {} if args.depth_tolerance_s is None else {"depth_tolerance_s": args.depth_tolerance_s}
     cfg = ReplayConfig(image_topic=args.image_topic, fix_topic=args.fix_topic, gt_topic=args.gt_topic,
                        odom_topic=args.odom_topic, camera_info_topic=args.camera_info_topic,
-                       depth_topic="none" if args.no_depth else args.depth_topic, max_frames=args.max_frames,
+                       depth_topic="none" if args.no_depth else args.depth_topic, every=args.every,
+                       max_frames=args.max_frames,
                        node=node, progress=not args.no_progress, **depth_kw)
     with open_reader(args.bag) as reader:  # named / required topics before anything slow
         topics = detect_topics({c.topic: c.msgtype for c in reader.connections}, cfg, str(args.bag))
@@ -185,6 +222,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     finally:
         tiles.close()
     print(format_summary(report))
+    print(format_speed_summary(data.meta))
     print(format_depth_summary(data.meta.get("depth")))
     print(f"report: {out.resolve() / 'index.html'}")
     return 0

@@ -162,6 +162,8 @@ class EvalData:
         latency_label: what ``FrameRecord.latency_s`` measures.
         gt_max_gap_s: largest ground-truth gap bridged by interpolation.
         fix_max_age_s, course_min_baseline_m, course_max_window_s: GNSS baseline settings.
+        skipped_frames: image frames deliberately not localized (``replay --every``): not in
+            ``frames``, neither accepted nor rejected; reported as ``frames.skipped``.
     """
 
     frames: list[FrameRecord]
@@ -177,6 +179,7 @@ class EvalData:
     fix_max_age_s: float = 2.0
     course_min_baseline_m: float = 5.0
     course_max_window_s: float = 5.0
+    skipped_frames: int = 0
 
 
 def _wrap(a):
@@ -369,7 +372,8 @@ def compute_report(data: EvalData) -> tuple[dict, _Table]:
         "map_frame": {"projection": data.map_projection, "datum_lat_deg": data.datum_lat_deg,
                       "datum_lon_deg": data.datum_lon_deg},
         "frames": {"total": n, "accepted": int(t.accepted.sum()), "rejected": int(n - t.accepted.sum()),
-                   "with_ground_truth": int(gt_ok.sum()), "duration_s": float(duration_s)},
+                   "with_ground_truth": int(gt_ok.sum()), "duration_s": float(duration_s),
+                   "skipped": int(data.skipped_frames)},
         "availability": float(t.accepted.mean()),
         "rejected_by_reason": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
         "latency": {"measures": data.latency_label, **_percentiles_ms(t.latency_s)},
@@ -749,6 +753,9 @@ def summary_rows(report: dict) -> list[tuple[str, str, str]]:
         ("availability", "100.0 % (GNSS)", _cell(report["availability"], "availability")),
         ("latency p50 / p90 (ms)", "-", f"{_cell(lat['p50_ms'])} / {_cell(lat['p90_ms'])}"),
     ]
+    skipped = report["frames"].get("skipped", 0)
+    if skipped:
+        rows.append(("frames localized / skipped (--every)", "-", f"{report['frames']['total']} / {skipped}"))
     return rows
 
 
@@ -772,7 +779,9 @@ def _write_html(report: dict, path: Path) -> None:
     parts.append("<p>" + "<br>".join(f"<b>{esc(str(k))}</b>: {esc(str(v))}" for k, v in meta.items()) + "</p>")
     fr = report["frames"]
     parts.append(f"<p>{fr['total']} frames over {fr['duration_s']:.1f} s; accepted {fr['accepted']} "
-                 f"(availability {100 * report['availability']:.1f} %); with ground truth {fr['with_ground_truth']}.</p>")
+                 f"(availability {100 * report['availability']:.1f} %); with ground truth {fr['with_ground_truth']}"
+                 + (f"; {fr['skipped']} more skipped (not localized: replay --every)" if fr.get("skipped") else "")
+                 + ".</p>")
     parts.append("<h2>Summary</h2><table><tr><th></th><th>GNSS-only</th><th>xview_localizer</th></tr>")
     parts += [f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td>{esc(c)}</td></tr>" for a, b, c in summary_rows(report)]
     parts.append("</table>")

@@ -1,14 +1,16 @@
 """The rclpy node ``xview_localizer`` (console script ``localizer_node``).
 
 A thin shell around :class:`xview_localizer.localizer.Localizer`: callbacks convert messages
-and return at once; one worker thread processes only the LATEST image (a slow matcher drops
-frames, counted, instead of building a backlog); results are published as
+and return at once, so the executor is never blocked; one worker thread processes only the
+LATEST image, starting it as soon as the previous one is done (a slow matcher drops frames,
+counted, instead of building a backlog); results are published as
 
 * ``pose`` (geometry_msgs/PoseWithCovarianceStamped; stamp = image stamp; frame = ``map_frame``),
 * TF ``map -> odom`` (with odometry; computed from the pose and odom->base_link at the image
   stamp and future-dated by ``transform_tolerance_s``, like nav2_amcl) or ``map -> base_link``
   (without); none with ``publish_tf: false``,
-* ``/diagnostics`` (one status per cause, rates, per-stage latency, drop counts),
+* ``/diagnostics`` (one status per cause, rates, drop counts, per-stage latency p50 / p90 /
+  mean / max over the last 100 frames),
 * ``debug_image`` (optional): the satellite patch with matches, estimate and prior.
 
 Inputs (sensor-data QoS): ``image`` or ``image/compressed`` (``image_transport``),
@@ -78,6 +80,8 @@ ERROR_CAUSES = {"matcher_unavailable", "tiles_unavailable", "tiles_unconfigured"
 #: Longest the worker waits for the depth map of an image when no depth stamped at or after
 #: the image has arrived yet (depth usually arrives with or just after its image).
 DEPTH_WAIT_S = 0.05
+#: Per-stage latency statistics on /diagnostics are over this many most recent samples.
+LATENCY_WINDOW_FRAMES = 100
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -101,6 +105,23 @@ class _Pending:
     received_mono_s: float
 
 
+def latency_values(stages_s: dict[str, list[float]]) -> dict[str, str]:
+    """The ``latency`` status values: for each stage (sorted) with samples, ``<stage>_p50_ms``,
+    ``<stage>_p90_ms``, ``<stage>_mean_ms`` and ``<stage>_max_ms`` (milliseconds, 2 decimals)
+    over the samples given (the node keeps the last :data:`LATENCY_WINDOW_FRAMES` per stage)."""
+    out = {}
+    for stage, vals_s in sorted(stages_s.items()):
+        if not len(vals_s):
+            continue
+        ms = 1e3 * np.asarray(vals_s, dtype=float)
+        p50_ms, p90_ms = np.percentile(ms, [50.0, 90.0])
+        out[f"{stage}_p50_ms"] = f"{p50_ms:.2f}"
+        out[f"{stage}_p90_ms"] = f"{p90_ms:.2f}"
+        out[f"{stage}_mean_ms"] = f"{float(ms.mean()):.2f}"
+        out[f"{stage}_max_ms"] = f"{float(ms.max()):.2f}"
+    return out
+
+
 class _Stats:
     """Counters and timings for /diagnostics (thread-safe)."""
 
@@ -111,7 +132,7 @@ class _Stats:
         self.causes: dict[str, str] = {}                      # cause -> last detail
         self.cause_counts: dict[str, int] = defaultdict(int)
         self.cause_window: dict[str, int] = defaultdict(int)
-        self.stage_s: dict[str, deque] = defaultdict(lambda: deque(maxlen=100))
+        self.stage_s: dict[str, deque] = defaultdict(lambda: deque(maxlen=LATENCY_WINDOW_FRAMES))
 
     def event(self, name: str, n: int = 1) -> None:
         with self.lock:
@@ -293,6 +314,10 @@ class LocalizerNode(Node):
             self._report("matcher_unavailable", self._matcher_detail)
 
     def _work(self) -> None:
+        """Build the localizer, then loop: take the pending (newest) frame, process it, repeat.
+        The image callback replaces the pending frame (counting the one it replaces as dropped)
+        and notifies the condition, so a frame that arrived while the worker was busy starts the
+        moment the previous one is done - no polling; the timed wait only re-checks ``_stop``."""
         try:
             self._build_localizer()
         except Exception as exc:  # noqa: BLE001
@@ -343,6 +368,8 @@ class LocalizerNode(Node):
         cfg = self.cfg
         msg = pending.image
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
+        # how long the frame waited in the pending slot (up to one frame's processing time)
+        self.stats.timing("receive_to_start", time.monotonic() - pending.received_mono_s)
         t0 = time.perf_counter()
         try:
             rgb = conv.compressed_to_rgb8(msg) if pending.compressed else conv.image_to_rgb8(msg)
@@ -503,12 +530,8 @@ class LocalizerNode(Node):
         summary = {**rates, **totals, "frames_dropped_recent": window.get("frames_dropped", 0),
                    "extrinsics_source": self._extrinsics_source or "none", "matcher": self._matcher_state}
         arr.status.append(status("localization", level, message, summary))
-        latency = {}
-        for stage, vals in sorted(stages.items()):
-            if vals:
-                latency[f"{stage}_mean_ms"] = f"{1e3 * float(np.mean(vals)):.2f}"
-                latency[f"{stage}_max_ms"] = f"{1e3 * float(np.max(vals)):.2f}"
-        arr.status.append(status("latency", DiagnosticStatus.OK, "per-stage latency (last 100 frames)", latency))
+        arr.status.append(status("latency", DiagnosticStatus.OK,
+                                 f"per-stage latency (last {LATENCY_WINDOW_FRAMES} frames)", latency_values(stages)))
         for key in sorted(causes):
             recent = cause_window.get(key, 0)
             if recent:
