@@ -133,3 +133,30 @@ def test_localizer_encodes_each_patch_when_area_features_are_off(tmp_path):
     loc, results = _run_localizer(tmp_path, _sparse("frozen"), area_features=False)
     assert loc.area_provider is None and "off" in loc.area_status
     assert all(r.georef is not None and r.georef.width_px == 128 for r in results)
+
+
+def test_frames_fall_back_to_their_own_patch_where_an_area_has_no_tiles(tmp_path):
+    """An area reaches twice as far as a patch: where only the patch's tiles exist (one tile
+    here), frames use their own patch instead of being rejected, and the area is retried only
+    every SYNC_RETRY_FRAMES frames."""
+    from xview_localizer.geo import global_px_to_latlon, latlon_to_tile
+    from xview_localizer.matcher.area import SYNC_RETRY_FRAMES
+
+    tx, ty = latlon_to_tile(LAT0, LON0, ZOOM)
+    lat_c, lon_c = (float(v) for v in global_px_to_latlon(256 * tx + 128, 256 * ty + 128, ZOOM))
+    root = write_tile_folder(tmp_path / "tiles", lat_c, lon_c, ZOOM, radius_tiles=0, seed=5)
+    cfg = LocalizerConfig(patch_size_px=128, patch_m_per_px=0.25, datum_lat_deg=lat_c, datum_lon_deg=lon_c,
+                          min_confident_matches=3)
+    image = np.random.default_rng(2).integers(0, 256, (64, 128, 3), dtype=np.uint8)
+    with TileCache(f"file://{root}/{{z}}/{{x}}/{{y}}.png", tmp_path / "cache",
+                   TileCacheConfig(zoom=ZOOM, offline=True)) as tc:
+        loc = Localizer(cfg, _sparse("frozen"), tc)
+        results = []
+        for i in range(SYNC_RETRY_FRAMES + 3):
+            loc.add_fix(FixSample(i * NS_PER_S // 10, lat_c, lon_c, 500.0, np.eye(2) * 4.0))
+            results.append(loc.step(Frame(i * NS_PER_S // 10, image, CAMERA, T_BASE_CAMERA)))
+        loc.close()
+    assert all(r.reason != "tiles_unavailable" for r in results)
+    assert all(r.georef is not None and r.georef.width_px == 128 for r in results)  # their own patch
+    assert "tile" in loc.area_provider.last_error.lower()
+    assert loc.area_provider.stats["areas_built"] == 0 and loc.area_provider.stats["windows"] == len(results)

@@ -865,16 +865,20 @@ class Localizer:
 
         t0 = time.perf_counter()
         sat_features = None
-        try:
-            area = self.area_provider if self.matcher is not None else None
-            if area is not None:  # the window of an encoded area (matcher/area.py)
+        area = self.area_provider if self.matcher is not None else None
+        win = None
+        if area is not None:  # the window of an encoded area (matcher/area.py)
+            try:
                 win = area.window(prior.lat_deg, prior.lon_deg)
                 sat_rgb, georef, sat_features = win.sat_rgb, win.georef, win.features
-            else:
+            except TileError:  # an area reaches twice as far as a patch: try the frame's own patch
+                area.skip()
+        if win is None:
+            try:
                 sat_rgb, georef = self.tile_cache.patch(prior.lat_deg, prior.lon_deg, cfg.patch_size_px,
                                                         cfg.patch_m_per_px)
-        except TileError as exc:
-            raise LocalizationRejected("tiles_unavailable", str(exc)) from exc
+            except TileError as exc:
+                raise LocalizationRejected("tiles_unavailable", str(exc)) from exc
         timings["tiles"] = time.perf_counter() - t0
         result.sat_rgb, result.georef = sat_rgb, georef
 

@@ -48,8 +48,12 @@ import cv2
 import numpy as np
 import torch
 
-from ..errors import ConfigError, GeometryError, TileError
+from ..errors import ConfigError, GeometryError, TileError, TileFetchError
 from ..tiles.patch import PatchGeoref
+
+#: after a synchronous area build fails (tiles missing around the vehicle: an area needs twice
+#: the patch's reach), this many frames use their own patch before the next attempt
+SYNC_RETRY_FRAMES = 20
 
 __all__ = ["AreaWindow", "SatelliteArea", "AreaFeatureProvider", "window_offset_cells", "area_supported"]
 
@@ -174,6 +178,7 @@ class AreaFeatureProvider:
         self._thread: Optional[threading.Thread] = None
         self._serial = 0
         self._last_pos: Optional[tuple[float, float]] = None
+        self._sync_retry_at = 0
         #: counters and the last build time (diagnostics)
         self.stats = {"areas_built": 0, "areas_built_sync": 0, "windows": 0, "build_errors": 0, "last_build_s": 0.0}
         self.last_error: str = ""
@@ -200,8 +205,10 @@ class AreaFeatureProvider:
             area = self.build_area(lat_deg, lon_deg)
         except (TileError, GeometryError) as exc:
             self.stats["build_errors"] += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("area features: could not build the next area: %s", self.last_error)
+            error = f"{type(exc).__name__}: {exc}"
+            if error != self.last_error:  # once per distinct cause, not once per frame
+                log.warning("area features: could not build the next area: %s", error)
+            self.last_error = error
             area = None
         except Exception as exc:  # noqa: BLE001 - a thread must not die silently
             self.stats["build_errors"] += 1
@@ -244,8 +251,9 @@ class AreaFeatureProvider:
     def window(self, lat_deg: float, lon_deg: float) -> AreaWindow:
         """The window for a frame whose prior is at ``(lat_deg, lon_deg)``: from the current
         area, else a ready background area, else an area built now (synchronously; raises
-        TileError / GeometryError like ``tile_cache.patch``). Schedules the next area when the
-        window nears the edge."""
+        TileError / GeometryError like ``tile_cache.patch``, and for :data:`SYNC_RETRY_FRAMES`
+        frames after such a failure TileFetchError at once: the caller cuts the frame's own
+        patch instead). Schedules the next area when the window nears the edge."""
         with self._lock:
             nxt, self._next = self._next, None
         win = None
@@ -257,7 +265,15 @@ class AreaFeatureProvider:
         if win is None and area is not None:
             win = area.window(lat_deg, lon_deg)
         if win is None:
-            area = self.build_area(lat_deg, lon_deg)
+            if self.stats["windows"] < self._sync_retry_at:
+                raise TileFetchError(f"area features: no area here (the last build failed: {self.last_error}); "
+                                     f"retrying after {self._sync_retry_at - self.stats['windows']} more frames")
+            try:
+                area = self.build_area(lat_deg, lon_deg)
+            except (TileError, GeometryError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._sync_retry_at = self.stats["windows"] + SYNC_RETRY_FRAMES
+                raise
             self.stats["areas_built_sync"] += 1
             self._area = area
             win = area.window(lat_deg, lon_deg)
@@ -269,6 +285,11 @@ class AreaFeatureProvider:
         self._last_pos = (lat_deg, lon_deg)
         self.stats["windows"] += 1
         return win
+
+    def skip(self) -> None:
+        """Count a frame that could not get a window (it used its own patch): the back-off of a
+        failed synchronous build counts these frames too."""
+        self.stats["windows"] += 1
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Wait for a background build to finish (call before dropping the matcher)."""
