@@ -178,9 +178,32 @@ def test_provider_background_thread_builds_the_next_area(tmp_path):
         prov.window(lat, lon)
         prov.close()
         assert prov.stats["areas_built"] == 2 and prov.stats["build_errors"] == 0
-        lat, lon = (float(v) for v in enu.inverse(13.0, 0.0))
-        assert prov.window(lat, lon).area_id != first.area_id  # the prepared area is adopted
+        lat, lon = (float(v) for v in enu.inverse(13.0, 0.0))  # margin 2 cells: still the first area
+        assert prov.window(lat, lon).area_id == first.area_id
+        lat, lon = (float(v) for v in enu.inverse(15.0, 0.0))  # margin < a quarter of the slack: switch
+        assert prov.window(lat, lon).area_id != first.area_id
         assert prov.stats["areas_built_sync"] == 1
+
+
+def test_which_area_a_frame_uses_does_not_depend_on_thread_timing(tmp_path):
+    """A frame that needs the next area waits for it: the background run picks the same area
+    for every frame as a run that builds synchronously (a replay is reproducible)."""
+    root = write_tile_folder(tmp_path / "tiles", LAT0, LON0, ZOOM, radius_tiles=3, seed=6)
+    m = _sparse("frozen")
+    enu = LocalEnu(LAT0, LON0)
+    runs = []
+    with TileCache(f"file://{root}/{{z}}/{{x}}/{{y}}.png", tmp_path / "cache", TileCacheConfig(zoom=ZOOM)) as tc:
+        for background in (True, False):
+            prov = AreaFeatureProvider(tc, m, patch_size_px=128, patch_m_per_px=0.25, background=background)
+            centres = []
+            for i in range(40):
+                lat, lon = (float(v) for v in enu.inverse(2.0 * i, 0.7 * i))
+                win = prov.window(lat, lon)
+                centres.append((win.georef.center_lat_deg, win.georef.center_lon_deg,
+                                prov._area.georef.center_lat_deg, win.margin_cells))
+            prov.close()
+            runs.append(centres)
+    assert runs[0] == runs[1]
 
 
 @pytest.fixture(scope="module")

@@ -189,7 +189,7 @@ def _offline(bag: Path, tile_url: str, checkpoint: Path, cache_dir: Path) -> dic
     node = node_config_from_flat({**LOCALIZER_PARAMS, "checkpoint_path": str(checkpoint), "device": "cpu",
                                   "map_frame": MAP_FRAME})
     node, _ = node_config_for_bag(bag, node)
-    matcher = load_matcher_for_replay(str(checkpoint), "cpu")
+    matcher = load_matcher_for_replay(str(checkpoint), "cpu", runtime=node.matcher_runtime)  # the node's runtime (compile)
     with TileCache(tile_url, cache_dir, TileCacheConfig()) as tiles:
         data = replay_bag(bag, ReplayConfig(node=node, progress=False), matcher, tiles, tile_url)
     return {f.stamp_ns: f for f in data.frames}

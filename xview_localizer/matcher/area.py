@@ -54,6 +54,8 @@ from ..tiles.patch import PatchGeoref
 #: after a synchronous area build fails (tiles missing around the vehicle: an area needs twice
 #: the patch's reach), this many frames use their own patch before the next attempt
 SYNC_RETRY_FRAMES = 20
+#: longest wait (s) of a frame for the next area still being encoded when it needs it
+ADOPT_WAIT_S = 2.0
 
 __all__ = ["AreaWindow", "SatelliteArea", "AreaFeatureProvider", "window_offset_cells", "area_supported"]
 
@@ -146,6 +148,7 @@ class AreaFeatureProvider:
         area_factor: area side / window side (integer >= 2 gives slack to move in).
         refresh_margin: start encoding the next area when the window is this fraction of the
             slack from the edge (0.5 = half-way).
+        adopt_margin: switch to it when the window is this fraction of the slack from the edge.
         background: encode the next area on a thread (False: synchronously, for tests).
 
     Not thread-safe for callers (one worker calls :meth:`window`); the background thread only
@@ -153,7 +156,8 @@ class AreaFeatureProvider:
     """
 
     def __init__(self, tile_cache: Any, matcher: Any, patch_size_px: int, patch_m_per_px: float,
-                 area_factor: int = 2, refresh_margin: float = 0.5, background: bool = True) -> None:
+                 area_factor: int = 2, refresh_margin: float = 0.5, adopt_margin: float = 0.25,
+                 background: bool = True) -> None:
         if int(area_factor) != area_factor or area_factor < 1:
             raise ConfigError(f"area_factor must be an integer >= 1, got {area_factor!r}")
         p = int(matcher.sat_input_size_px)
@@ -169,6 +173,9 @@ class AreaFeatureProvider:
             raise ConfigError(f"area {self.area_px} px and window {p} px must differ by 2 x stride {self.stride_px}")
         self.m_per_px = float(patch_m_per_px) * self.shrink
         self.refresh_margin = float(refresh_margin)
+        self.adopt_margin = float(adopt_margin)
+        if not 0.0 <= self.adopt_margin < self.refresh_margin <= 1.0:
+            raise ConfigError(f"need 0 <= adopt_margin {adopt_margin} < refresh_margin {refresh_margin} <= 1")
         self.background = bool(background)
         self.exact = bool(getattr(matcher, "sat_area_exact", False))
         self._area: Optional[SatelliteArea] = None
@@ -248,22 +255,33 @@ class AreaFeatureProvider:
         return float(lat), float(lon)
 
     # -- per frame ---------------------------------------------------------------------
-    def window(self, lat_deg: float, lon_deg: float) -> AreaWindow:
-        """The window for a frame whose prior is at ``(lat_deg, lon_deg)``: from the current
-        area, else a ready background area, else an area built now (synchronously; raises
-        TileError / GeometryError like ``tile_cache.patch``, and for :data:`SYNC_RETRY_FRAMES`
-        frames after such a failure TileFetchError at once: the caller cuts the frame's own
-        patch instead). Schedules the next area when the window nears the edge."""
+    def _take_next(self, wait: bool) -> Optional[SatelliteArea]:
+        """The prepared next area (None if there is none), after waiting up to
+        :data:`ADOPT_WAIT_S` for a build in flight when ``wait``."""
+        t = self._thread
+        if wait and t is not None and t.is_alive():
+            t.join(ADOPT_WAIT_S)
         with self._lock:
             nxt, self._next = self._next, None
-        win = None
-        if nxt is not None:  # a background area, centred ahead: adopt it once the window fits
-            win = nxt.window(lat_deg, lon_deg)
-            if win is not None:
-                self._area = nxt
+        return nxt
+
+    def window(self, lat_deg: float, lon_deg: float) -> AreaWindow:
+        """The window for a frame whose prior is at ``(lat_deg, lon_deg)``.
+
+        From the current area while the window keeps more than ``adopt_margin`` of the slack to
+        its edge; below that (or outside) from the next area, prepared ahead on the background
+        thread since the window passed ``refresh_margin`` (waiting for it if it is still being
+        built, so which area a frame uses depends on the positions only: a replay is
+        reproducible); else from an area built now, synchronously (raises TileError /
+        GeometryError like ``tile_cache.patch``, and for :data:`SYNC_RETRY_FRAMES` frames after
+        such a failure TileFetchError at once: the caller cuts the frame's own patch instead)."""
         area = self._area
-        if win is None and area is not None:
-            win = area.window(lat_deg, lon_deg)
+        win = area.window(lat_deg, lon_deg) if area is not None else None
+        if win is None or win.margin_cells < self.adopt_margin * area.slack_cells:
+            nxt = self._take_next(wait=True)
+            nwin = nxt.window(lat_deg, lon_deg) if nxt is not None else None
+            if nwin is not None and (win is None or nwin.margin_cells > win.margin_cells):
+                self._area, win = nxt, nwin
         if win is None:
             if self.stats["windows"] < self._sync_retry_at:
                 raise TileFetchError(f"area features: no area here (the last build failed: {self.last_error}); "
@@ -281,7 +299,10 @@ class AreaFeatureProvider:
                 raise GeometryError(f"area features: no window at ({lat_deg}, {lon_deg}) in an area centred there")
         area = self._area
         if win.margin_cells < self.refresh_margin * area.slack_cells:
-            self._schedule(*self._ahead(lat_deg, lon_deg, area))
+            with self._lock:
+                pending = self._building or self._next is not None
+            if not pending:
+                self._schedule(*self._ahead(lat_deg, lon_deg, area))
         self._last_pos = (lat_deg, lon_deg)
         self.stats["windows"] += 1
         return win
