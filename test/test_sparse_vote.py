@@ -213,3 +213,45 @@ def test_max_filter2d_equals_max_pool2d(r):
     want = F.max_pool2d(x.reshape(15, 1, 17, 13), 2 * r + 1, 1, r).reshape(3, 5, 17, 13)
     assert torch.equal(max_filter2d(x, r), want)
     assert torch.equal(max_filter2d(x, 0), x)
+
+
+def _reference_scores(sim, src, w, scale_known, m_per_cell, prior, cfg):
+    """The vote's hypothesis scores, written the plain way: every (yaw, scale, offset, keypoint)
+    cell rounded on its own, outside cells masked."""
+    from xview_localizer.matcher.sparse_depth import max_filter2d, yaw_hypotheses
+
+    b, k, hs, ws = sim.shape
+    s = max_filter2d(sim, cfg.vote_pool_cells).reshape(b, k, -1)
+    yaws = yaw_hypotheses(prior, b, cfg, sim.device)
+    lo, hi = cfg.vote_scale_range
+    scales = torch.ones(1) if scale_known else torch.exp(torch.linspace(math.log(lo), math.log(hi), cfg.vote_scales))
+    n = cfg.vote_radius_cells // cfg.vote_step_cells
+    g = torch.arange(-n, n + 1, dtype=torch.float32) * cfg.vote_step_cells
+    gv, gu = torch.meshgrid(g, g, indexing="ij")
+    cy, sy = torch.cos(yaws)[..., None], torch.sin(yaws)[..., None]
+    east = cy * src[:, None, :, 0] - sy * src[:, None, :, 1]
+    north = sy * src[:, None, :, 0] + cy * src[:, None, :, 1]
+    m = m_per_cell.view(b, 1, 1, 1)
+    du = scales.view(1, 1, -1, 1) * east[:, :, None] / m
+    dv = -scales.view(1, 1, -1, 1) * north[:, :, None] / m
+    c = (hs - 1) / 2.0
+    u = torch.round(c + du[..., None, :] + gu.reshape(1, 1, 1, -1, 1)).long()
+    v = torch.round(c + dv[..., None, :] + gv.reshape(1, 1, 1, -1, 1)).long()
+    inside = (u >= 0) & (u < ws) & (v >= 0) & (v < hs)
+    idx = (v.clamp(0, hs - 1) * ws + u.clamp(0, ws - 1)).reshape(b, -1, k).transpose(1, 2)
+    picked = torch.gather(s, 2, idx) * inside.reshape(b, -1, k).transpose(1, 2).float()
+    return (picked * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-6)
+
+
+@pytest.mark.parametrize("scale_known,known_yaw", [(True, True), (True, False), (False, True)])
+def test_vote_index_arithmetic_equals_the_plain_formula(scale_known, known_yaw):
+    cfg = SparseDepthConfig()
+    g = torch.Generator().manual_seed(3)
+    sim = torch.rand(2, 32, 64, 64, generator=g) * 2 - 1
+    src = (torch.rand(2, 32, 2, generator=g) - 0.5) * 120  # reaching far outside the map too
+    w = torch.rand(2, 32, generator=g)
+    mpc = torch.tensor([1.6, 1.2])
+    prior = torch.tensor([0.3, -2.0]) if known_yaw else None
+    vote = vote_pose(sim, src, w, scale_known, mpc, prior, cfg, torch.tensor(1.0), torch.zeros(2, 2))
+    want = _reference_scores(sim, src, w, scale_known, mpc, prior, cfg)
+    assert torch.allclose(vote.logits.reshape(2, -1), want, atol=1e-5)

@@ -634,13 +634,22 @@ def vote_pose(
     du = scales.view(1, 1, -1, 1) * east[:, :, None] / m  # (B, J, S, K)
     dv = -scales.view(1, 1, -1, 1) * north[:, :, None] / m
     c = (hs - 1) / 2.0
-    u = torch.round(c + du[..., None, :] + offsets[:, 0].view(1, 1, 1, -1, 1)).long()  # (B, J, S, T, K)
-    v = torch.round(c + dv[..., None, :] + offsets[:, 1].view(1, 1, 1, -1, 1)).long()
-    inside = (u >= 0) & (u < ws) & (v >= 0) & (v < hs)
-    idx = (v.clamp(0, hs - 1) * ws + u.clamp(0, ws - 1)).reshape(b, -1, k).transpose(1, 2)  # (B, K, H)
-    picked = torch.gather(sim, 2, idx) * inside.reshape(b, -1, k).transpose(1, 2).to(sim.dtype)
+    # Each hypothesis' cell of each keypoint: round(c + d + offset) = round(c + d) + offset (the
+    # offsets are whole cells), so the (B, J, S, T, K) index grid is integer adds of a (B, J, S,
+    # K) base and a (T,) offset. Cells outside the map are clamped onto a one-cell zero border of
+    # the (padded) similarity maps, which scores them 0; the keypoint's own map is selected by
+    # its offset into the flattened (K, Hs+2, Ws+2) block.
+    hp, wp = hs + 2, ws + 2
+    u0 = torch.round(c + du).long()[..., None, :]  # (B, J, S, 1, K)
+    v0 = torch.round(c + dv).long()[..., None, :]
+    ou = offsets[:, 0].long().view(1, 1, 1, -1, 1)
+    ov = offsets[:, 1].long().view(1, 1, 1, -1, 1)
+    cell = ((v0 + ov).clamp_(-1, hs) + 1) * wp + (u0 + ou).clamp_(-1, ws) + 1  # (B, J, S, T, K)
+    cell += torch.arange(k, device=dev).view(1, 1, 1, 1, -1) * (hp * wp)
+    padded = F.pad(sim.reshape(b, k, hs, ws), (1, 1, 1, 1)).reshape(b, -1)  # (B, K * Hp * Wp)
+    picked = torch.gather(padded, 1, cell.reshape(b, -1)).reshape(b, -1, k)  # (B, H, K)
     w = weight.float()
-    score = (picked * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-6)  # (B, H)
+    score = torch.bmm(picked, w[..., None])[..., 0] / w.sum(1, keepdim=True).clamp_min(1e-6)  # (B, H)
     j, s_n, t_n = yaws.shape[1], scales.shape[0], offsets.shape[0]
     logits = (score * inv_temperature.float()).reshape(b, j, s_n, t_n)
     best = score.detach().argmax(dim=1)
