@@ -107,8 +107,13 @@ class LocalizerConfig:
                                   "is unknown (m).", range=(0.01, 1000.0))
     odom_max_gap_s: float = _p(0.5, "Largest constant-velocity extrapolation of the odometry history to a stamp (s).",
                                range=(0.0, 10.0))
-    history_s: float = _p(30.0, "How long fixes and odometry are kept for time alignment (s).",
+    history_s: float = _p(30.0, "How long fixes and odometry are kept for time alignment (s), behind the "
+                          "reference clock (node clock live, bag time in replay) and the frames localized; a "
+                          "sample older than that is rejected '<fix|odom>_stamp_past'.",
                           range=(1.0, 600.0))
+    max_stamp_lead_s: float = _p(5.0, "A fix or odometry sample stamped more than this ahead of the reference "
+                                 "clock is rejected on its own ('<fix|odom>_stamp_future') and never evicts "
+                                 "good history (s).", range=(0.0, 3600.0))
     course_min_baseline_m: float = _p(10.0, "Without a previous estimate the prior yaw is the GNSS course "
                                       "between the latest fix and the most recent earlier fix at least this "
                                       "far away (m).", range=(0.5, 1000.0))

@@ -60,6 +60,7 @@ from ..depth_utils import DepthBuffer, fit_depth_to_image
 from ..errors import ConfigError, LocalizationRejected, TileSourceError, XViewError
 from ..localizer import NS_PER_S, Frame, Localizer, StepResult
 from ..matcher.factory import resolve_factory
+from ..timebase import StampReference
 from . import conversions as conv
 from .params import declare_parameters, read_config
 
@@ -152,6 +153,9 @@ class LocalizerNode(Node):
         self._localizer = Localizer(self.cfg.localizer, None, _UnavailableTiles("tile cache is starting"))
         self._logged: set[str] = set()
         self._depths = DepthBuffer(max_items=16)
+        #: the clock inputs are checked against: node clock + the recent inputs' offset from it
+        self._stamps = StampReference()
+        self._last_image_stamp_ns: Optional[int] = None
         self._depth_resize_logged = False
 
         cfg = self.cfg
@@ -220,8 +224,18 @@ class LocalizerNode(Node):
                 self.get_logger().warning(f"{key}: {detail}")
 
     # -- callbacks (never block, never raise) -------------------------------------------------------
+    def _clock_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _observe_stamp(self, stamp) -> Optional[int]:
+        """Record an input stamp against the node clock; the reference clock (or None) after it."""
+        clock_ns = self._clock_ns()
+        self._stamps.observe(conv.stamp_to_ns(stamp), clock_ns)
+        return self._stamps.reference_ns(clock_ns)
+
     def _on_image(self, msg, compressed: bool) -> None:
         self.stats.event("images")
+        self._observe_stamp(msg.header.stamp)
         with self._cv:
             if self._pending is not None:
                 self.stats.event("frames_dropped")
@@ -240,22 +254,33 @@ class LocalizerNode(Node):
 
     def _on_fix(self, msg: NavSatFix) -> None:
         self.stats.event("fixes")
+        reference_ns = self._observe_stamp(msg.header.stamp)
         try:
             fix = conv.navsat_to_fix(msg)
+            order = self._localizer.add_fix(fix, now_ns=reference_ns)
         except LocalizationRejected as rej:
             self._report(rej.reason, rej.detail)
             return
+        if order == "out_of_order":
+            self._report("fix_stamp_out_of_order", "a fix older than the newest one arrived: used, inserted in time order")
         self.stats.event("fixes_valid")
-        self._localizer.add_fix(fix)
 
     def _on_odom(self, msg: Odometry) -> None:
         self.stats.event("odoms")
+        reference_ns = self._observe_stamp(msg.header.stamp)
         try:
             sample = conv.odometry_to_sample(msg)
         except XViewError as exc:
             self._report("odom_invalid", str(exc))
             return
-        self._localizer.add_odom(sample)
+        try:
+            order = self._localizer.add_odom(sample, now_ns=reference_ns)
+        except LocalizationRejected as rej:
+            self._report(rej.reason, rej.detail)
+            return
+        if order == "out_of_order":
+            self._report("odom_stamp_out_of_order", "an odometry message older than the newest one arrived: used, "
+                                                    "inserted in time order")
 
     def _on_depth(self, msg: Image) -> None:
         self.stats.event("depths")
@@ -336,10 +361,45 @@ class LocalizerNode(Node):
         return T_base_camera_from_xyz_rpy(cfg.camera_x_m, cfg.camera_y_m, cfg.camera_z_m, cfg.camera_roll_rad,
                                           cfg.camera_pitch_rad, cfg.camera_yaw_rad)
 
+    def _check_image_stamp(self, stamp_ns: int) -> bool:
+        """Reject an image far from the reference clock, a repeated stamp or one older than the
+        last image processed; an image more than ``history_s`` older that agrees with the clock
+        means the clock jumped back (a bag played again): the time buffers are reset."""
+        loc = self.cfg.localizer
+        reference_ns = self._stamps.reference_ns(self._clock_ns())
+        if reference_ns is not None:
+            lead_s = (stamp_ns - reference_ns) / NS_PER_S
+            if lead_s > loc.max_stamp_lead_s:
+                self._report("image_stamp_future", f"image stamped {lead_s:.2f} s ahead of the clock "
+                                                   f"(max_stamp_lead_s = {loc.max_stamp_lead_s:g}): dropped")
+                return False
+            if -lead_s > loc.history_s:
+                self._report("image_stamp_past", f"image stamped {-lead_s:.2f} s behind the clock "
+                                                 f"(history_s = {loc.history_s:g}): dropped")
+                return False
+        last = self._last_image_stamp_ns
+        if last is not None and stamp_ns <= last:
+            if stamp_ns == last:
+                self._report("image_stamp_duplicate", f"image stamp {stamp_ns} ns repeats the last one processed: "
+                                                      "dropped")
+                return False
+            if (last - stamp_ns) / NS_PER_S <= loc.history_s:
+                self._report("image_stamp_out_of_order", f"image stamped {(last - stamp_ns) / NS_PER_S:.3f} s before "
+                                                         "the last one processed: dropped")
+                return False
+            self._report("time_jumped_back", f"image stamped {(last - stamp_ns) / NS_PER_S:.1f} s before the last one "
+                                             "and consistent with the clock: the clock jumped back, fixes, odometry "
+                                             "and the last estimate are forgotten")
+            self._localizer.reset()
+        self._last_image_stamp_ns = stamp_ns
+        return True
+
     def _process(self, pending: _Pending) -> None:
         cfg = self.cfg
         msg = pending.image
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
+        if not self._check_image_stamp(stamp_ns):
+            return
         t0 = time.perf_counter()
         try:
             rgb = conv.compressed_to_rgb8(msg) if pending.compressed else conv.image_to_rgb8(msg)
