@@ -227,6 +227,7 @@ class LocalizerNode(Node):
         # The matcher and the tile cache are attached by the worker (loading can take seconds).
         self._localizer = Localizer(self.cfg.localizer, None, _UnavailableTiles("tile cache is starting"))
         self._logged: set[str] = set()
+        self._stop = False
         self._depths = DepthBuffer(max_items=16)
         #: the clock inputs are checked against: node clock + the recent inputs' offset from it
         self._stamps = StampReference()
@@ -292,7 +293,11 @@ class LocalizerNode(Node):
 
     # -- reporting ---------------------------------------------------------------------------------
     def _report(self, key: str, detail: str) -> None:
-        """Count a cause; log its first occurrence (and the first after it had cleared)."""
+        """Count a cause; log its first occurrence (and the first after it had cleared). Nothing
+        is logged once shutting down (rosout is gone with the context; causes then are the
+        shutdown's own, e.g. fetches cut short)."""
+        if not self._can_publish():
+            return
         if self.stats.cause(key, detail) or key not in self._logged:
             self._logged.add(key)
             # rclpy fixes the severity per call site: one call site per severity.

@@ -152,7 +152,7 @@ class HttpFetcher:
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             if self._closed:
-                raise TileFetchError(f"{tile}: the tile cache is closing", kind=kind or "connection_failed")
+                raise TileFetchError(f"{tile}: the tile cache is closing")
             with self._count_lock:
                 self.requests_sent += 1
             try:
