@@ -29,6 +29,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -206,6 +207,8 @@ def run_soak(duration_s: float, rate_hz: float = 10.0, sample_s: float = 10.0, w
             rc = proc.wait()
         log_file.close()
         server.shutdown()
+        for sub in ("tiles", "cache"):  # keep only the node's log
+            shutil.rmtree(tmp / sub, ignore_errors=True)
     after = [r for t, r in series if t >= warmup_s]
     base = sorted(after[:3])[len(after[:3]) // 2] if after else float("nan")
     growth = (max(after) / base - 1.0) if after else float("nan")
