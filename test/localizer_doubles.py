@@ -132,3 +132,23 @@ class SlowEchoMatcher(PriorEchoMatcher):
 def make_slow_echo_matcher(checkpoint_path: str, device: str) -> SlowEchoMatcher:
     """``matcher_factory`` entry point: :class:`SlowEchoMatcher` with :data:`SLOW_MATCH_S`."""
     return SlowEchoMatcher()
+
+
+#: A pixel value in the top-left corner of an image that makes :class:`FaultEchoMatcher` raise.
+MATCHER_FAULT_MARKER = 13
+
+
+class FaultEchoMatcher(PriorEchoMatcher):
+    """TEST DOUBLE: :class:`PriorEchoMatcher` that raises ``RuntimeError`` (like a torch failure,
+    not an ``XViewError``) for images whose top-left pixel's red value is
+    :data:`MATCHER_FAULT_MARKER` - how the bad-input matrix injects a matcher failure."""
+
+    def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad):
+        if int(ground_rgb[0, 0, 0]) == MATCHER_FAULT_MARKER:
+            raise RuntimeError("injected matcher failure (CUDA out of memory, say)")
+        return super().match(ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad)
+
+
+def make_fault_echo_matcher(checkpoint_path: str, device: str) -> FaultEchoMatcher:
+    """``matcher_factory`` entry point of the bad-input matrix (arguments ignored)."""
+    return FaultEchoMatcher(seed=0)

@@ -219,3 +219,48 @@ def test_static_tf_tree_composes_chains_and_skips_bad_transforms():
     np.testing.assert_allclose(T @ [0, 0, 0, 1], [1.0, 2.0, 0.0, 1.0], atol=1e-12)
     np.testing.assert_allclose(tree.lookup("cam_optical", "base_link"), np.linalg.inv(T), atol=1e-12)
     assert tree.lookup("base_link", "broken") is None and tree.lookup("base_link", "map") is None
+
+
+@pytest.mark.parametrize("cov, expected, what", [
+    ([-4.0, 0, 0, 0, 9.0, 0, 0, 0, 16.0], None, "negative"),
+    ([float("nan"), 0, 0, 0, 9.0, 0, 0, 0, 16.0], None, "NaN"),
+    ([0.0, 0, 0, 0, 0.0, 0, 0, 0, 16.0], None, "zero"),
+    ([4.0, 7.0, 0, 7.0, 9.0, 0, 0, 0, 16.0], [[4.0, 0.0], [0.0, 9.0]], "not positive definite"),
+])
+def test_bad_fix_covariance_is_repaired_and_named(cov, expected, what):
+    """A negative / NaN / zero variance falls back to fix_default_std_m (cov None) and a cross
+    term that breaks positive definiteness is dropped: never silently, always through on_repair."""
+    msg = _navsat(48.1, 11.5)
+    msg.position_covariance = cov
+    repairs = []
+    fix = cv.navsat_to_fix(msg, on_repair=lambda key, detail: repairs.append((key, detail)))
+    assert (fix.cov_en_m2 is None) if expected is None else (fix.cov_en_m2.tolist() == expected)
+    assert [k for k, _ in repairs] == [cv.FIX_COVARIANCE_REPAIRED]
+    assert ("fix_default_std_m" if expected is None else "cross term") in repairs[0][1]
+    good = []
+    cv.navsat_to_fix(_navsat(48.1, 11.5), on_repair=lambda k, d: good.append(k))
+    assert good == []
+
+
+def test_input_error_keys_name_the_cause():
+    bad = CompressedImage(format="jpeg")
+    bad.data = bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8))
+    with pytest.raises(ImageConversionError, match="does not decode") as exc:
+        cv.compressed_to_rgb8(bad)
+    assert exc.value.key == "image_undecodable"
+    truncated = CompressedImage(format="png")
+    truncated.data = cv2.imencode(".png", np.full((32, 32, 3), 7, np.uint8))[1].tobytes()[:40]
+    with pytest.raises(ImageConversionError) as exc:
+        cv.compressed_to_rgb8(truncated)
+    assert exc.value.key == "image_undecodable"
+    with pytest.raises(ImageConversionError, match="no valid value") as exc:
+        cv.depth_image_to_m(_image(np.zeros((4, 4), np.float32), "32FC1"))
+    assert exc.value.key == "depth_all_invalid"
+    short = _image(np.ones((4, 4), np.float32), "32FC1")
+    short.data = bytes(short.data)[:10]
+    with pytest.raises(ImageConversionError, match="expected step") as exc:
+        cv.depth_image_to_m(short)
+    assert exc.value.key == "depth_invalid"
+    with pytest.raises(ImageConversionError) as exc:
+        cv.image_to_rgb8(Image(height=0, width=0, encoding="rgb8", step=0))
+    assert exc.value.key == "image_invalid"

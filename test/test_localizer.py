@@ -261,6 +261,17 @@ def test_stale_and_missing_fix(tile_cache):
     assert res.reason == "stale_fix" and "4.00 s" in res.detail
 
 
+def test_a_matcher_raising_any_exception_rejects_the_frame(tile_cache):
+    class Oom(NoisyTruthMatcher):
+        def match(self, *args, **kw):
+            raise RuntimeError("CUDA out of memory")
+
+    loc = Localizer(_config(), Oom(seed=1), tile_cache)
+    loc.add_fix(_fix(1.0, 0.0, 0.0))
+    res = loc.step(_frame(1.0))
+    assert res.estimate is None and res.reason == "matcher_failed" and "RuntimeError: CUDA out of memory" in res.detail
+
+
 def test_matcher_unavailable(tile_cache):
     loc = Localizer(_config(), None, tile_cache)
     loc.add_fix(_fix(1.0, 0.0, 0.0))
@@ -463,3 +474,108 @@ def test_inconsistent_contradictions_do_not_reanchor(tile_cache):
         loc.add_fix(_fix(t, 0.0, 0.0, std_m=8.0))
         matcher.truth = (*_latlon(8.0 if k % 2 == 0 else -8.0, 0.0), 0.3)
         assert loc.step(_frame(t)).reason == "odometry_contradiction"
+
+
+# ----------------------------------------------------------------------------------------------
+# Time buffers: pruned against the reference clock and the frames, never the newest stamp held
+# ----------------------------------------------------------------------------------------------
+DAY_S = 86_400.0
+
+
+@pytest.mark.parametrize("with_clock", [True, False])
+def test_fixes_a_day_in_the_future_are_rejected_and_evict_no_history(tile_cache, with_clock):
+    """The issue's case: five fixes from a receiver clock a day ahead arrive amid good ones. Before
+    the fix every later, correct fix fell out of the buffer ('stale_fix: nearest fix is 86396 s
+    from the image stamp') for the next day. Now each is rejected on its own and the frames keep
+    localizing from the good fixes, with the node clock as reference or, without one, the frames."""
+    from xview_localizer.errors import LocalizationRejected
+
+    matcher = NoisyTruthMatcher(seed=21, noise_m=0.05)
+    loc = Localizer(_config(history_s=30.0, max_stamp_lead_s=5.0), matcher, tile_cache)
+    matcher.truth = (LAT0, LON0, 0.2)
+
+    def clock(t_s: float):
+        return int(t_s * NS_PER_S) if with_clock else None
+
+    for t in (1.0, 1.5, 2.0):
+        assert loc.add_fix(_fix(t, 0.0, 0.0), now_ns=clock(t)) == "in_order"
+    assert loc.step(_frame(2.0)).ok
+    for k in range(5):
+        t = 2.0 + 0.1 * k
+        with pytest.raises(LocalizationRejected, match="ahead of") as exc:
+            loc.add_fix(_fix(t + DAY_S, 0.0, 0.0), now_ns=clock(t))
+        assert exc.value.reason == "fix_stamp_future"
+    assert len(loc._fixes) == 3  # nothing evicted, nothing added
+    reasons = []
+    for k in range(1, 21):  # 2 s more of good fixes and frames at 10 Hz
+        t = round(2.5 + 0.1 * k, 3)
+        loc.add_fix(_fix(t, 0.0, 0.0), now_ns=clock(t))
+        res = loc.step(_frame(t))
+        reasons.append(res.reason)
+    assert reasons == [""] * 20, reasons
+
+
+def test_odometry_a_day_in_the_future_is_rejected_and_evicts_no_history(tile_cache):
+    from xview_localizer.errors import LocalizationRejected
+
+    loc = Localizer(_config(), NoisyTruthMatcher(seed=22), tile_cache)
+    for k in range(11):
+        t = 1.0 + 0.1 * k
+        loc.add_odom(OdomSample(int(t * NS_PER_S), SE2(float(k), 0.0, 0.0)), now_ns=int(t * NS_PER_S))
+    with pytest.raises(LocalizationRejected) as exc:
+        loc.add_odom(OdomSample(int((2.0 + DAY_S) * NS_PER_S), SE2(0.0, 0.0, 0.0)), now_ns=int(2.0 * NS_PER_S))
+    assert exc.value.reason == "odom_stamp_future"
+    assert loc.latest_odom_stamp_ns() == 2 * NS_PER_S
+    assert loc.odom_at(int(1.55 * NS_PER_S)).x_m == pytest.approx(5.5)
+
+
+def test_time_buffers_reject_past_and_duplicate_stamps_and_name_out_of_order(tile_cache):
+    from xview_localizer.errors import LocalizationRejected
+
+    loc = Localizer(_config(history_s=10.0), NoisyTruthMatcher(seed=23), tile_cache)
+    now = int(100.0 * NS_PER_S)
+    assert loc.add_fix(_fix(99.0, 0.0, 0.0), now_ns=now) == "in_order"
+    assert loc.add_fix(_fix(98.0, 0.0, 0.0), now_ns=now) == "out_of_order"
+    with pytest.raises(LocalizationRejected) as exc:
+        loc.add_fix(_fix(99.0, 5.0, 0.0), now_ns=now)
+    assert exc.value.reason == "fix_stamp_duplicate"
+    with pytest.raises(LocalizationRejected) as exc:
+        loc.add_fix(_fix(89.0, 0.0, 0.0), now_ns=now)  # 11 s behind, history 10 s
+    assert exc.value.reason == "fix_stamp_past"
+    # the duplicate did not replace the first fix at 99 s
+    assert loc._fixes.items[loc._fixes.stamps.index(99 * NS_PER_S)][1] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(LocalizationRejected) as exc:
+        loc.add_odom(OdomSample(int(89.0 * NS_PER_S), SE2()), now_ns=now)
+    assert exc.value.reason == "odom_stamp_past"
+
+
+def test_time_buffers_are_pruned_against_the_frames_localized(tile_cache):
+    """Without a clock the buffers keep ``history_s`` behind the frame being localized (and at
+    least two samples), so a long run does not grow them without bound."""
+    matcher = NoisyTruthMatcher(seed=24, noise_m=0.05)
+    matcher.truth = (LAT0, LON0, 0.2)
+    loc = Localizer(_config(history_s=2.0), matcher, tile_cache)
+    for k in range(100):
+        t = round(1.0 + 0.1 * k, 3)
+        loc.add_fix(_fix(t, 0.0, 0.0))
+        loc.add_odom(OdomSample(int(t * NS_PER_S), SE2()))
+    assert len(loc._fixes) == 100  # no frame yet: nothing to prune against
+    assert loc.step(_frame(10.9)).ok
+    assert min(loc._fixes.stamps) >= int(8.9 * NS_PER_S) and len(loc._fixes) == 21
+    assert min(loc._odom.stamps) >= int(8.9 * NS_PER_S)
+    loc.reset()
+    assert len(loc._fixes) == 0 and loc.last_estimate is None
+
+
+def test_stamp_reference_follows_the_streams_not_a_few_bad_stamps():
+    from xview_localizer.timebase import StampReference
+
+    ref = StampReference(window=31, min_samples=3)
+    assert ref.reference_ns(0) is None
+    clock = 1_700_000_000 * NS_PER_S  # node wall clock; the sensors stamp on a device clock at ~50 s
+    for k in range(10):
+        ref.observe(int((50.0 + 0.1 * k) * NS_PER_S), clock + k * NS_PER_S // 10)
+    assert ref.reference_ns(clock + NS_PER_S) == pytest.approx(int(51.0 * NS_PER_S), abs=NS_PER_S // 10)
+    for _ in range(5):  # five messages a day ahead do not move it
+        ref.observe(int((51.0 + DAY_S) * NS_PER_S), clock + NS_PER_S)
+    assert abs(ref.reference_ns(clock + NS_PER_S) - int(51.0 * NS_PER_S)) < NS_PER_S

@@ -210,3 +210,30 @@ def test_patch_outside_coverage_names_missing_tiles(server, tmp_path):
     with _cache(server, tmp_path) as c:
         with pytest.raises(TileFetchError, match=r"\d+ tile\(s\) unavailable: 19/\d+/\d+.*HTTP 404"):
             c.patch(49.02, 8.42, 128, 0.2)  # ~1 km north of the served pyramid
+
+
+def test_fetch_errors_name_their_kind(server, tmp_path, free_port):
+    """Every tile failure carries a kind the node turns into a diagnostic key."""
+    server.add_fault("status", PATH, times=None, status=503)
+    with _cache(server, tmp_path, retries=0) as cache, pytest.raises(TileFetchError) as exc:
+        cache.get_tile(*TILE)
+    assert exc.value.kind == "http_status"
+    server.clear_faults()
+    server.add_fault("delay", PATH, times=None, delay_s=1.0)
+    with _cache(server, tmp_path, retries=0, timeout_s=0.2) as cache, pytest.raises(TileFetchError) as exc:
+        cache.get_tile(*TILE)
+    assert exc.value.kind == "timeout" and "read timeout" in str(exc.value)
+    server.clear_faults()
+    server.add_fault("truncate", PATH, times=None, keep_fraction=0.3)
+    with _cache(server, tmp_path / "c2", retries=0) as cache, pytest.raises(TileFetchError) as exc:
+        cache.get_tile(*TILE)
+    assert exc.value.kind == "undecodable"
+    server.clear_faults()
+    with _cache(server, tmp_path / "c3", retries=0) as cache, pytest.raises(TileFetchError) as exc:
+        cache.get_tile(19, 0, 0)  # the server has no such tile
+    assert exc.value.kind == "not_found"
+    dead = TileCache(f"http://127.0.0.1:{free_port}/{{z}}/{{x}}/{{y}}.png", tmp_path / "c4",
+                     TileCacheConfig(**{**FAST, "retries": 0}))
+    with dead, pytest.raises(TileFetchError) as exc:
+        dead.patch(49.01, 8.42, 64, 0.5)
+    assert exc.value.kind == "connection_refused", str(exc.value)

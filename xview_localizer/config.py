@@ -116,8 +116,13 @@ class LocalizerConfig:
                                   "is unknown (m).", range=(0.01, 1000.0))
     odom_max_gap_s: float = _p(0.5, "Largest constant-velocity extrapolation of the odometry history to a stamp (s).",
                                range=(0.0, 10.0))
-    history_s: float = _p(30.0, "How long fixes and odometry are kept for time alignment (s).",
+    history_s: float = _p(30.0, "How long fixes and odometry are kept for time alignment (s), behind the "
+                          "reference clock (node clock live, bag time in replay) and the frames localized; a "
+                          "sample older than that is rejected '<fix|odom>_stamp_past'.",
                           range=(1.0, 600.0))
+    max_stamp_lead_s: float = _p(5.0, "A fix or odometry sample stamped more than this ahead of the reference "
+                                 "clock is rejected on its own ('<fix|odom>_stamp_future') and never evicts "
+                                 "good history (s).", range=(0.0, 3600.0))
     course_min_baseline_m: float = _p(10.0, "Without a previous estimate the prior yaw is the GNSS course "
                                       "between the latest fix and the most recent earlier fix at least this "
                                       "far away (m).", range=(0.5, 1000.0))
@@ -203,9 +208,18 @@ class NodeConfig:
     tile_cache_dir: str = _p("", "Disk cache of fetched tiles; '' = $XVIEW_TILE_CACHE or "
                              "~/.cache/xview_localizer/tiles.")
     tile_offline: bool = _p(False, "Never fetch: use cached tiles only.")
-    tile_timeout_s: float = _p(2.0, "HTTP timeout of one tile request (s).", range=(0.05, 60.0))
+    tile_timeout_s: float = _p(1.0, "HTTP read timeout of one tile request (s); with tile_retries it bounds how "
+                               "long a frame waits for a source that stopped answering.", range=(0.05, 60.0))
     tile_retries: int = _p(1, "Retries of a failed tile request (timeouts, 5xx) before the frame is "
                            "rejected 'tiles_unavailable'.", range=(0, 10))
+    tile_connect_timeout_s: float = _p(1.0, "Connect timeout of one tile request (s); tile_timeout_s is the "
+                                       "read timeout.", range=(0.05, 60.0))
+    tile_negative_ttl_s: float = _p(1.0, "How long a tile the server answered 404 for is not asked for again (s); "
+                                    "short, so that recovery after an outage is not delayed by more than it.",
+                                    range=(0.0, 3600.0))
+    tile_max_in_flight: int = _p(4, "Most tile requests in flight at once.", range=(1, 64))
+    tile_slow_s: float = _p(0.5, "A satellite patch that takes longer than this to assemble (fetching tiles) is "
+                            "reported 'tiles_slow' with the measured latency (s).", range=(0.01, 60.0))
     # --- matcher -------------------------------------------------------------------------------
     checkpoint_path: str = _p("", "Matcher checkpoint (.pt); '' = the packaged default, the depth-prior "
                               "sparse matcher (flat ground without use_depth, the depth map with it); "
@@ -235,6 +249,8 @@ class NodeConfig:
                             "stamp before extrapolating (s; in the worker, callbacks never wait).",
                             range=(0.0, 2.0))
     use_depth: bool = _p(False, "Subscribe to 'depth' (32FC1 m or 16UC1 mm) for depth matchers.")
+    max_image_pixels: int = _p(16_777_216, "Images with more pixels (width x height) than this are dropped "
+                               "'image_too_large' before conversion (px).", range=(1, 1_000_000_000))
     depth_tolerance_s: float = _p(0.05, "Largest stamp difference between an image and the depth map it "
                                   "gets (s); none within it -> flat ground, cause 'depth_missing'.",
                                   range=(0.0, 1.0))

@@ -35,11 +35,26 @@ class TileSourceError(TileError, ValueError):
 
 
 class TileFetchError(TileError):
-    """A tile could not be fetched; the message names the tile (z/x/y) and the cause."""
+    """A tile could not be fetched; the message names the tile (z/x/y) and the cause.
+
+    ``kind`` says which: ``http_status`` (5xx, 429, an unexpected 4xx), ``timeout``,
+    ``undecodable`` (a 200 whose body is not an image), ``connection_refused``,
+    ``connection_failed`` (reset, DNS, ...), ``not_found`` (404/410/204), ``not_cached``
+    (offline and not in the cache), or ``""`` when unknown."""
+
+    KINDS = ("http_status", "timeout", "undecodable", "connection_refused", "connection_failed", "not_found",
+             "not_cached")
+
+    def __init__(self, message: str = "", kind: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class TileNotCachedError(TileFetchError):
     """Offline mode and the needed tiles are not in the cache; names the missing tiles."""
+
+    def __init__(self, message: str = "", kind: str = "not_cached") -> None:
+        super().__init__(message, kind)
 
 
 class TileCacheError(TileError):
@@ -48,7 +63,15 @@ class TileCacheError(TileError):
 
 # --- data, models, messages ------------------------------------------------
 class ImageConversionError(XViewError, ValueError):
-    """An image message that cannot be converted (unknown encoding, wrong size for step)."""
+    """An image message that cannot be converted (unknown encoding, wrong size for step).
+
+    ``key`` is the node's diagnostic cause: ``image_invalid`` (encoding, step, size vs data,
+    0x0), ``image_undecodable`` (a CompressedImage that does not decode), ``depth_invalid``,
+    ``depth_all_invalid`` (no valid depth value at all)."""
+
+    def __init__(self, message: str = "", key: str = "image_invalid") -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class CheckpointError(XViewError):

@@ -38,7 +38,11 @@ One frame (:meth:`Localizer.step`):
    farther than ``max_jump_m`` / ``max_yaw_jump_rad`` from the previous estimate propagated
    with odometry -> ``odometry_contradiction``.
 
-Stamps are integer nanoseconds (``stamp_ns``). The datum is the configured one or, when the
+Stamps are integer nanoseconds (``stamp_ns``). Fixes and odometry are held for ``history_s``
+behind the reference clock the caller passes to ``add_fix``/``add_odom`` (the node's clock live,
+the bag's time in replay) and behind each frame localized, never behind the newest stamp held: a
+sample far from that clock is rejected on its own (``INPUT_REASONS``) and evicts nothing.
+The datum is the configured one or, when the
 configuration leaves it NaN, the first valid fix. Thread-safety: ``add_fix``/``add_odom`` may
 be called from other threads than ``step``.
 """
@@ -73,6 +77,7 @@ __all__ = [
     "MapProjection",
     "Localizer",
     "REASONS",
+    "INPUT_REASONS",
     "solve_confident",
     "min_weight_for",
     "solution_from_camera_centred",
@@ -101,6 +106,9 @@ REASONS = (
     "odometry_contradiction",
     "low_evidence",
 )
+
+#: Stable keys of rejected fixes / odometry samples (:meth:`Localizer.add_fix`, ``add_odom``).
+INPUT_REASONS = tuple(f"{kind}_stamp_{what}" for kind in ("fix", "odom") for what in ("future", "past", "duplicate"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -444,7 +452,7 @@ def match_and_solve(matcher: Any, image_rgb: np.ndarray, camera: Any, T_base_cam
     corr = None
     try:
         corr = matcher.match(image_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad, **depth_kw)
-    except XViewError as exc:
+    except Exception as exc:  # noqa: BLE001 - bad input (XViewError) or a torch failure (OOM): no crash
         raise LocalizationRejected("matcher_failed", f"{type(exc).__name__}: {exc}") from exc
     finally:
         _add_matcher_timings(matcher, timings, time.perf_counter() - t0, stages=corr is not None)
@@ -499,7 +507,7 @@ def match_and_solve_all(matcher: Any, image_rgb: np.ndarray, camera: Any, T_base
         corrs = None
         try:
             corrs = batched(image_rgb, camera, T_base_camera, sat_rgb, georef, yaws, **match_kw)
-        except XViewError as exc:
+        except Exception as exc:  # noqa: BLE001 - as in match_and_solve
             return [], LocalizationRejected("matcher_failed", f"{type(exc).__name__}: {exc}")
         finally:
             _add_matcher_timings(matcher, timings, time.perf_counter() - t0, stages=corrs is not None)
@@ -575,22 +583,35 @@ def matcher_covariance_scale(matcher: Any, depth_kind: str = "none") -> float:
 # Time-indexed buffers
 # ----------------------------------------------------------------------------------------------
 class _TimeBuffer:
-    """Samples sorted by ``stamp_ns``; keeps ``history_ns`` behind the newest one."""
+    """Samples sorted by ``stamp_ns``. Nothing is pruned against the newest stamp it holds (one
+    sample stamped a day ahead must not evict good history): the owner prunes it against a
+    reference clock with :meth:`prune_before`; ``max_items`` only bounds the memory."""
 
-    def __init__(self, history_ns: int) -> None:
+    def __init__(self, history_ns: int, max_items: int = 100_000) -> None:
         self.history_ns = history_ns
+        self.max_items = max_items
         self.stamps: list[int] = []
         self.items: list[Any] = []
 
-    def add(self, stamp_ns: int, item: Any) -> None:
+    def add(self, stamp_ns: int, item: Any) -> str:
+        """Insert in time order: ``'in_order'`` (newest so far), ``'out_of_order'`` (older than
+        the newest, inserted where it belongs) or ``'duplicate'`` (a sample with this stamp is
+        already held: the new one is dropped)."""
         i = bisect.bisect_right(self.stamps, stamp_ns)
         if i > 0 and self.stamps[i - 1] == stamp_ns:
-            self.items[i - 1] = item
-        else:
-            self.stamps.insert(i, stamp_ns)
-            self.items.insert(i, item)
-        cut = bisect.bisect_left(self.stamps, self.stamps[-1] - self.history_ns)
-        if cut:
+            return "duplicate"
+        status = "in_order" if i == len(self.stamps) else "out_of_order"
+        self.stamps.insert(i, stamp_ns)
+        self.items.insert(i, item)
+        if len(self.stamps) > self.max_items:
+            del self.stamps[0]
+            del self.items[0]
+        return status
+
+    def prune_before(self, cut_ns: int, keep_min: int = 2) -> None:
+        """Drop samples stamped before ``cut_ns``, always keeping the newest ``keep_min``."""
+        cut = min(bisect.bisect_left(self.stamps, cut_ns), max(len(self.stamps) - keep_min, 0))
+        if cut > 0:
             del self.stamps[:cut]
             del self.items[:cut]
 
@@ -638,6 +659,8 @@ class Localizer:
         if config.has_datum:
             self._projection = MapProjection(config.map_projection, config.datum_lat_deg, config.datum_lon_deg)
         self._last: Optional[Estimate] = None
+        #: stamp of the newest frame localized: the reference clock when the caller gives none
+        self._frame_stamp_ns: Optional[int] = None
         #: recent estimates rejected 'odometry_contradiction', (T_map_base, stamp_ns, T_odom_base)
         self._contradicting: list[tuple[SE2, int, Optional[SE2]]] = []
         self._area: Any = None
@@ -670,21 +693,81 @@ class Localizer:
     def last_estimate(self) -> Optional[Estimate]:
         return self._last
 
-    def add_fix(self, fix: FixSample) -> None:
-        """Store a valid fix; the first one sets the datum when none is configured."""
+    def add_fix(self, fix: FixSample, now_ns: Optional[int] = None) -> str:
+        """Store a valid fix; the first one sets the datum when none is configured.
+
+        ``now_ns`` is the reference clock (the node's clock live, the bag's time in replay; None:
+        the stamp of the newest frame localized, if any). A fix stamped more than
+        ``max_stamp_lead_s`` ahead of it or more than ``history_s`` behind it is rejected on its
+        own and evicts nothing; the buffers are pruned against the reference clock and the
+        frames localized, never against the newest stamp they hold.
+
+        Returns ``'in_order'`` or ``'out_of_order'`` (older than the newest fix held: inserted in
+        time order).
+
+        Raises:
+            LocalizationRejected: ``fix_stamp_future``, ``fix_stamp_past`` or ``fix_stamp_duplicate``.
+        """
         if not isinstance(fix, FixSample):
             raise GeometryError(f"add_fix expects a FixSample, got {type(fix).__name__}")
         with self._lock:
+            self._check_stamp_locked("fix", fix.stamp_ns, now_ns)
             if self._projection is None:
                 self._projection = MapProjection(self.config.map_projection, fix.lat_deg, fix.lon_deg)
             x_m, y_m = self._projection.forward(fix.lat_deg, fix.lon_deg)
-            self._fixes.add(fix.stamp_ns, (fix, x_m, y_m))
+            return self._add_locked("fix", self._fixes, fix.stamp_ns, (fix, x_m, y_m), now_ns)
 
-    def add_odom(self, odom: OdomSample) -> None:
+    def add_odom(self, odom: OdomSample, now_ns: Optional[int] = None) -> str:
+        """Store an odometry sample; ``now_ns``, the return value and the rejections as in
+        :meth:`add_fix` (reasons ``odom_stamp_future``, ``odom_stamp_past``, ``odom_stamp_duplicate``)."""
         if not isinstance(odom, OdomSample):
             raise GeometryError(f"add_odom expects an OdomSample, got {type(odom).__name__}")
         with self._lock:
-            self._odom.add(odom.stamp_ns, odom.T_odom_base)
+            self._check_stamp_locked("odom", odom.stamp_ns, now_ns)
+            return self._add_locked("odom", self._odom, odom.stamp_ns, odom.T_odom_base, now_ns)
+
+    def _reference_ns_locked(self, now_ns: Optional[int]) -> Optional[int]:
+        return int(now_ns) if now_ns is not None else self._frame_stamp_ns
+
+    def _check_stamp_locked(self, kind: str, stamp_ns: int, now_ns: Optional[int]) -> None:
+        ref_ns = self._reference_ns_locked(now_ns)
+        if ref_ns is None:
+            return
+        lead_s = (stamp_ns - ref_ns) / NS_PER_S
+        clock = "the clock" if now_ns is not None else "the newest frame localized"
+        if lead_s > self.config.max_stamp_lead_s:
+            raise LocalizationRejected(f"{kind}_stamp_future",
+                                       f"{kind} stamped {lead_s:.2f} s ahead of {clock} (max_stamp_lead_s = "
+                                       f"{self.config.max_stamp_lead_s:g}): rejected, history kept")
+        if -lead_s > self.config.history_s:
+            raise LocalizationRejected(f"{kind}_stamp_past",
+                                       f"{kind} stamped {-lead_s:.2f} s behind {clock} (history_s = "
+                                       f"{self.config.history_s:g}): too old to be used")
+
+    def _add_locked(self, kind: str, buf: _TimeBuffer, stamp_ns: int, item: Any, now_ns: Optional[int]) -> str:
+        status = buf.add(stamp_ns, item)
+        if status == "duplicate":
+            raise LocalizationRejected(f"{kind}_stamp_duplicate",
+                                       f"a {kind} stamped {stamp_ns} ns is already held: the repeat is dropped")
+        if now_ns is not None:
+            buf.prune_before(int(now_ns) - buf.history_ns)
+        return status
+
+    def reset(self) -> None:
+        """Forget fixes, odometry and estimates (the datum stays): for a clock that jumped back
+        (a bag played again), where every sample held would lie in the future."""
+        with self._lock:
+            self._fixes = _TimeBuffer(self._fixes.history_ns, self._fixes.max_items)
+            self._odom = _TimeBuffer(self._odom.history_ns, self._odom.max_items)
+            self._last = None
+            self._contradicting = []
+            self._frame_stamp_ns = None
+
+    def _prune_locked(self, stamp_ns: int) -> None:
+        """Prune both buffers against a frame being localized (``history_s`` behind it)."""
+        self._frame_stamp_ns = int(stamp_ns)
+        for buf in (self._fixes, self._odom):
+            buf.prune_before(int(stamp_ns) - buf.history_ns)
 
     def latest_odom_stamp_ns(self) -> Optional[int]:
         """Stamp of the newest odometry sample, or None."""
@@ -850,6 +933,7 @@ class Localizer:
         cfg = self.config
         t0 = time.perf_counter()
         with self._lock:
+            self._prune_locked(frame.stamp_ns)
             prior = self._prior_locked(frame.stamp_ns)
             pred = self._predicted_locked(frame.stamp_ns)
             odom_now = self._odom_at_locked(frame.stamp_ns)

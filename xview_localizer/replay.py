@@ -57,6 +57,7 @@ from .errors import (
 )
 from .localizer import Frame, Localizer, MapProjection
 from .report import EvalData, FrameRecord, Track
+from .timebase import StampReference
 
 log = logging.getLogger(__name__)
 
@@ -460,13 +461,15 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
         counts = {"fix_no_fix": 0, "fix_invalid": 0, "odom_invalid": 0, "image_invalid": 0}
         probed = False
         n_images_seen = n_skipped = n_accepted = 0
+        stamps = StampReference()
         t_wall0 = time.perf_counter()
         compressed = topics.image_type.endswith("CompressedImage")
 
-        def localize(msg: Any) -> FrameRecord:
+        def localize(msg: Any, log_ns: int) -> FrameRecord:
             """One image through the core (as the node's worker does)."""
             nonlocal extrinsics_source, T_bc_parameters
             stamp = _stamp_ns(msg)
+            stamps.observe(stamp, log_ns)
             t0 = time.perf_counter()
             try:
                 rgb = conv.compressed_to_rgb8(msg) if compressed else conv.image_to_rgb8(msg)
@@ -502,7 +505,7 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
             return FrameRecord(stamp, False, result.reason, latency_s=latency, detail=result.detail)
 
         try:
-            for c, _log_ns, raw in reader.messages(connections=use):
+            for c, log_ns, raw in reader.messages(connections=use):
                 topic = c.topic
                 if topic == topics.image:
                     if cfg.max_frames and len(frames) >= cfg.max_frames:
@@ -511,7 +514,7 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
                     if (n_images_seen - 1) % cfg.every:
                         n_skipped += 1  # not even deserialized
                         continue
-                    frames.append(localize(reader.deserialize(raw, c.msgtype)))
+                    frames.append(localize(reader.deserialize(raw, c.msgtype), log_ns))
                     n_accepted += frames[-1].accepted
                     if bar is not None:
                         elapsed_s = time.perf_counter() - t_wall0
@@ -537,21 +540,29 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
                     except XViewError as exc:
                         log.warning("camera_info invalid: %s", exc)
                 elif topic == topics.fix:
+                    # the bag's time (plus the stamps' recent offset from it) is the reference clock
+                    stamps.observe(_stamp_ns(msg), log_ns)
                     try:
                         fix = conv.navsat_to_fix(msg)
+                        localizer.add_fix(fix, now_ns=stamps.reference_ns(log_ns))
                     except LocalizationRejected as rej:
                         counts[rej.reason] = counts.get(rej.reason, 0) + 1
                         continue
-                    localizer.add_fix(fix)
                     fixes.append((fix.stamp_ns, fix.lat_deg, fix.lon_deg))
                     if not probed:
                         probed = True
                         probe_tiles(tile_cache, fix.lat_deg, fix.lon_deg, loc_cfg, tile_url)
                 elif topic == topics.odom:
+                    stamps.observe(_stamp_ns(msg), log_ns)
                     try:
-                        localizer.add_odom(conv.odometry_to_sample(msg))
+                        sample = conv.odometry_to_sample(msg)
                     except XViewError:
                         counts["odom_invalid"] += 1
+                        continue
+                    try:
+                        localizer.add_odom(sample, now_ns=stamps.reference_ns(log_ns))
+                    except LocalizationRejected as rej:
+                        counts[rej.reason] = counts.get(rej.reason, 0) + 1
         finally:
             if bar is not None:
                 bar.close()

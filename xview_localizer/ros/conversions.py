@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -134,11 +134,16 @@ def compressed_to_rgb8(msg: CompressedImage) -> np.ndarray:
         raise ImageConversionError(f"CompressedImage.format {msg.format!r} is not JPEG or PNG")
     buf = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
     if buf.size == 0:
-        raise ImageConversionError("CompressedImage.data is empty")
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if img is None:
+        raise ImageConversionError("CompressedImage.data is empty", key="image_undecodable")
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # some corrupt streams raise instead of returning None
+        raise ImageConversionError(f"CompressedImage.data ({buf.size} bytes, format {msg.format!r}) does not "
+                                   f"decode: {str(exc).strip().splitlines()[-1]}", key="image_undecodable") from None
+    if img is None or img.size == 0:
         raise ImageConversionError(
-            f"CompressedImage.data ({buf.size} bytes, format {msg.format!r}) does not decode as JPEG/PNG")
+            f"CompressedImage.data ({buf.size} bytes, format {msg.format!r}) does not decode as JPEG/PNG",
+            key="image_undecodable")
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
     if img.ndim == 2:
@@ -150,21 +155,44 @@ def compressed_to_rgb8(msg: CompressedImage) -> np.ndarray:
 
 def depth_image_to_m(msg: Image) -> np.ndarray:
     """A depth image (32FC1 metres or 16UC1 millimetres) as (H, W) float32 metres; invalid
-    (0, negative, non-finite) -> NaN."""
+    (0, negative, non-finite) -> NaN.
+
+    Raises:
+        ImageConversionError: key ``depth_invalid`` (encoding, size vs data, ...) or
+            ``depth_all_invalid`` (not one valid depth value).
+    """
     if msg.encoding not in ("32FC1", "16UC1"):
-        raise ImageConversionError(f"depth Image.encoding {msg.encoding!r} must be 32FC1 (m) or 16UC1 (mm)")
-    arr = image_to_numpy(msg)
+        raise ImageConversionError(f"depth Image.encoding {msg.encoding!r} must be 32FC1 (m) or 16UC1 (mm)",
+                                   key="depth_invalid")
+    try:
+        arr = image_to_numpy(msg)
+    except ImageConversionError as exc:
+        raise ImageConversionError(f"depth {exc}", key="depth_invalid") from None
     depth = arr.astype(np.float32) * (np.float32(1e-3) if msg.encoding == "16UC1" else np.float32(1.0))
-    depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
+    valid = np.isfinite(depth) & (depth > 0)
+    if not valid.any():
+        raise ImageConversionError(f"depth image ({msg.width}x{msg.height} {msg.encoding}) has no valid value "
+                                   "(all zero, negative or non-finite)", key="depth_all_invalid")
+    depth[~valid] = np.nan
     return depth
 
 
 # ----------------------------------------------------------------------------------------------
 # Sensors
 # ----------------------------------------------------------------------------------------------
-def navsat_to_fix(msg: NavSatFix) -> FixSample:
+#: Diagnostic cause of a NavSatFix whose covariance was repaired (see :func:`navsat_to_fix`).
+FIX_COVARIANCE_REPAIRED = "fix_covariance_repaired"
+
+
+def navsat_to_fix(msg: NavSatFix, on_repair: Optional[Callable[[str, str], None]] = None) -> FixSample:
     """``sensor_msgs/NavSatFix`` -> :class:`FixSample` (covariance: the east/north block when
     the covariance type is known and valid, else None).
+
+    A known covariance that is unusable is REPAIRED, not rejected (the position is still
+    good): a NaN, infinite, zero or negative east/north variance -> None (the localizer then
+    uses ``fix_default_std_m``); a cross term that makes the block not positive definite ->
+    dropped (the diagonal is kept). Each repair calls ``on_repair(FIX_COVARIANCE_REPAIRED,
+    detail)`` so the caller can name it (the node logs it once and shows it on /diagnostics).
 
     Raises:
         LocalizationRejected: ``fix_no_fix`` (status NO_FIX) or ``fix_invalid`` (NaN / out of
@@ -174,14 +202,25 @@ def navsat_to_fix(msg: NavSatFix) -> FixSample:
         raise LocalizationRejected("fix_no_fix", f"NavSatFix.status.status = {msg.status.status} (NO_FIX)")
     lat, lon, alt = float(msg.latitude), float(msg.longitude), float(msg.altitude)
     cov = None
+    repair = ""
     if msg.position_covariance_type != NavSatFix.COVARIANCE_TYPE_UNKNOWN:
         c = np.asarray(msg.position_covariance, dtype=float).reshape(3, 3)[:2, :2]
-        if np.all(np.isfinite(c)) and c[0, 0] > 0 and c[1, 1] > 0:
+        if not (np.all(np.isfinite(c)) and c[0, 0] > 0 and c[1, 1] > 0):
+            repair = (f"NavSatFix.position_covariance east/north block {c.tolist()} has a NaN, infinite, zero or "
+                      "negative variance: replaced by fix_default_std_m")
+        elif c[0, 0] * c[1, 1] - (0.5 * (c[0, 1] + c[1, 0])) ** 2 <= 0:
+            repair = (f"NavSatFix.position_covariance east/north block {c.tolist()} is not positive definite: "
+                      "the cross term is dropped")
+            cov = np.diag(np.diag(c))
+        else:
             cov = c
     try:
-        return FixSample(stamp_to_ns(msg.header.stamp), lat, lon, alt if math.isfinite(alt) else 0.0, cov)
+        fix = FixSample(stamp_to_ns(msg.header.stamp), lat, lon, alt if math.isfinite(alt) else 0.0, cov)
     except GeometryError as exc:
         raise LocalizationRejected("fix_invalid", f"NavSatFix: {exc}") from exc
+    if repair and on_repair is not None:
+        on_repair(FIX_COVARIANCE_REPAIRED, repair)
+    return fix
 
 
 def quaternion_to_yaw_rad(q: Quaternion) -> float:

@@ -59,9 +59,18 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix
 from ..camera import T_base_camera_from_xyz_rpy
 from ..config import NodeConfig
 from ..depth_utils import DepthBuffer, fit_depth_to_image
-from ..errors import ConfigError, LocalizationRejected, TileSourceError, XViewError
+from ..errors import (
+    ConfigError,
+    ImageConversionError,
+    LocalizationRejected,
+    TileError,
+    TileFetchError,
+    TileSourceError,
+    XViewError,
+)
 from ..localizer import NS_PER_S, Frame, Localizer, StepResult
 from ..matcher.factory import apply_runtime, resolve_factory
+from ..timebase import StampReference
 from . import conversions as conv
 from .params import declare_parameters, read_config
 
@@ -75,8 +84,13 @@ except ImportError:  # pragma: no cover - depends on the environment
     TFMessage = None
 
 NODE_NAME = "xview_localizer"
+#: Tile failures by kind (``TileFetchError.kind``) -> their diagnostic cause (besides ``tiles_unavailable``).
+TILE_KIND_CAUSES = {kind: f"tiles_{kind}" for kind in TileFetchError.KINDS}
 #: Causes whose diagnostic level is ERROR (the others are WARN).
-ERROR_CAUSES = {"matcher_unavailable", "tiles_unavailable", "tiles_unconfigured", "internal_error"}
+ERROR_CAUSES = {"matcher_unavailable", "tiles_unavailable", "tiles_unconfigured", "internal_error",
+                *TILE_KIND_CAUSES.values()}
+#: Tile-request back-off of the node (s): short, so that it never outlives an outage by long.
+TILE_BACKOFF_S, TILE_BACKOFF_MAX_S = 0.2, 1.0
 #: Longest the worker waits for the depth map of an image when no depth stamped at or after
 #: the image has arrived yet (depth usually arrives with or just after its image).
 DEPTH_WAIT_S = 0.05
@@ -96,6 +110,68 @@ class _UnavailableTiles:
 
     def patch(self, lat_deg, lon_deg, size_px, m_per_px):
         raise TileSourceError(self.detail)
+
+
+class _TileWatch:
+    """The node's view of the tile cache: times every patch (cause ``tiles_slow`` over
+    ``tile_slow_s``, with the measured latency), names each failure by its kind
+    (``tiles_http_status``, ``tiles_timeout``, ... besides the core's ``tiles_unavailable``) and
+    notices a cache directory that cannot be written (``tile_cache_not_writable``)."""
+
+    def __init__(self, cache: Any, node: "LocalizerNode") -> None:
+        self.cache = cache
+        self._node = node
+        self._latencies_s: deque = deque(maxlen=50)
+
+    def write_error(self) -> str:
+        store = getattr(self.cache, "store", None)
+        return "" if store is None or store.writable else str(store.write_error)
+
+    def patch(self, lat_deg, lon_deg, size_px, m_per_px):
+        node = self._node
+        t0 = time.monotonic()
+        try:
+            return self.cache.patch(lat_deg, lon_deg, size_px, m_per_px)
+        except TileError as exc:
+            key = TILE_KIND_CAUSES.get(getattr(exc, "kind", ""))
+            if key is not None:
+                node._report(key, str(exc))
+            raise
+        finally:
+            dt_s = time.monotonic() - t0
+            self._latencies_s.append(dt_s)
+            slow_s = node.cfg.tile_slow_s
+            if dt_s > slow_s:
+                node._report("tiles_slow", f"a satellite patch took {dt_s * 1e3:.0f} ms (tile_slow_s = {slow_s:g}; "
+                                           f"max of the last {len(self._latencies_s)}: "
+                                           f"{max(self._latencies_s) * 1e3:.0f} ms): the tile source is slow")
+            err = self.write_error()
+            if err:
+                node._cache_write_error = err
+
+    def close(self) -> None:
+        close = getattr(self.cache, "close", None)
+        if callable(close):
+            close()
+
+
+def _raised_in(exc: BaseException, obj: Any) -> bool:
+    """Whether the traceback of ``exc`` passes through the source file of ``obj``'s class or
+    through ``xview_localizer/matcher/`` (a matcher that raised something else than XViewError)."""
+    import inspect
+
+    files = {str(Path(__file__).resolve().parents[1] / "matcher")}
+    try:
+        files.add(str(Path(inspect.getfile(type(obj))).resolve()))
+    except (TypeError, OSError):
+        pass
+    tb = exc.__traceback__
+    while tb is not None:
+        fname = str(Path(tb.tb_frame.f_code.co_filename).resolve())
+        if any(fname == f or fname.startswith(f + os.sep) for f in files):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 @dataclass
@@ -172,8 +248,15 @@ class LocalizerNode(Node):
         # The matcher and the tile cache are attached by the worker (loading can take seconds).
         self._localizer = Localizer(self.cfg.localizer, None, _UnavailableTiles("tile cache is starting"))
         self._logged: set[str] = set()
+        self._stop = False
         self._depths = DepthBuffer(max_items=16)
+        #: the clock inputs are checked against: node clock + the recent inputs' offset from it
+        self._stamps = StampReference()
+        self._last_image_stamp_ns: Optional[int] = None
         self._depth_resize_logged = False
+        self._tiles: Optional[_TileWatch] = None
+        #: why the tile cache directory cannot be written ('' = it can): a lasting WARN
+        self._cache_write_error = ""
 
         cfg = self.cfg
         self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, "pose", 10)
@@ -231,7 +314,11 @@ class LocalizerNode(Node):
 
     # -- reporting ---------------------------------------------------------------------------------
     def _report(self, key: str, detail: str) -> None:
-        """Count a cause; log its first occurrence (and the first after it had cleared)."""
+        """Count a cause; log its first occurrence (and the first after it had cleared). Nothing
+        is logged once shutting down (rosout is gone with the context; causes then are the
+        shutdown's own, e.g. fetches cut short)."""
+        if not self._can_publish():
+            return
         if self.stats.cause(key, detail) or key not in self._logged:
             self._logged.add(key)
             # rclpy fixes the severity per call site: one call site per severity.
@@ -241,13 +328,39 @@ class LocalizerNode(Node):
                 self.get_logger().warning(f"{key}: {detail}")
 
     # -- callbacks (never block, never raise) -------------------------------------------------------
+    def _clock_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _observe_stamp(self, stamp) -> Optional[int]:
+        """Record an input stamp against the node clock; the reference clock (or None) after it."""
+        clock_ns = self._clock_ns()
+        self._stamps.observe(conv.stamp_to_ns(stamp), clock_ns)
+        return self._stamps.reference_ns(clock_ns)
+
     def _on_image(self, msg, compressed: bool) -> None:
         self.stats.event("images")
+        self._observe_stamp(msg.header.stamp)
         with self._cv:
             if self._pending is not None:
                 self.stats.event("frames_dropped")
             self._pending = _Pending(msg, compressed, time.monotonic())
             self._cv.notify()
+
+    def _can_publish(self) -> bool:
+        return not self._stop and self.context.ok()
+
+    def _publish_msg(self, publish, msg) -> bool:
+        """Publish unless shutting down; a publish that loses the race with the context's
+        shutdown (SIGINT/SIGTERM) is dropped silently instead of raising RCLError."""
+        if not self._can_publish():
+            return False
+        try:
+            publish(msg)
+            return True
+        except Exception:  # noqa: BLE001 - rclpy raises RCLError / InvalidHandle once the context is gone
+            if self._can_publish():
+                raise
+            return False
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self.stats.event("camera_infos")
@@ -261,29 +374,40 @@ class LocalizerNode(Node):
 
     def _on_fix(self, msg: NavSatFix) -> None:
         self.stats.event("fixes")
+        reference_ns = self._observe_stamp(msg.header.stamp)
         try:
-            fix = conv.navsat_to_fix(msg)
+            fix = conv.navsat_to_fix(msg, on_repair=self._report)
+            order = self._localizer.add_fix(fix, now_ns=reference_ns)
         except LocalizationRejected as rej:
             self._report(rej.reason, rej.detail)
             return
+        if order == "out_of_order":
+            self._report("fix_stamp_out_of_order", "a fix older than the newest one arrived: used, inserted in time order")
         self.stats.event("fixes_valid")
-        self._localizer.add_fix(fix)
 
     def _on_odom(self, msg: Odometry) -> None:
         self.stats.event("odoms")
+        reference_ns = self._observe_stamp(msg.header.stamp)
         try:
             sample = conv.odometry_to_sample(msg)
         except XViewError as exc:
             self._report("odom_invalid", str(exc))
             return
-        self._localizer.add_odom(sample)
+        try:
+            order = self._localizer.add_odom(sample, now_ns=reference_ns)
+        except LocalizationRejected as rej:
+            self._report(rej.reason, rej.detail)
+            return
+        if order == "out_of_order":
+            self._report("odom_stamp_out_of_order", "an odometry message older than the newest one arrived: used, "
+                                                    "inserted in time order")
 
     def _on_depth(self, msg: Image) -> None:
         self.stats.event("depths")
         try:
             depth_m = conv.depth_image_to_m(msg)
         except XViewError as exc:
-            self._report("depth_invalid", str(exc))
+            self._report(exc.key if isinstance(exc, ImageConversionError) else "depth_invalid", str(exc))
             return
         self._depths.add(conv.stamp_to_ns(msg.header.stamp), depth_m)
 
@@ -294,9 +418,19 @@ class LocalizerNode(Node):
         from ..tiles.cache import TileCache, TileCacheConfig
 
         try:
-            tiles = TileCache(cfg.tile_url, Path(cfg.tile_cache_dir).expanduser() if cfg.tile_cache_dir else None,
+            cache = TileCache(cfg.tile_url, Path(cfg.tile_cache_dir).expanduser() if cfg.tile_cache_dir else None,
                               TileCacheConfig(offline=cfg.tile_offline, timeout_s=cfg.tile_timeout_s,
-                                              retries=cfg.tile_retries))
+                                              connect_timeout_s=cfg.tile_connect_timeout_s,
+                                              retries=cfg.tile_retries, backoff_s=TILE_BACKOFF_S,
+                                              backoff_max_s=TILE_BACKOFF_MAX_S,
+                                              negative_ttl_s=cfg.tile_negative_ttl_s,
+                                              max_concurrency=cfg.tile_max_in_flight))
+            self._tiles = _TileWatch(cache, self)
+            self._cache_write_error = self._tiles.write_error()
+            if self._cache_write_error:
+                self._report("tile_cache_not_writable", f"{self._cache_write_error}: tiles are served from memory "
+                                                        "only, nothing persists for offline use")
+            tiles = self._tiles
         except (XViewError, OSError) as exc:
             self._report("tiles_unconfigured", f"tile source {cfg.tile_url!r}: {exc}")
             tiles = _UnavailableTiles(f"tile source {cfg.tile_url!r} unusable: {exc}")
@@ -364,17 +498,60 @@ class LocalizerNode(Node):
         return T_base_camera_from_xyz_rpy(cfg.camera_x_m, cfg.camera_y_m, cfg.camera_z_m, cfg.camera_roll_rad,
                                           cfg.camera_pitch_rad, cfg.camera_yaw_rad)
 
+    def _check_image_stamp(self, stamp_ns: int) -> bool:
+        """Reject an image far from the reference clock, a repeated stamp or one older than the
+        last image processed; an image more than ``history_s`` older that agrees with the clock
+        means the clock jumped back (a bag played again): the time buffers are reset."""
+        loc = self.cfg.localizer
+        reference_ns = self._stamps.reference_ns(self._clock_ns())
+        if reference_ns is not None:
+            lead_s = (stamp_ns - reference_ns) / NS_PER_S
+            if lead_s > loc.max_stamp_lead_s:
+                self._report("image_stamp_future", f"image stamped {lead_s:.2f} s ahead of the clock "
+                                                   f"(max_stamp_lead_s = {loc.max_stamp_lead_s:g}): dropped")
+                return False
+            if -lead_s > loc.history_s:
+                self._report("image_stamp_past", f"image stamped {-lead_s:.2f} s behind the clock "
+                                                 f"(history_s = {loc.history_s:g}): dropped")
+                return False
+        last = self._last_image_stamp_ns
+        if last is not None and stamp_ns <= last:
+            if stamp_ns == last:
+                self._report("image_stamp_duplicate", f"image stamp {stamp_ns} ns repeats the last one processed: "
+                                                      "dropped")
+                return False
+            if (last - stamp_ns) / NS_PER_S <= loc.history_s:
+                self._report("image_stamp_out_of_order", f"image stamped {(last - stamp_ns) / NS_PER_S:.3f} s before "
+                                                         "the last one processed: dropped")
+                return False
+            self._report("time_jumped_back", f"image stamped {(last - stamp_ns) / NS_PER_S:.1f} s before the last one "
+                                             "and consistent with the clock: the clock jumped back, fixes, odometry "
+                                             "and the last estimate are forgotten")
+            self._localizer.reset()
+        self._last_image_stamp_ns = stamp_ns
+        return True
+
     def _process(self, pending: _Pending) -> None:
         cfg = self.cfg
         msg = pending.image
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
         # how long the frame waited in the pending slot (up to one frame's processing time)
         self.stats.timing("receive_to_start", time.monotonic() - pending.received_mono_s)
+        if not self._check_image_stamp(stamp_ns):
+            return
+        if not pending.compressed and int(msg.width) * int(msg.height) > cfg.max_image_pixels:
+            self._report("image_too_large", f"image of {msg.width}x{msg.height} px is larger than max_image_pixels "
+                                            f"= {cfg.max_image_pixels}: dropped before conversion")
+            return
         t0 = time.perf_counter()
         try:
             rgb = conv.compressed_to_rgb8(msg) if pending.compressed else conv.image_to_rgb8(msg)
         except XViewError as exc:
-            self._report("image_invalid", str(exc))
+            self._report(exc.key if isinstance(exc, ImageConversionError) else "image_invalid", str(exc))
+            return
+        if rgb.shape[0] * rgb.shape[1] > cfg.max_image_pixels:
+            self._report("image_too_large", f"decoded image of {rgb.shape[1]}x{rgb.shape[0]} px is larger than "
+                                            f"max_image_pixels = {cfg.max_image_pixels}: dropped")
             return
         self.stats.timing("convert", time.perf_counter() - t0)
         camera = self._camera
@@ -400,7 +577,13 @@ class LocalizerNode(Node):
         if cfg.use_odom:
             self._wait_for_odom(stamp_ns)
         depth = self._depth_for(stamp_ns, rgb.shape) if cfg.use_depth else None
-        result = self._localizer.step(Frame(stamp_ns, rgb, camera, T_base_camera, depth))
+        try:
+            result = self._localizer.step(Frame(stamp_ns, rgb, camera, T_base_camera, depth))
+        except Exception as exc:  # noqa: BLE001 - a matcher raising e.g. a torch RuntimeError
+            if not _raised_in(exc, self._localizer.matcher):
+                raise
+            self._report("matcher_failed", f"the matcher raised {type(exc).__name__}: {exc} (frame dropped)")
+            return
         for stage, seconds in result.timings_s.items():
             self.stats.timing(stage, seconds)
         self.stats.event("frames_processed")
@@ -456,7 +639,8 @@ class LocalizerNode(Node):
         except XViewError as exc:
             self._report("internal_error", f"pose message: {exc}")
             return
-        self.pose_pub.publish(pose)
+        if not self._publish_msg(self.pose_pub.publish, pose):
+            return
         self.stats.event("poses")
         if cfg.publish_tf and (self._tf_broadcaster is not None or self._tf_pub is not None):
             if est.T_odom_base is not None and cfg.use_odom:
@@ -466,9 +650,9 @@ class LocalizerNode(Node):
             else:
                 tf = conv.se2_to_transform_stamped(est.T_map_base, cfg.map_frame, cfg.base_frame, est.stamp_ns)
             if self._tf_broadcaster is not None:
-                self._tf_broadcaster.sendTransform(tf)
+                self._publish_msg(self._tf_broadcaster.sendTransform, tf)
             else:
-                self._tf_pub.publish(TFMessage(transforms=[tf]))
+                self._publish_msg(self._tf_pub.publish, TFMessage(transforms=[tf]))
         latency_s = time.monotonic() - pending.received_mono_s
         self.stats.timing("receive_to_publish", latency_s)
         now_ns = self.get_clock().now().nanoseconds
@@ -484,9 +668,12 @@ class LocalizerNode(Node):
         msg.header.stamp = pending.image.header.stamp
         msg.header.frame_id = self.cfg.map_frame
         msg.data = rgb.tobytes()
-        self.debug_pub.publish(msg)
+        self._publish_msg(self.debug_pub.publish, msg)
 
     def _publish_diagnostics(self) -> None:
+        if self._cache_write_error and "tile_cache_not_writable" not in self.stats.causes:  # found while serving
+            self._report("tile_cache_not_writable", f"{self._cache_write_error}: tiles are served from memory only, "
+                                                    "nothing persists for offline use")
         period_s = self.cfg.diagnostics_period_s
         st = self.stats
         with st.lock:
@@ -501,6 +688,8 @@ class LocalizerNode(Node):
         if self._matcher_state == "unavailable" and "matcher_unavailable" in causes:
             # A lasting condition, not an event: stays ERROR every period, frames or not.
             cause_window["matcher_unavailable"] = max(1, cause_window.get("matcher_unavailable", 0))
+        if self._cache_write_error and "tile_cache_not_writable" in causes:  # lasting too: WARN every period
+            cause_window["tile_cache_not_writable"] = max(1, cause_window.get("tile_cache_not_writable", 0))
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         hw = self.get_fully_qualified_name()
@@ -542,7 +731,7 @@ class LocalizerNode(Node):
                 self._logged.discard(key)  # log again if it comes back
             arr.status.append(status(key, lvl, msg, {"recent": recent, "total": cause_counts.get(key, 0),
                                                      "last_detail": causes[key]}))
-        self.diag_pub.publish(arr)
+        self._publish_msg(self.diag_pub.publish, arr)
 
     # -- shutdown -----------------------------------------------------------------------------------
     def stop(self, timeout_s: float = 3.0) -> bool:
@@ -554,8 +743,16 @@ class LocalizerNode(Node):
         with self._cv:
             self._stop = True
             self._cv.notify_all()
+        tiles = self._tiles
+        if tiles is not None:  # requests not yet sent fail at once; no retries, no back-off sleeps
+            fetcher = getattr(tiles.cache, "_fetcher", None)
+            if fetcher is not None:
+                fetcher.close()
         self._worker.join(timeout=timeout_s)
-        return not self._worker.is_alive()
+        finished = not self._worker.is_alive()
+        if finished and tiles is not None:
+            tiles.close()  # waits for fetches in flight: every tile on disk is whole
+        return finished
 
 
 def main(argv: Optional[list[str]] = None) -> int:

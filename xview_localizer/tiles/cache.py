@@ -64,6 +64,7 @@ class TileCacheConfig:
     max_cache_bytes: int = 2 * 1024**3
     memory_tiles: int = 512
     timeout_s: float = 10.0
+    connect_timeout_s: Optional[float] = None
     retries: int = 3
     backoff_s: float = 0.5
     backoff_max_s: float = 8.0
@@ -86,6 +87,8 @@ class TileCacheConfig:
 
         for name in ("max_age_s", "max_cache_bytes", "memory_tiles", "timeout_s", "max_concurrency"):
             pos(name)
+        if self.connect_timeout_s is not None:
+            pos("connect_timeout_s")
         for name in ("retries", "backoff_s", "backoff_max_s", "retry_after_max_s", "negative_ttl_s"):
             pos(name, allow_zero=True)
         if self.memory_tiles < 16:
@@ -145,7 +148,7 @@ class TileCache:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self._lock = threading.Lock()
         self._memory: "OrderedDict[Tile, Tuple[np.ndarray, float]]" = OrderedDict()
-        self._negative: dict[Tile, Tuple[float, str]] = {}
+        self._negative: dict[Tile, Tuple[float, str, str]] = {}  # tile -> (until, cause, kind)
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self._warned: set[str] = set()
         self._sampler = PatchSampler()
@@ -178,6 +181,7 @@ class TileCache:
                     max_concurrency=self.config.max_concurrency,
                     headers=self.config.headers,
                     validate=decode_tile,
+                    connect_timeout_s=self.config.connect_timeout_s,
                 )
         self._stats_at_open = dict(self._counters)
 
@@ -189,12 +193,13 @@ class TileCache:
         self.close()
 
     def close(self) -> None:
-        """Stop worker threads, close connections, persist counters (best effort)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        """Stop worker threads, close connections, persist counters (best effort). Fetches not
+        yet sent fail at once; those in flight finish (a tile on disk is always whole)."""
         if self._fetcher is not None:
             self._fetcher.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
         if isinstance(self.source, MbtilesSource):
             self.source.close()
         self._persist_stats()
@@ -256,16 +261,18 @@ class TileCache:
             neg = self._negative.get(tile)
         if neg is not None and neg[0] > time.monotonic():
             self._count("negative_hits")
-            raise TileFetchError(f"tile {z}/{x}/{y}: {neg[1]} (remembered for {self.config.negative_ttl_s:g} s)")
+            raise TileFetchError(f"tile {z}/{x}/{y}: {neg[1]} (remembered for {self.config.negative_ttl_s:g} s)",
+                                 kind=neg[2])
         if isinstance(self.source, (FolderSource, MbtilesSource)):
             data = self.source.read(z, x, y)
             if data is None:
                 self._negative_put(tile, f"not found in {self.source.describe()}")
-                raise TileFetchError(f"tile {z}/{x}/{y}: not found in {self.source.describe()}")
+                raise TileFetchError(f"tile {z}/{x}/{y}: not found in {self.source.describe()}", kind="not_found")
             try:
                 rgb = decode_tile(data)
             except ValueError as exc:
-                raise TileFetchError(f"tile {z}/{x}/{y} from {self.source.describe()}: {exc}") from None
+                raise TileFetchError(f"tile {z}/{x}/{y} from {self.source.describe()}: {exc}",
+                                     kind="undecodable") from None
             self._count("disk_hits")
             self._remember(tile, rgb, now)
             return rgb
@@ -315,15 +322,18 @@ class TileCache:
         if out.status == "not_found":
             self._count("not_found")
             self._negative_put(tile, "HTTP 404 Not Found")
-            raise TileFetchError(f"tile {z}/{x}/{y}: HTTP 404 Not Found")
+            raise TileFetchError(f"tile {z}/{x}/{y}: HTTP 404 Not Found", kind="not_found")
         if out.status != "ok":  # 304 without a conditional request: treat as a server error
-            raise TileFetchError(f"tile {z}/{x}/{y}: unexpected HTTP 304")
+            raise TileFetchError(f"tile {z}/{x}/{y}: unexpected HTTP 304", kind="http_status")
         return self._accept(tile, out.data)
 
     def _negative_put(self, tile: Tile, cause: str) -> None:
         if self.config.negative_ttl_s > 0:
+            now = time.monotonic()
             with self._lock:
-                self._negative[tile] = (time.monotonic() + self.config.negative_ttl_s, cause)
+                if len(self._negative) >= 1024:  # bounded: forget the expired entries
+                    self._negative = {t: v for t, v in self._negative.items() if v[0] > now}
+                self._negative[tile] = (now + self.config.negative_ttl_s, cause, "not_found")
 
     def _accept(self, tile: Tile, data: bytes, remember: bool = True) -> np.ndarray:
         """A fetched, already validated body: decode, store on disk (atomically), remember."""
@@ -390,7 +400,8 @@ class TileCache:
                 raise TileNotCachedError(
                     f"offline mode: {len(errors)} tile(s) not in the cache {root}: {_fmt_tiles(errors)}"
                 )
-            raise TileFetchError(f"{len(errors)} tile(s) unavailable: {_fmt_tiles(errors)}; first cause: {first}")
+            raise TileFetchError(f"{len(errors)} tile(s) unavailable: {_fmt_tiles(errors)}; first cause: {first}",
+                                 kind=getattr(first, "kind", ""))
         return out
 
     # -- patches ----------------------------------------------------------------------

@@ -100,9 +100,13 @@ class HttpFetcher:
         max_concurrency: int,
         headers: Mapping[str, str],
         validate: Optional[Callable[[bytes], object]] = None,
+        connect_timeout_s: Optional[float] = None,
     ) -> None:
         self.source = source
         self.timeout_s = timeout_s
+        #: (connect, read) timeouts of one request; connect defaults to the read timeout
+        self.connect_timeout_s = timeout_s if connect_timeout_s is None else connect_timeout_s
+        self._closed = False
         self.retries = retries
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
@@ -121,6 +125,8 @@ class HttpFetcher:
         self._count_lock = threading.Lock()
 
     def close(self) -> None:
+        """Stop: requests not yet sent fail at once (no retries, no back-off sleeps)."""
+        self._closed = True
         self.session.close()
 
     def _cause(self, exc: BaseException) -> str:
@@ -142,18 +148,26 @@ class HttpFetcher:
             headers["If-Modified-Since"] = email.utils.formatdate(if_modified_since, usegmt=True)
         tile = f"tile {z}/{x}/{y}"
         cause = "no attempt made"
+        kind = ""
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
+            if self._closed:
+                raise TileFetchError(f"{tile}: the tile cache is closing")
             with self._count_lock:
                 self.requests_sent += 1
             try:
-                resp = self.session.get(url, timeout=self.timeout_s, headers=headers)
+                resp = self.session.get(url, timeout=(self.connect_timeout_s, self.timeout_s), headers=headers)
             except requests.Timeout as exc:
-                cause = f"timed out after {self.timeout_s:g} s ({self._cause(exc)})"
+                which = "connect" if isinstance(exc, requests.exceptions.ConnectTimeout) else "read"
+                limit_s = self.connect_timeout_s if which == "connect" else self.timeout_s
+                cause, kind = f"timed out after {limit_s:g} s ({which} timeout; {self._cause(exc)})", "timeout"
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                cause = f"connection failed ({self._cause(exc)})"
+                refused = _is_refused(exc)
+                cause = f"connection failed{': refused' if refused else ''} ({self._cause(exc)})"
+                kind = "connection_refused" if refused else "connection_failed"
             except requests.RequestException as exc:
-                raise TileFetchError(f"{tile}: request failed: {self._cause(exc)}") from None
+                raise TileFetchError(f"{tile}: request failed: {self._cause(exc)}",
+                                     kind="connection_failed") from None
             else:
                 code = resp.status_code
                 if code == 200:
@@ -162,7 +176,7 @@ class HttpFetcher:
                         try:
                             self.validate(data)
                         except ValueError as exc:
-                            cause = f"undecodable body of {len(data)} bytes ({exc})"
+                            cause, kind = f"undecodable body of {len(data)} bytes ({exc})", "undecodable"
                             log.debug("%s: %s (attempt %d)", tile, cause, attempt + 1)
                             if not last:
                                 self._sleep_backoff(attempt)
@@ -175,6 +189,7 @@ class HttpFetcher:
                 if code == 429:
                     wait_s = _retry_after_s(resp.headers.get("Retry-After"))
                     cause = f"HTTP 429 Too Many Requests (Retry-After {resp.headers.get('Retry-After')!r})"
+                    kind = "http_status"
                     if not last:
                         if wait_s is None:
                             self._sleep_backoff(attempt)
@@ -182,10 +197,26 @@ class HttpFetcher:
                             time.sleep(min(wait_s, self.retry_after_max_s))
                     continue
                 if 500 <= code < 600:
-                    cause = f"HTTP {code} {resp.reason}"
+                    cause, kind = f"HTTP {code} {resp.reason}", "http_status"
                 else:
-                    raise TileFetchError(f"{tile}: HTTP {code} {resp.reason} (not retried)")
+                    raise TileFetchError(f"{tile}: HTTP {code} {resp.reason} (not retried)", kind="http_status")
             log.debug("%s: %s (attempt %d of %d)", tile, cause, attempt + 1, self.retries + 1)
-            if not last:
+            if not last and not self._closed:
                 self._sleep_backoff(attempt)
-        raise TileFetchError(f"{tile}: {cause}; gave up after {self.retries + 1} attempt(s)")
+        raise TileFetchError(f"{tile}: {cause}; gave up after {self.retries + 1} attempt(s)", kind=kind)
+
+
+def _is_refused(exc: BaseException) -> bool:
+    """Whether a requests connection error was a refused connection (nothing listens)."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ConnectionRefusedError):
+            return True
+        stack.extend(x for x in (e.__cause__, e.__context__, getattr(e, "reason", None)) if isinstance(x, BaseException))
+        stack.extend(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))
+    return "refused" in str(exc).lower()
