@@ -99,8 +99,9 @@ def _variant(name: str, matcher, tmp: Path):
         fwd = enc.forward
         enc.forward = lambda x: fwd(x.contiguous(memory_format=torch.channels_last))
         return contextlib.nullcontext
-    if name == "bf16":
-        return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    if name == "bf16":  # the wrapper's own autocast (off on CPU) would override an outer one
+        matcher._autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext
     if name == "compile":
         model.ground_encoder = torch.compile(model.ground_encoder, dynamic=False)
         if not sparse:

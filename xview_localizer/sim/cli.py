@@ -161,8 +161,8 @@ def cmd_serve_tiles(args) -> int:
 
     install_stop_signals()  # stops on SIGINT / SIGTERM even when started with SIGINT ignored
     server = serve_world_tiles(args.world_dir, args.port)
-    print(f"serving {args.world_dir} at {server.url_template()} (Ctrl-C to stop)", flush=True)
-    try:
+    try:  # print inside: a SIGINT right after the line (a client that got its answer) is a clean stop
+        print(f"serving {args.world_dir} at {server.url_template()} (Ctrl-C to stop)", flush=True)
         while True:
             time.sleep(3600.0)
     except KeyboardInterrupt:

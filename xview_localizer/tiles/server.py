@@ -334,8 +334,8 @@ def main(argv=None) -> int:  # pragma: no cover - convenience entry point
     fn = serve_mbtiles if a.path.suffix == ".mbtiles" else serve_directory
     install_stop_signals()
     server = fn(a.path, a.port, a.latency_ms / 1000.0)
-    print(f"serving {a.path} at {server.url_template()}", flush=True)
-    try:
+    try:  # print inside: a SIGINT right after the line is a clean stop
+        print(f"serving {a.path} at {server.url_template()}", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
