@@ -76,3 +76,19 @@ def test_unknown_runtime_is_a_config_error():
     with pytest.raises(ConfigError, match="runtime must be one of"):
         _matcher().use_runtime("tensorrt")
     assert apply_runtime(object(), "compile") == ""  # custom matchers are left alone
+
+
+def test_bf16_runtime_autocasts_the_network_on_cpu():
+    """'bf16' is the opt-in runtime that changes outputs (slightly): the network runs under
+    bfloat16 autocast, and back on 'eager' it gives the eager outputs again."""
+    eager = _match(_matcher())
+    m = _matcher()
+    m.use_runtime("bf16")
+    with m._autocast():
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    out = _match(m)
+    assert len(out) == len(eager) and np.all(np.isfinite(out.dst_xy_m))
+    m.use_runtime("eager")
+    with m._autocast():
+        assert not torch.is_autocast_enabled("cpu")
+    np.testing.assert_allclose(_match(m).dst_xy_m, eager.dst_xy_m, atol=1e-5)

@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--matcher", action="append", default=None, metavar="NAME=CHECKPOINT",
                    help="a matcher ('' = packaged default, 'dense_flow', or a path); default: default= and "
                         "dense_flow=dense_flow")
+    p.add_argument("--runtime", action="append", default=[], metavar="NAME=RUNTIME",
+                   help="inference runtime of matcher NAME (eager | compile | bf16; default eager)")
     p.add_argument("--orientation", nargs="+", default=["known", "unknown"], choices=["known", "unknown"])
     p.add_argument("--depth-kind", default="none", choices=["metric", "relative", "inverse", "none"],
                    help="what the sparse matcher gets (none = flat ground, the default node setting)")
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import benchmark as bm
+    from .errors import ConfigError
     from .localizer import gate_threshold
     from .matcher.factory import resolve_checkpoint_path
     from .matcher.inference import load_matcher
@@ -73,6 +76,11 @@ def run(args: argparse.Namespace) -> int:
         name, ckpt = _pairs(spec, "matcher")
         paths[name] = resolve_checkpoint_path(ckpt)
         matchers[name] = load_matcher(str(paths[name]), args.device)
+    for spec in args.runtime:
+        name, runtime = _pairs(spec, "runtime")
+        if name not in matchers:
+            raise ConfigError(f"--runtime {spec!r}: no --matcher named {name!r} (have {sorted(matchers)})")
+        matchers[name].use_runtime(runtime)
     gates = {name: dict(getattr(m, "evidence_gate", {}) or {}) for name, m in matchers.items()}
     total = sum(min(len(d), args.max_samples or len(d)) for d in sets.values()) * len(args.orientation) * len(matchers)
     bar = tqdm(total=total, desc="benchmark")

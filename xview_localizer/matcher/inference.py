@@ -116,7 +116,7 @@ class _StageTimer:
 #: inference runtimes of :meth:`_SatFeatureCache.use_runtime` (scripts/bench_runtime.py measured
 #: eager, inference_mode, channels_last, torch.compile, bf16, ONNX Runtime and int8 on 2 CPU
 #: cores: only torch.compile of the ground encoders pays, 1.2x per frame; docs/realtime.md)
-RUNTIMES: tuple[str, ...] = ("eager", "compile")
+RUNTIMES: tuple[str, ...] = ("eager", "compile", "bf16")
 
 log = logging.getLogger(__name__)
 
@@ -176,15 +176,18 @@ class _SatFeatureCache:
     # -- runtime -----------------------------------------------------------------------
     def use_runtime(self, runtime: str) -> None:
         """Run the per-frame ground encoder(s) under ``runtime`` (:data:`RUNTIMES`): "eager",
-        or "compile" (``torch.compile``, falling back to eager if compiling fails). The outputs
-        are the same (float tolerance); the satellite encoder runs once per area and stays eager."""
+        "compile" (``torch.compile``, falling back to eager if compiling fails; the same outputs
+        to float tolerance), or "bf16" (compile plus bfloat16 autocast of the whole network on
+        CPU: faster on CPUs with native bf16 such as AVX512-BF16, NOT the same outputs - measured
+        in docs/realtime.md). The satellite encoder runs once per area and is not compiled."""
         if runtime not in RUNTIMES:
             raise ConfigError(f"matcher runtime must be one of {RUNTIMES}, got {runtime!r}")
         names = [n for n in ("ground_encoder", "context_encoder") if hasattr(self.model, n)]
         for n in names:
             mod = getattr(self.model, n)
             eager = mod.eager if isinstance(mod, _CompiledOrEager) else mod
-            setattr(self.model, n, _CompiledOrEager(eager, n.replace("_", " ")) if runtime == "compile" else eager)
+            setattr(self.model, n, _CompiledOrEager(eager, n.replace("_", " ")) if runtime != "eager" else eager)
+        self._cpu_bf16 = runtime == "bf16"
         self.runtime = runtime
 
     @property
@@ -270,6 +273,8 @@ class _SatFeatureCache:
     def _autocast(self):
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.float16)
+        if getattr(self, "_cpu_bf16", False):
+            return torch.autocast("cpu", dtype=torch.bfloat16)
         return torch.autocast("cpu", enabled=False)
 
 
