@@ -188,6 +188,7 @@ class _SatFeatureCache:
             eager = mod.eager if isinstance(mod, _CompiledOrEager) else mod
             setattr(self.model, n, _CompiledOrEager(eager, n.replace("_", " ")) if runtime != "eager" else eager)
         self._cpu_bf16 = runtime == "bf16"
+        self._sat_cache.clear()  # cached satellite features were computed under the old runtime
         self.runtime = runtime
 
     @property
