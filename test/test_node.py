@@ -227,6 +227,32 @@ def test_latency_values_percentiles_over_the_window():
     assert values["tiles_p50_ms"] == values["tiles_p90_ms"] == values["tiles_max_ms"] == "4.00"
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_topics_and_every_parameter_without_starting_a_node(flag):
+    """Issue 17: ``localizer_node --help`` returns at once (a node would spin forever) with the
+    topics and every parameter of the typed config, its default and range or choices."""
+    env = {**os.environ, "ROS_DOMAIN_ID": "220"}
+    t0 = time.monotonic()
+    proc = subprocess.run(_node_command() + [flag], env=env, capture_output=True, text=True, timeout=10)
+    assert time.monotonic() - t0 < 10.0
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert out.startswith("usage: localizer_node")
+    for topic in ("image", "camera_info", "fix", "odom", "depth", "pose", "/tf", "/diagnostics"):
+        assert f"  {topic} " in out, topic
+    assert "sensor_msgs/msg/NavSatFix" in out and "geometry_msgs/msg/PoseWithCovarianceStamped" in out
+    for spec in parameter_specs():
+        line = next((ln for ln in out.splitlines() if ln.startswith(f"  {spec.name} (")), None)
+        assert line is not None, f"{spec.name} missing from --help"
+        if spec.range is not None:
+            assert "range [" in line, line
+        if spec.choices is not None:
+            assert "one of " + ", ".join(spec.choices) in line, line
+    assert "patch_size_px (int; default 512; range [64, 4096])" in out
+    assert "map_projection (string; default 'utm'; one of utm, enu)" in out
+    assert "started: map_frame" not in proc.stdout + proc.stderr  # no node was created
+
+
 def test_out_of_range_parameter_refuses_to_start():
     proc = _start_node(_domain_id(0), {"patch_size_px": 5})
     out, _ = proc.communicate(timeout=60)

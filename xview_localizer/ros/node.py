@@ -72,7 +72,7 @@ from ..localizer import NS_PER_S, Frame, Localizer, StepResult
 from ..matcher.factory import apply_runtime, resolve_factory
 from ..timebase import StampReference
 from . import conversions as conv
-from .params import declare_parameters, read_config
+from .params import declare_parameters, parameter_help, read_config
 
 try:  # optional: not on PyPI
     import tf2_ros  # type: ignore
@@ -96,6 +96,22 @@ TILE_BACKOFF_S, TILE_BACKOFF_MAX_S = 0.2, 1.0
 DEPTH_WAIT_S = 0.05
 #: Per-stage latency statistics on /diagnostics are over this many most recent samples.
 LATENCY_WINDOW_FRAMES = 100
+#: Topics of the node (name, type, when) for ``--help``; all names are remappable with ``-r``.
+TOPICS_IN = (
+    ("image", "sensor_msgs/msg/Image", "image_transport: raw"),
+    ("image/compressed", "sensor_msgs/msg/CompressedImage", "image_transport: compressed"),
+    ("camera_info", "sensor_msgs/msg/CameraInfo", ""),
+    ("fix", "sensor_msgs/msg/NavSatFix", ""),
+    ("odom", "nav_msgs/msg/Odometry", "use_odom: true"),
+    ("depth", "sensor_msgs/msg/Image (32FC1 m or 16UC1 mm)", "use_depth: true"),
+    ("/tf_static", "tf2_msgs/msg/TFMessage", "base_frame <- camera; else the camera_* parameters"),
+)
+TOPICS_OUT = (
+    ("pose", "geometry_msgs/msg/PoseWithCovarianceStamped", "frame map_frame, stamp = the image's"),
+    ("/tf", "tf2_msgs/msg/TFMessage", "publish_tf: true; map->odom with odometry, else map->base_link"),
+    ("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", "every diagnostics_period_s"),
+    ("debug_image", "sensor_msgs/msg/Image", "publish_debug_image: true"),
+)
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -755,11 +771,51 @@ class LocalizerNode(Node):
         return finished
 
 
+def usage_text() -> str:
+    """What ``localizer_node --help`` prints: usage, topics in and out, every parameter (from
+    the typed config, :func:`xview_localizer.ros.params.parameter_help`)."""
+
+    def topics(rows):
+        width = max(len(name) for name, _, _ in rows)
+        return [f"  {name:<{width}}  {kind}" + (f"  [{when}]" if when else "") for name, kind, when in rows]
+
+    lines = [
+        "usage: localizer_node [-h] [--ros-args [--params-file FILE] [-p NAME:=VALUE ...] [-r FROM:=TO ...]]",
+        "",
+        f"ROS 2 node '{NODE_NAME}': localizes a camera against satellite tiles around the GNSS fix and publishes",
+        "the pose with its covariance for robot_localization. Parameters are read once at start-up (read-only).",
+        "",
+        "example:",
+        "  localizer_node --ros-args --params-file config/localizer.yaml -p tile_url:=file:///data/tiles/{z}/{x}/{y}.png",
+        "",
+        "options:",
+        "  -h, --help  show this help and exit (before anything of ROS starts)",
+        "",
+        "subscribed topics (sensor-data QoS):",
+        *topics(TOPICS_IN),
+        "",
+        "published topics:",
+        *topics(TOPICS_OUT),
+        parameter_help(),
+    ]
+    return "\n".join(lines)
+
+
+def _wants_help(argv: list[str]) -> bool:
+    """``-h`` / ``--help`` among the node's own arguments (those before ``--ros-args``)."""
+    own = argv[:argv.index("--ros-args")] if "--ros-args" in argv else argv
+    return "-h" in own or "--help" in own
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of ``localizer_node`` (``--ros-args`` are passed to rclpy)."""
+    """Entry point of ``localizer_node`` (``--ros-args`` are passed to rclpy; ``-h`` / ``--help``
+    prints :func:`usage_text` and exits 0 without initialising rclpy)."""
     from rclpy.exceptions import InvalidParameterValueException
     from rclpy.executors import ExternalShutdownException
 
+    if _wants_help(list(sys.argv[1:] if argv is None else argv[1:])):
+        print(usage_text())
+        return 0
     rclpy.init(args=argv)
     node = None
     worker_finished = True
