@@ -23,17 +23,28 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("benchmark", help="default matcher vs dense-flow vs prior on held-out pair sets (status table)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .cli import add_command
+
+    p = add_command(sub, "benchmark", help="default matcher vs dense-flow vs prior on held-out pair sets (status table)",
+                    description="Run matchers (by default the packaged default and dense-flow) and the "
+                    "GNSS prior side by side on held-out pair sets, as the localizer runs them, with known "
+                    "and unknown orientation, and print the status table (Markdown). --calibrate-gate NAME "
+                    "picks the low-evidence threshold of matcher NAME on --gate-set (known orientation), "
+                    "prints its precision / recall table and, with --write, stores it in NAME's checkpoint.",
+                    examples=["xview-localizer benchmark --set train_styles=pairs/a --set heldout_styles=pairs/b "
+                              "--max-samples 100 --markdown table.md",
+                              "xview-localizer benchmark --set heldout=pairs/b --matcher new=runs/sd1/model.pt "
+                              "--calibrate-gate new --write"])
     p.add_argument("--set", action="append", required=True, metavar="NAME=DIR", help="a held-out pair folder")
     p.add_argument("--matcher", action="append", default=None, metavar="NAME=CHECKPOINT",
                    help="a matcher ('' = packaged default, 'dense_flow', or a path); default: default= and "
                         "dense_flow=dense_flow")
-    p.add_argument("--orientation", nargs="+", default=["known", "unknown"], choices=["known", "unknown"])
+    p.add_argument("--orientation", nargs="+", default=["known", "unknown"], choices=["known", "unknown"],
+                   help="prior yaw known (the pairs') or unknown (uniform)")
     p.add_argument("--depth-kind", default="none", choices=["metric", "relative", "inverse", "none"],
                    help="what the sparse matcher gets (none = flat ground, the default node setting)")
-    p.add_argument("--max-samples", type=int, default=None)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--max-samples", type=int, default=None, help="pairs per set (unset: all)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="torch device")
     p.add_argument("--seed", type=int, default=0, help="seed of the unknown-orientation prior yaws")
     p.add_argument("--out", default=None, help="JSON report (all figures and per-pair outcomes)")
     p.add_argument("--markdown", default=None, help="also write the table as Markdown here")

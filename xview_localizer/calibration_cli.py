@@ -17,14 +17,25 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate-covariance",
-                       help="measure a checkpoint's covariance scale (NEES on held-out pairs) and store it")
-    p.add_argument("--checkpoint", required=True)
+    from .cli import add_command
+
+    p = add_command(sub, "calibrate-covariance",
+                    help="measure a checkpoint's covariance scale (NEES on held-out pairs) and store it",
+                    description="Run the matcher on held-out pairs the way the localizer does, print the "
+                    "NEES (normalised estimation error squared) figures of its covariance before and after "
+                    "scaling, write them as JSON (--out) and, with --write, store the covariance_scale in "
+                    "the checkpoint (atomically; the weights are untouched).",
+                    examples=["xview-localizer calibrate-covariance --dataset pairs/heldout --out nees.json",
+                              "xview-localizer calibrate-covariance --checkpoint runs/sd1/model.pt "
+                              "--dataset pairs/heldout --write"])
+    p.add_argument("--checkpoint", default="",
+                   help="matcher checkpoint: '' = the packaged default (sparse_depth_compact.pt), a packaged "
+                        "name (sparse_depth, dense_flow, or its file name), or a path to a .pt")
     p.add_argument("--dataset", required=True, help="pair directory (xview-localizer sim dataset), held out")
-    p.add_argument("--max-samples", type=int, default=200)
+    p.add_argument("--max-samples", type=int, default=200, help="use at most this many pairs")
     p.add_argument("--out", default=None, help="JSON report path")
     p.add_argument("--write", action="store_true", help="store covariance_scale in the checkpoint")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="torch device")
     p.add_argument("--depth-kind", default="metric", choices=["metric", "relative", "inverse", "none"],
                    help="sparse-depth checkpoints: the depth the matcher gets (the pairs' metric depth map, "
                         "used as is for relative/inverse; none = flat ground); ignored for dense-flow")
