@@ -74,16 +74,16 @@ def run(args: argparse.Namespace) -> int:
     from .matcher.inference import load_matcher
     from .train.pairs import PairDataset
 
+    specs = args.matcher or ["default=", "dense_flow=dense_flow"]
+    paths, matchers = {}, {}
+    for spec in specs:  # checkpoints first: a misspelt one fails before the sets are read
+        name, ckpt = _pairs(spec, "matcher")
+        paths[name] = resolve_checkpoint_path(ckpt, must_exist=True)
+        matchers[name] = load_matcher(str(paths[name]), args.device)
     sets = {}
     for spec in args.set:
         name, folder = _pairs(spec, "set")
         sets[name] = PairDataset(Path(folder), load_depth=True)
-    specs = args.matcher or ["default=", "dense_flow=dense_flow"]
-    paths, matchers = {}, {}
-    for spec in specs:
-        name, ckpt = _pairs(spec, "matcher")
-        paths[name] = resolve_checkpoint_path(ckpt)
-        matchers[name] = load_matcher(str(paths[name]), args.device)
     gates = {name: dict(getattr(m, "evidence_gate", {}) or {}) for name, m in matchers.items()}
     total = sum(min(len(d), args.max_samples or len(d)) for d in sets.values()) * len(args.orientation) * len(matchers)
     bar = tqdm(total=total, desc="benchmark")

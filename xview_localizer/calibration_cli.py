@@ -47,10 +47,12 @@ def run(args: argparse.Namespace) -> int:
 
     from .calibration import collect_nees, summarize_nees
     from .matcher.checkpoint import set_covariance_scale
+    from .matcher.factory import resolve_checkpoint_path
     from .matcher.inference import load_matcher
     from .train.pairs import PairDataset
 
-    matcher = load_matcher(args.checkpoint, args.device)
+    checkpoint = resolve_checkpoint_path(args.checkpoint, must_exist=True)  # '' / packaged name / path
+    matcher = load_matcher(checkpoint, args.device)
     pairs = PairDataset(Path(args.dataset), load_depth=bool(getattr(matcher, "accepts_depth", False)))
     n = min(len(pairs), int(args.max_samples))
     samples = (pairs[i] for i in range(n))
@@ -59,15 +61,15 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(k) for k in summary.to_dict())
     for k, v in summary.to_dict().items():
         print(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
-    report = {"checkpoint": str(args.checkpoint), "dataset": str(args.dataset), **summary.to_dict(),
+    report = {"checkpoint": str(checkpoint), "dataset": str(args.dataset), **summary.to_dict(),
               "frames": [f.__dict__ for f in frames]}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2))
     if args.write:
         kind = args.depth_kind if getattr(matcher, "accepts_depth", False) else None
-        set_covariance_scale(args.checkpoint, summary.covariance_scale,
+        set_covariance_scale(checkpoint, summary.covariance_scale,
                              {k: v for k, v in report.items() if k != "frames"}, depth_kind=kind)
         where = f" for depth kind {kind!r}" if kind else ""
-        print(f"stored covariance_scale {summary.covariance_scale:.4g}{where} in {args.checkpoint}")
+        print(f"stored covariance_scale {summary.covariance_scale:.4g}{where} in {checkpoint}")
     return 0

@@ -244,10 +244,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from ..matcher.checkpoint import load_model
+    from ..matcher.factory import resolve_checkpoint_path
     from .metrics import format_table
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, blob = load_model(args.checkpoint, device)
+    checkpoint = resolve_checkpoint_path(args.checkpoint, must_exist=True)  # '' / packaged name / path
+    model, blob = load_model(checkpoint, device)
     model_name = blob.get("model", "dense-flow")
     options = {"depth_kind": args.depth_kind, "depth_scale_range": list(args.depth_scale_range),
                "depth_noise_frac": args.depth_noise, "depth_hole_frac": args.depth_holes,
@@ -259,6 +261,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(format_table(result))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"checkpoint": str(args.checkpoint), "dataset": args.dataset,
+        Path(args.out).write_text(json.dumps({"checkpoint": str(checkpoint), "dataset": args.dataset,
                                               "model_type": model_name, "options": options, **result}, indent=2))
     return 0
