@@ -261,9 +261,28 @@ def test_out_of_range_parameter_refuses_to_start():
     assert "patch_size_px" in out and "Traceback" not in out
 
 
+def test_node_without_checkpoint_exits_non_zero_with_one_line(tmp_path):
+    """Issue 17: a launch supervisor must see that the node cannot work: exit status 1 and one
+    line naming the checkpoint, the packaged names and the parameter that keeps it up."""
+    proc = _start_node(220, {"checkpoint_path": str(tmp_path / "missing.pt"),
+                             "tile_url": "http://127.0.0.1:9/{z}/{x}/{y}.png",
+                             "tile_cache_dir": str(tmp_path / "cache")})
+    try:
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            _stop_node(proc)
+    assert proc.returncode == 1, out
+    errors = [ln for ln in out.splitlines() if ln.startswith("localizer_node: error:")]
+    assert len(errors) == 1, out
+    assert "missing.pt" in errors[0] and "dense_flow" in errors[0] and "allow_degraded_start" in errors[0]
+    assert "Traceback" not in out
+
+
 def test_node_without_checkpoint_stays_up_with_error_diagnostic(tmp_path):
     domain = _domain_id(1)
     proc = _start_node(domain, {"checkpoint_path": str(tmp_path / "missing.pt"), "diagnostics_period_s": 0.3,
+                                "allow_degraded_start": "true",
                                 "tile_url": "http://127.0.0.1:9/{z}/{x}/{y}.png",
                                 "tile_cache_dir": str(tmp_path / "cache")})
     h = Harness(domain)

@@ -231,6 +231,10 @@ class NodeConfig:
                               "~10 s, cached on disk afterwards; falls back to eager by itself if compiling "
                               "fails), 'eager' = plain PyTorch. Same outputs either way (docs/realtime.md).",
                               choices=("compile", "eager"))
+    allow_degraded_start: bool = _p(False, "When the matcher cannot be loaded at start-up (missing or broken "
+                                    "checkpoint): false = the node exits with status 1 and one line naming the cause "
+                                    "(a launch supervisor sees the failure); true = it stays up degraded, reporting "
+                                    "ERROR 'matcher_unavailable' on /diagnostics and dropping every frame.")
     matcher_factory: str = _p("", "Advanced: 'module:function' called as f(checkpoint_path, device) to build "
                               "a custom matcher; '' = xview_localizer.matcher.inference.load_matcher.")
     # --- frames and TF -------------------------------------------------------------------------

@@ -26,7 +26,9 @@ or, after ``tf_static_wait_s`` without them, from the ``camera_*`` parameters.
 
 Failure policy: nothing raises out of a callback; every bad input or rejected frame is counted
 under a stable cause key, logged once per cause, and reported on /diagnostics; the node keeps
-running. A missing checkpoint leaves the node up with an ERROR 'matcher unavailable'.
+running. A matcher that cannot be loaded at start-up ends the node with exit status 1 and one
+line naming the cause, unless ``allow_degraded_start`` keeps it up with a lasting ERROR
+'matcher unavailable'.
 """
 
 from __future__ import annotations
@@ -261,6 +263,8 @@ class LocalizerNode(Node):
         self._extrinsics_source = ""
         self._matcher_state = "loading"
         self._matcher_detail = ""
+        #: set by the worker when the node must exit (the matcher did not load, no degraded start)
+        self.fatal_error = ""
         # The matcher and the tile cache are attached by the worker (loading can take seconds).
         self._localizer = Localizer(self.cfg.localizer, None, _UnavailableTiles("tile cache is starting"))
         self._logged: set[str] = set()
@@ -458,9 +462,16 @@ class LocalizerNode(Node):
             self._matcher_state = "ready"
             note = " (the first frame compiles the ground encoder, ~10 s the first time)" if runtime == "compile" else ""
             self.get_logger().info(f"matcher ready ({type(matcher).__name__}, runtime {runtime or 'custom'}){note}")
-        except Exception as exc:  # noqa: BLE001 - any loader failure must leave the node up
+        except Exception as exc:  # noqa: BLE001 - any loader failure is reported, never raised
             self._matcher_state = "unavailable"
             self._matcher_detail = f"matcher unavailable: {type(exc).__name__}: {exc}"
+            if not cfg.allow_degraded_start:
+                # main() prints the one line after the executor has stopped
+                self.fatal_error = (f"{self._matcher_detail} (set allow_degraded_start:=true to keep the node up "
+                                    "without a matcher)")
+                self._stop = True
+                self.context.try_shutdown()
+                return
             self._report("matcher_unavailable", self._matcher_detail)
 
     def _work(self) -> None:
@@ -828,6 +839,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"localizer_node: invalid parameters: {exc}", flush=True)
         return 2
     finally:
+        if node is not None and node.fatal_error:
+            print(f"localizer_node: error: {node.fatal_error}", file=sys.stderr, flush=True)
         if node is not None:
             worker_finished = node.stop()
             if not worker_finished:
@@ -840,7 +853,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
-    return 0
+    return 1 if node is not None and node.fatal_error else 0
 
 
 if __name__ == "__main__":  # pragma: no cover
