@@ -279,6 +279,23 @@ def test_node_without_checkpoint_exits_non_zero_with_one_line(tmp_path):
     assert "Traceback" not in out
 
 
+def test_unknown_parameters_are_warned_once_with_the_nearest_name(tmp_path):
+    """A misspelt parameter is not ignored silently. (The missing checkpoint makes the node exit
+    by itself once it is up.)"""
+    proc = _start_node(221, {"checkpoint_path": str(tmp_path / "missing.pt"), "min_weigth": 0.3, "zzz_qqq": 1,
+                             "tile_url": "http://127.0.0.1:9/{z}/{x}/{y}.png",
+                             "tile_cache_dir": str(tmp_path / "cache")})
+    try:
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            _stop_node(proc)
+    warnings = [ln for ln in out.splitlines() if "unknown parameter" in ln]
+    assert len(warnings) == 1, out
+    assert "min_weigth (did you mean min_weight?)" in warnings[0] and "zzz_qqq" in warnings[0]
+    assert "use_sim_time" not in warnings[0] and "patch_size_px" not in warnings[0]  # declared ones are not listed
+
+
 def test_node_without_checkpoint_stays_up_with_error_diagnostic(tmp_path):
     domain = _domain_id(1)
     proc = _start_node(domain, {"checkpoint_path": str(tmp_path / "missing.pt"), "diagnostics_period_s": 0.3,

@@ -59,7 +59,7 @@ from rclpy.qos import (
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix
 
 from ..camera import T_base_camera_from_xyz_rpy
-from ..config import NodeConfig
+from ..config import NodeConfig, describe_unknown_parameters
 from ..depth_utils import DepthBuffer, fit_depth_to_image
 from ..errors import (
     ConfigError,
@@ -254,6 +254,7 @@ class LocalizerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         declare_parameters(self)
+        self._warn_unknown_parameters()
         self.cfg: NodeConfig = read_config(self)
         self.stats = _Stats()
         self._started_mono_s = time.monotonic()
@@ -331,6 +332,17 @@ class LocalizerNode(Node):
             f"started: map_frame={cfg.map_frame} ({cfg.localizer.map_projection}), image_transport="
             f"{cfg.image_transport}, publish_tf={cfg.publish_tf}, tf via "
             f"{'tf2_ros' if tf2_ros else ('tf2_msgs' if TFMessage else 'none')}")
+
+    def _warn_unknown_parameters(self) -> None:
+        """One WARN listing the parameters given (params file, ``-p``) that the node does not
+        declare, each with the nearest known name: they would otherwise be ignored silently."""
+        # rclpy keeps the overrides of the context's arguments (params files, -p) there; it has
+        # no public accessor for those not declared.
+        overrides = getattr(self, "_parameter_overrides", {}) or {}
+        unknown = [name for name in overrides if not self.has_parameter(name) and not name.startswith("qos_overrides.")]
+        if unknown:
+            self.get_logger().warning(f"unknown parameter(s), ignored: {describe_unknown_parameters(unknown)} "
+                                      "(localizer_node --help lists them all)")
 
     # -- reporting ---------------------------------------------------------------------------------
     def _report(self, key: str, detail: str) -> None:
