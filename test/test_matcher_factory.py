@@ -88,3 +88,88 @@ def test_replay_loader_does_not_import_rclpy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 17: one checkpoint rule in every command that names a checkpoint
+
+
+def _empty_bag(path):
+    """A rosbag2 with the node's input topics and no messages: the replay checks its topics,
+    then loads the matcher (the step under test), before reading any message."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_KILTED)
+    writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.open()
+    for topic, msgtype in (("/camera/image_raw", "sensor_msgs/msg/Image"),
+                           ("/camera/camera_info", "sensor_msgs/msg/CameraInfo"),
+                           ("/gnss/fix", "sensor_msgs/msg/NavSatFix")):
+        writer.add_connection(topic, msgtype, typestore=ts)
+    writer.close()
+    return path
+
+
+def _run_node_loader(spec, tmp_path):
+    factory.resolve_factory("")(spec, "cpu")  # what the node calls with checkpoint_path
+    return 0, ""
+
+
+def _run_python_api(spec, tmp_path):
+    from xview_localizer.matcher.inference import load_matcher
+
+    load_matcher(spec, "cpu")
+    return 0, ""
+
+
+def _run_cli(argv):
+    def run(spec, tmp_path):
+        import contextlib
+        import io
+
+        from xview_localizer.cli import main
+
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            rc = main([a.format(ckpt=spec, tmp=tmp_path) for a in argv])
+        return rc, err.getvalue()
+    return run
+
+
+COMMANDS = {
+    "node": _run_node_loader,
+    "python_api": _run_python_api,
+    "replay": _run_cli(["replay", "{tmp}/bag", "--out", "{tmp}/report", "--checkpoint", "{ckpt}", "--device", "cpu",
+                        "--tiles", "file:///nonexistent/{{z}}/{{x}}/{{y}}.png", "--no-progress"]),
+    "evaluate": _run_cli(["evaluate", "--checkpoint", "{ckpt}", "--dataset", "{tmp}/no_pairs", "--device", "cpu"]),
+    "calibrate-covariance": _run_cli(["calibrate-covariance", "--checkpoint", "{ckpt}", "--dataset", "{tmp}/no_pairs"]),
+    "benchmark": _run_cli(["benchmark", "--matcher", "m={ckpt}", "--set", "s={tmp}/no_pairs"]),
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_checkpoint_rule_in_every_command(command, tmp_path):
+    """A checkpoint that is not there fails with an error naming the packaged checkpoints; a
+    bare packaged name is found (the command gets past loading it)."""
+    _empty_bag(tmp_path / "bag")
+    run = COMMANDS[command]
+    missing = str(tmp_path / "nope" / "model.pt")
+    try:
+        rc, err = run(missing, tmp_path)
+    except CheckpointError as exc:
+        rc, err = 1, str(exc)
+    assert rc == 1, err
+    assert missing in err
+    for name in ("dense_flow", "sparse_depth", factory.DENSE_FLOW_CHECKPOINT_NAME, factory.SPARSE_CHECKPOINT_NAME):
+        assert name in err, err
+    # the bare packaged name resolves: what fails now (if anything) is the next step, not the checkpoint
+    try:
+        rc, err = run("dense_flow", tmp_path)
+    except CheckpointError as exc:  # pragma: no cover - the failure this test is for
+        pytest.fail(f"{command}: 'dense_flow' did not resolve: {exc}")
+    assert "packaged name" not in err and "does not load" not in err, err
+    if command in ("node", "python_api"):
+        assert rc == 0
+    else:
+        assert rc != 0 and ("no_pairs" in err or "nonexistent" in err or "report" in err), err

@@ -227,6 +227,32 @@ def test_latency_values_percentiles_over_the_window():
     assert values["tiles_p50_ms"] == values["tiles_p90_ms"] == values["tiles_max_ms"] == "4.00"
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_topics_and_every_parameter_without_starting_a_node(flag):
+    """Issue 17: ``localizer_node --help`` returns at once (a node would spin forever) with the
+    topics and every parameter of the typed config, its default and range or choices."""
+    env = {**os.environ, "ROS_DOMAIN_ID": "220"}
+    t0 = time.monotonic()
+    proc = subprocess.run(_node_command() + [flag], env=env, capture_output=True, text=True, timeout=10)
+    assert time.monotonic() - t0 < 10.0
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert out.startswith("usage: localizer_node")
+    for topic in ("image", "camera_info", "fix", "odom", "depth", "pose", "/tf", "/diagnostics"):
+        assert f"  {topic} " in out, topic
+    assert "sensor_msgs/msg/NavSatFix" in out and "geometry_msgs/msg/PoseWithCovarianceStamped" in out
+    for spec in parameter_specs():
+        line = next((ln for ln in out.splitlines() if ln.startswith(f"  {spec.name} (")), None)
+        assert line is not None, f"{spec.name} missing from --help"
+        if spec.range is not None:
+            assert "range [" in line, line
+        if spec.choices is not None:
+            assert "one of " + ", ".join(spec.choices) in line, line
+    assert "patch_size_px (int; default 512; range [64, 4096])" in out
+    assert "map_projection (string; default 'utm'; one of utm, enu)" in out
+    assert "started: map_frame" not in proc.stdout + proc.stderr  # no node was created
+
+
 def test_out_of_range_parameter_refuses_to_start():
     proc = _start_node(_domain_id(0), {"patch_size_px": 5})
     out, _ = proc.communicate(timeout=60)
@@ -235,9 +261,45 @@ def test_out_of_range_parameter_refuses_to_start():
     assert "patch_size_px" in out and "Traceback" not in out
 
 
+def test_node_without_checkpoint_exits_non_zero_with_one_line(tmp_path):
+    """Issue 17: a launch supervisor must see that the node cannot work: exit status 1 and one
+    line naming the checkpoint, the packaged names and the parameter that keeps it up."""
+    proc = _start_node(220, {"checkpoint_path": str(tmp_path / "missing.pt"),
+                             "tile_url": "http://127.0.0.1:9/{z}/{x}/{y}.png",
+                             "tile_cache_dir": str(tmp_path / "cache")})
+    try:
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            _stop_node(proc)
+    assert proc.returncode == 1, out
+    errors = [ln for ln in out.splitlines() if ln.startswith("localizer_node: error:")]
+    assert len(errors) == 1, out
+    assert "missing.pt" in errors[0] and "dense_flow" in errors[0] and "allow_degraded_start" in errors[0]
+    assert "Traceback" not in out
+
+
+def test_unknown_parameters_are_warned_once_with_the_nearest_name(tmp_path):
+    """A misspelt parameter is not ignored silently. (The missing checkpoint makes the node exit
+    by itself once it is up.)"""
+    proc = _start_node(221, {"checkpoint_path": str(tmp_path / "missing.pt"), "min_weigth": 0.3, "zzz_qqq": 1,
+                             "tile_url": "http://127.0.0.1:9/{z}/{x}/{y}.png",
+                             "tile_cache_dir": str(tmp_path / "cache")})
+    try:
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            _stop_node(proc)
+    warnings = [ln for ln in out.splitlines() if "unknown parameter" in ln]
+    assert len(warnings) == 1, out
+    assert "min_weigth (did you mean min_weight?)" in warnings[0] and "zzz_qqq" in warnings[0]
+    assert "use_sim_time" not in warnings[0] and "patch_size_px" not in warnings[0]  # declared ones are not listed
+
+
 def test_node_without_checkpoint_stays_up_with_error_diagnostic(tmp_path):
     domain = _domain_id(1)
     proc = _start_node(domain, {"checkpoint_path": str(tmp_path / "missing.pt"), "diagnostics_period_s": 0.3,
+                                "allow_degraded_start": "true",
                                 "tile_url": "http://127.0.0.1:9/{z}/{x}/{y}.png",
                                 "tile_cache_dir": str(tmp_path / "cache")})
     h = Harness(domain)

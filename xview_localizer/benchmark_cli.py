@@ -23,19 +23,30 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("benchmark", help="default matcher vs dense-flow vs prior on held-out pair sets (status table)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .cli import add_command
+
+    p = add_command(sub, "benchmark", help="default matcher vs dense-flow vs prior on held-out pair sets (status table)",
+                    description="Run matchers (by default the packaged default and dense-flow) and the "
+                    "GNSS prior side by side on held-out pair sets, as the localizer runs them, with known "
+                    "and unknown orientation, and print the status table (Markdown). --calibrate-gate NAME "
+                    "picks the low-evidence threshold of matcher NAME on --gate-set (known orientation), "
+                    "prints its precision / recall table and, with --write, stores it in NAME's checkpoint.",
+                    examples=["xview-localizer benchmark --set train_styles=pairs/a --set heldout_styles=pairs/b "
+                              "--max-samples 100 --markdown table.md",
+                              "xview-localizer benchmark --set heldout=pairs/b --matcher new=runs/sd1/model.pt "
+                              "--calibrate-gate new --write"])
     p.add_argument("--set", action="append", required=True, metavar="NAME=DIR", help="a held-out pair folder")
     p.add_argument("--matcher", action="append", default=None, metavar="NAME=CHECKPOINT",
                    help="a matcher ('' = packaged default, 'dense_flow', or a path); default: default= and "
                         "dense_flow=dense_flow")
     p.add_argument("--runtime", action="append", default=[], metavar="NAME=RUNTIME",
                    help="inference runtime of matcher NAME (eager | compile | bf16; default eager)")
-    p.add_argument("--orientation", nargs="+", default=["known", "unknown"], choices=["known", "unknown"])
+    p.add_argument("--orientation", nargs="+", default=["known", "unknown"], choices=["known", "unknown"],
+                   help="prior yaw known (the pairs') or unknown (uniform)")
     p.add_argument("--depth-kind", default="none", choices=["metric", "relative", "inverse", "none"],
                    help="what the sparse matcher gets (none = flat ground, the default node setting)")
-    p.add_argument("--max-samples", type=int, default=None)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--max-samples", type=int, default=None, help="pairs per set (unset: all)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="torch device")
     p.add_argument("--seed", type=int, default=0, help="seed of the unknown-orientation prior yaws")
     p.add_argument("--out", default=None, help="JSON report (all figures and per-pair outcomes)")
     p.add_argument("--markdown", default=None, help="also write the table as Markdown here")
@@ -66,21 +77,21 @@ def run(args: argparse.Namespace) -> int:
     from .matcher.inference import load_matcher
     from .train.pairs import PairDataset
 
-    sets = {}
-    for spec in args.set:
-        name, folder = _pairs(spec, "set")
-        sets[name] = PairDataset(Path(folder), load_depth=True)
     specs = args.matcher or ["default=", "dense_flow=dense_flow"]
     paths, matchers = {}, {}
-    for spec in specs:
+    for spec in specs:  # checkpoints first: a misspelt one fails before the sets are read
         name, ckpt = _pairs(spec, "matcher")
-        paths[name] = resolve_checkpoint_path(ckpt)
+        paths[name] = resolve_checkpoint_path(ckpt, must_exist=True)
         matchers[name] = load_matcher(str(paths[name]), args.device)
     for spec in args.runtime:
         name, runtime = _pairs(spec, "runtime")
         if name not in matchers:
             raise ConfigError(f"--runtime {spec!r}: no --matcher named {name!r} (have {sorted(matchers)})")
         matchers[name].use_runtime(runtime)
+    sets = {}
+    for spec in args.set:
+        name, folder = _pairs(spec, "set")
+        sets[name] = PairDataset(Path(folder), load_depth=True)
     gates = {name: dict(getattr(m, "evidence_gate", {}) or {}) for name, m in matchers.items()}
     total = sum(min(len(d), args.max_samples or len(d)) for d in sets.values()) * len(args.orientation) * len(matchers)
     bar = tqdm(total=total, desc="benchmark")

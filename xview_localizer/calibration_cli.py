@@ -17,14 +17,25 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate-covariance",
-                       help="measure a checkpoint's covariance scale (NEES on held-out pairs) and store it")
-    p.add_argument("--checkpoint", required=True)
+    from .cli import add_command
+
+    p = add_command(sub, "calibrate-covariance",
+                    help="measure a checkpoint's covariance scale (NEES on held-out pairs) and store it",
+                    description="Run the matcher on held-out pairs the way the localizer does, print the "
+                    "NEES (normalised estimation error squared) figures of its covariance before and after "
+                    "scaling, write them as JSON (--out) and, with --write, store the covariance_scale in "
+                    "the checkpoint (atomically; the weights are untouched).",
+                    examples=["xview-localizer calibrate-covariance --dataset pairs/heldout --out nees.json",
+                              "xview-localizer calibrate-covariance --checkpoint runs/sd1/model.pt "
+                              "--dataset pairs/heldout --write"])
+    p.add_argument("--checkpoint", default="",
+                   help="matcher checkpoint: '' = the packaged default (sparse_depth_compact.pt), a packaged "
+                        "name (sparse_depth, dense_flow, or its file name), or a path to a .pt")
     p.add_argument("--dataset", required=True, help="pair directory (xview-localizer sim dataset), held out")
-    p.add_argument("--max-samples", type=int, default=200)
+    p.add_argument("--max-samples", type=int, default=200, help="use at most this many pairs")
     p.add_argument("--out", default=None, help="JSON report path")
     p.add_argument("--write", action="store_true", help="store covariance_scale in the checkpoint")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="torch device")
     p.add_argument("--depth-kind", default="metric", choices=["metric", "relative", "inverse", "none"],
                    help="sparse-depth checkpoints: the depth the matcher gets (the pairs' metric depth map, "
                         "used as is for relative/inverse; none = flat ground); ignored for dense-flow")
@@ -36,10 +47,12 @@ def run(args: argparse.Namespace) -> int:
 
     from .calibration import collect_nees, summarize_nees
     from .matcher.checkpoint import set_covariance_scale
+    from .matcher.factory import resolve_checkpoint_path
     from .matcher.inference import load_matcher
     from .train.pairs import PairDataset
 
-    matcher = load_matcher(args.checkpoint, args.device)
+    checkpoint = resolve_checkpoint_path(args.checkpoint, must_exist=True)  # '' / packaged name / path
+    matcher = load_matcher(checkpoint, args.device)
     pairs = PairDataset(Path(args.dataset), load_depth=bool(getattr(matcher, "accepts_depth", False)))
     n = min(len(pairs), int(args.max_samples))
     samples = (pairs[i] for i in range(n))
@@ -48,15 +61,15 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(k) for k in summary.to_dict())
     for k, v in summary.to_dict().items():
         print(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
-    report = {"checkpoint": str(args.checkpoint), "dataset": str(args.dataset), **summary.to_dict(),
+    report = {"checkpoint": str(checkpoint), "dataset": str(args.dataset), **summary.to_dict(),
               "frames": [f.__dict__ for f in frames]}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2))
     if args.write:
         kind = args.depth_kind if getattr(matcher, "accepts_depth", False) else None
-        set_covariance_scale(args.checkpoint, summary.covariance_scale,
+        set_covariance_scale(checkpoint, summary.covariance_scale,
                              {k: v for k, v in report.items() if k != "frames"}, depth_kind=kind)
         where = f" for depth kind {kind!r}" if kind else ""
-        print(f"stored covariance_scale {summary.covariance_scale:.4g}{where} in {args.checkpoint}")
+        print(f"stored covariance_scale {summary.covariance_scale:.4g}{where} in {checkpoint}")
     return 0

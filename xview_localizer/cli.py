@@ -8,9 +8,40 @@ import argparse
 import importlib
 import logging
 import sys
+import textwrap
 from typing import Optional, Sequence
 
 from .errors import XViewError
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions and examples as written (line breaks kept); every option with a default
+    worth showing gets ``(default: ...)`` appended (not for None, False, '' or [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        default = action.default
+        if default is None or default is False or default == "" or default == []:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, *, help: str, description: str,
+                examples: Sequence[str], **kwargs) -> argparse.ArgumentParser:
+    """Add subcommand ``name``: ``help`` is its line in the parent's list, ``description`` one
+    plain-text paragraph (wrapped here), ``examples`` command lines shown under "example:" at the end."""
+    epilog = "example" + ("s" if len(examples) > 1 else "") + ":\n" + "\n".join(f"  {e}" for e in examples)
+    return sub.add_parser(name, help=help, description=textwrap.fill(description, width=100), epilog=epilog,
+                          formatter_class=HelpFormatter, **kwargs)
+
+
+def iter_commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
+    """``(path, parser)`` of every subcommand below ``parser``, depth first (``("sim", "world")``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield prefix + (name,), child
+                yield from iter_commands(child, prefix + (name,))
+
 
 #: Modules that add subcommands. Each defines ``register(subparsers) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -27,8 +58,11 @@ COMMAND_MODULES: tuple[str, ...] = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xview-localizer",
-        description="Cross-view localization against satellite imagery: tiles, synthetic "
-        "worlds, training, evaluation and rosbag replay.",
+        description=textwrap.fill("Cross-view localization against satellite imagery: tiles, synthetic "
+                                  "worlds, training, evaluation and rosbag replay. Run 'xview-localizer COMMAND "
+                                  "--help' for a command's options and an example.", width=100),
+        epilog="example:\n  xview-localizer replay bags/w1_d7 --out reports/w1_d7",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -18,9 +18,10 @@ Conventions: angles in radians (``_rad``), distances in metres (``_m``), duratio
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError
 
@@ -31,6 +32,7 @@ __all__ = [
     "parameter_specs",
     "node_config_from_flat",
     "flat_defaults",
+    "describe_unknown_parameters",
 ]
 
 
@@ -233,6 +235,10 @@ class NodeConfig:
                               "autocast on CPU (1.55x for dense-flow on a CPU with AVX512-BF16, its held-out "
                               "accuracy within 1 %; not for the sparse default, whose median error moved by up to "
                               "7 %; docs/realtime.md).", choices=("compile", "eager", "bf16"))
+    allow_degraded_start: bool = _p(False, "When the matcher cannot be loaded at start-up (missing or broken "
+                                    "checkpoint): false = the node exits with status 1 and one line naming the cause "
+                                    "(a launch supervisor sees the failure); true = it stays up degraded, reporting "
+                                    "ERROR 'matcher_unavailable' on /diagnostics and dropping every frame.")
     matcher_factory: str = _p("", "Advanced: 'module:function' called as f(checkpoint_path, device) to build "
                               "a custom matcher; '' = xview_localizer.matcher.inference.load_matcher.")
     # --- frames and TF -------------------------------------------------------------------------
@@ -325,6 +331,17 @@ def flat_defaults() -> dict[str, Any]:
     return {s.name: s.default for s in parameter_specs()}
 
 
+def describe_unknown_parameters(names: Iterable[str]) -> str:
+    """``"min_weigth (did you mean min_weight?), foo"``: each name that is not a parameter,
+    with the nearest known name where one is close (difflib)."""
+    known = [s.name for s in parameter_specs()]
+    parts = []
+    for name in sorted(names):
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        parts.append(f"{name} (did you mean {near[0]}?)" if near else name)
+    return ", ".join(parts)
+
+
 def node_config_from_flat(values: Mapping[str, Any]) -> NodeConfig:
     """Build a :class:`NodeConfig` from flat ``{name: value}`` (missing names keep defaults).
 
@@ -334,7 +351,8 @@ def node_config_from_flat(values: Mapping[str, Any]) -> NodeConfig:
     specs = {s.name: s for s in parameter_specs()}
     unknown = sorted(set(values) - set(specs))
     if unknown:
-        raise ConfigError(f"unknown parameter(s): {', '.join(unknown)}")
+        raise ConfigError(f"unknown parameter(s): {describe_unknown_parameters(unknown)} "
+                          "(localizer_node --help lists them all)")
     node_kw: dict[str, Any] = {}
     loc_kw: dict[str, Any] = {}
     for name, value in values.items():

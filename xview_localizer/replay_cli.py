@@ -21,6 +21,16 @@ from .errors import ConfigError, XViewError
 
 log = logging.getLogger(__name__)
 
+#: ``replay --help``: what it does, and an example.
+DESCRIPTION = ("Evaluate the localizer on a rosbag2 (mcap or sqlite3) without DDS: the node's core runs on "
+               "every image with the bag's fixes, odometry, camera_info and /tf_static, and a report "
+               "(index.html, metrics JSON, plots) is written to --out. A bag without the named topics, a tile "
+               "source that does not answer, a checkpoint that does not load or an existing --out (without "
+               "--force) exit non-zero with one line. Also runnable as python -m xview_localizer.replay_cli.")
+EXAMPLES = ["xview-localizer replay bags/w1_d7 --out reports/w1_d7",
+            "xview-localizer replay my.mcap --out rep --tiles file:///data/tiles/{z}/{x}/{y}.png "
+            "--checkpoint dense_flow -p min_weight:=0.3"]
+
 
 def _int_at_least(lowest: int):
     def parse(text: str) -> int:
@@ -44,8 +54,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tile source (http(s) template, file://, mbtiles://); default: the bag's sim.yaml "
                         "tile_url, else tile_url of --params-file")
     p.add_argument("--tile-cache-dir", type=Path, default=None, help="disk cache of fetched tiles")
-    p.add_argument("--checkpoint", default="", help="matcher checkpoint (.pt), a packaged name (dense_flow, sparse_depth); default: the packaged sparse matcher")
-    p.add_argument("--device", default="", choices=("", "auto", "cpu", "cuda"), help="torch device (default auto)")
+    p.add_argument("--checkpoint", default="",
+                   help="matcher checkpoint: '' = checkpoint_path of the parameters, else the packaged default "
+                        "(sparse_depth_compact.pt); a packaged name (sparse_depth, dense_flow, or its file name); "
+                        "or a path to a .pt")
+    p.add_argument("--device", default="", choices=("", "auto", "cpu", "cuda"),
+                   help="torch device ('' = device of the parameters, auto)")
     p.add_argument("--params-file", type=Path, default=None,
                    help="node parameters YAML (config/localizer.yaml format) for the core's settings")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
@@ -67,11 +81,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "whose first message has such an encoding, if any")
     p.add_argument("--no-depth", action="store_true", help="ignore depth in the bag (frames run on flat ground)")
     p.add_argument("--depth-tolerance-s", type=float, default=None, metavar="S",
-                   help="pair an image with the depth map nearest its stamp within S seconds (default 0.05)")
+                   help="pair an image with the depth map nearest its stamp within S seconds (unset: depth_tolerance_s, 0.05)")
     p.add_argument("--every", type=_int_at_least(1), default=1, metavar="N",
                    help="quick look: localize every N-th image (the 1st, the N+1-th, ...); the others are skipped "
                         "(not decoded, counted as skipped in the report, not as rejected); fixes, odometry, "
-                        "camera_info and /tf_static are all still fed (default 1 = every image)")
+                        "camera_info and /tf_static are all still fed (1 = every image)")
     p.add_argument("--max-frames", type=_int_at_least(0), default=0, metavar="N",
                    help="stop after N localized images (0 = all); with --every M these are images 1, M+1, ..., "
                         "(N-1)*M+1")
@@ -82,8 +96,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     """Add the ``replay`` subcommand to the ``xview-localizer`` subparsers."""
-    p = sub.add_parser("replay", help="evaluate the localizer on a rosbag2 and write a report",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .cli import add_command
+
+    p = add_command(sub, "replay", help="evaluate the localizer on a rosbag2 and write a report",
+                    description=DESCRIPTION, examples=EXAMPLES)
     add_arguments(p)
     p.set_defaults(handler=cmd_replay)
 
@@ -230,8 +246,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Stand-alone entry point (same as ``xview-localizer replay``)."""
-    parser = argparse.ArgumentParser(prog="xview-localizer replay", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .cli import HelpFormatter
+
+    parser = argparse.ArgumentParser(prog="xview-localizer replay", description=DESCRIPTION,
+                                     epilog="examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES),
+                                     formatter_class=HelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

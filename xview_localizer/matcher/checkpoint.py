@@ -29,6 +29,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError
 from .dense_flow import PRESETS, DenseFlowConfig, DenseFlowMatcher
+from .factory import resolve_checkpoint_path
 from .sparse_depth import SPARSE_PRESETS, SparseDepthConfig, SparseDepthMatcher
 
 __all__ = [
@@ -155,7 +156,7 @@ def set_covariance_scale(path: str | os.PathLike, scale: float, report: dict | N
     """
     if not (math.isfinite(float(scale)) and float(scale) > 0.0):
         raise CheckpointError(f"covariance scale must be finite and > 0, got {scale!r}")
-    path = Path(path)
+    path = resolve_checkpoint_path(path, must_exist=True)
     blob = load_checkpoint_dict(path)
     if depth_kind is not None:
         blob.setdefault("covariance_scale_by_depth", {})[str(depth_kind)] = float(scale)
@@ -179,7 +180,7 @@ def set_evidence_gate(path: str | os.PathLike, gate: dict, report: dict | None =
         if not (isinstance(value, (int, float)) and math.isfinite(float(value)) and float(value) >= 0.0):
             raise CheckpointError(f"evidence gate {key} must be a finite number >= 0, got {value!r}")
         clean[str(key)] = float(value)
-    path = Path(path)
+    path = resolve_checkpoint_path(path, must_exist=True)
     blob = load_checkpoint_dict(path)
     blob["evidence_gate"] = clean
     blob["evidence_gate_calibration"] = _plain(report or {})
@@ -187,14 +188,15 @@ def set_evidence_gate(path: str | os.PathLike, gate: dict, report: dict | None =
 
 
 def load_checkpoint_dict(path: str | os.PathLike) -> dict[str, Any]:
-    """Load and validate the raw checkpoint dict (on the CPU).
+    """Load and validate the raw checkpoint dict (on the CPU). ``path`` follows the one
+    checkpoint rule (:func:`~xview_localizer.matcher.factory.resolve_checkpoint_path`: ``''`` =
+    the packaged default, a bare packaged name, else a path).
 
     Raises:
-        CheckpointError: missing file, unreadable/garbage file, wrong format, unknown model.
+        CheckpointError: missing file (naming the packaged names), unreadable/garbage file, wrong
+            format, unknown model.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: no such file")
+    path = resolve_checkpoint_path(path, must_exist=True)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files

@@ -5,7 +5,11 @@
   no depth topic, the depth map when it has one). It is the default because it is the more
   accurate one on worlds neither model saw (README, "Status"). Other packaged checkpoints are
   selected by bare file name or by matcher name (``checkpoint_path = 'dense_flow_compact.pt'`` or
-  ``'dense_flow'``: the dense-flow matcher), or by path (:func:`resolve_checkpoint_path`).
+  ``'dense_flow'``: the dense-flow matcher), or by path (:func:`resolve_checkpoint_path`). This one
+  rule holds everywhere a checkpoint is named: the node's ``checkpoint_path``, ``--checkpoint`` of
+  ``replay``, ``evaluate``, ``calibrate-covariance``, ``benchmark --matcher``, and the Python API
+  (:func:`xview_localizer.matcher.inference.load_matcher`, ``matcher.checkpoint.load_model``); a
+  checkpoint that is not found names the packaged names (:func:`packaged_checkpoint_names`).
 * ``matcher_factory = 'module:function'`` replaces the loader (tests, custom matchers); the
   function is called as ``f(checkpoint_path, device)`` and returns an object with ``match``.
 """
@@ -13,13 +17,15 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CheckpointError
 
 __all__ = ["DEFAULT_CHECKPOINT_NAME", "SPARSE_CHECKPOINT_NAME", "DENSE_FLOW_CHECKPOINT_NAME", "MATCHER_NAMES",
-           "packaged_checkpoint_dir", "default_checkpoint_path", "resolve_checkpoint_path", "resolve_factory"]
+           "packaged_checkpoint_dir", "packaged_checkpoint_names", "default_checkpoint_path", "resolve_checkpoint_path",
+           "resolve_factory"]
 
 #: File name of the packaged depth-prior sparse matcher.
 SPARSE_CHECKPOINT_NAME = "sparse_depth_compact.pt"
@@ -34,6 +40,20 @@ MATCHER_NAMES = {"sparse_depth": SPARSE_CHECKPOINT_NAME, "dense_flow": DENSE_FLO
 def packaged_checkpoint_dir() -> Path:
     """``xview_localizer/checkpoints`` of the installed package."""
     return Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+def packaged_checkpoint_names() -> list[str]:
+    """What names a packaged checkpoint: the matcher names, then the ``.pt`` files packaged."""
+    folder = packaged_checkpoint_dir()
+    files = sorted(p.name for p in folder.glob("*.pt")) if folder.is_dir() else []
+    return sorted(MATCHER_NAMES) + files
+
+
+def _not_found(checkpoint_path: str, path: Path) -> CheckpointError:
+    names = ", ".join(packaged_checkpoint_names()) or "none"
+    return CheckpointError(
+        f"checkpoint {checkpoint_path!r}: no such file ({path}); give '' for the packaged default "
+        f"({DEFAULT_CHECKPOINT_NAME}), a packaged name ({names}) or the path of a .pt file")
 
 
 def default_checkpoint_path() -> Path:
@@ -53,13 +73,19 @@ def default_checkpoint_path() -> Path:
     return path
 
 
-def resolve_checkpoint_path(checkpoint_path: str) -> Path:
+def resolve_checkpoint_path(checkpoint_path: str | os.PathLike, *, must_exist: bool = False) -> Path:
     """``''`` -> the packaged default; an existing file -> itself; a matcher name of
     :data:`MATCHER_NAMES` (``'dense_flow'``) or a bare file name that is not a file here but is
-    packaged (``'dense_flow_compact.pt'``) -> the packaged one; anything else unchanged (loading it
-    then fails with a clear :class:`CheckpointError`)."""
+    packaged (``'dense_flow_compact.pt'``) -> the packaged one; anything else unchanged.
+
+    Raises:
+        CheckpointError: with ``must_exist``, the result is not a file (the message lists the
+            packaged names); the packaged default is not packaged.
+    """
+    checkpoint_path = os.fspath(checkpoint_path)
     if not checkpoint_path:
         return default_checkpoint_path()
+    given = checkpoint_path
     path = Path(checkpoint_path).expanduser()
     if not path.exists() and checkpoint_path in MATCHER_NAMES:
         checkpoint_path = MATCHER_NAMES[checkpoint_path]
@@ -68,6 +94,8 @@ def resolve_checkpoint_path(checkpoint_path: str) -> Path:
         packaged = packaged_checkpoint_dir() / checkpoint_path
         if packaged.is_file():
             return packaged
+    if must_exist and not path.is_file():
+        raise _not_found(given, path)
     return path
 
 

@@ -505,6 +505,9 @@ class SparseMatcher(_SatFeatureCache):
 def load_matcher(checkpoint_path: str | os.PathLike, device: str | torch.device = "cpu") -> Matcher | SparseMatcher:
     """Load a checkpoint onto ``device``: a :class:`Matcher` for dense-flow, a
     :class:`SparseMatcher` for sparse-depth (from the checkpoint's ``"model"``).
+    ``checkpoint_path`` follows the one checkpoint rule: ``''`` = the packaged default, a bare
+    packaged name (``'dense_flow'``, ``'sparse_depth_compact.pt'``), else a path
+    (:func:`xview_localizer.matcher.factory.resolve_checkpoint_path`).
 
     Raises:
         CheckpointError: missing, corrupt, wrong-format, unknown-model or unknown-preset checkpoint.

@@ -26,7 +26,9 @@ or, after ``tf_static_wait_s`` without them, from the ``camera_*`` parameters.
 
 Failure policy: nothing raises out of a callback; every bad input or rejected frame is counted
 under a stable cause key, logged once per cause, and reported on /diagnostics; the node keeps
-running. A missing checkpoint leaves the node up with an ERROR 'matcher unavailable'.
+running. A matcher that cannot be loaded at start-up ends the node with exit status 1 and one
+line naming the cause, unless ``allow_degraded_start`` keeps it up with a lasting ERROR
+'matcher unavailable'.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from rclpy.qos import (
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix
 
 from ..camera import T_base_camera_from_xyz_rpy
-from ..config import NodeConfig
+from ..config import NodeConfig, describe_unknown_parameters
 from ..depth_utils import DepthBuffer, fit_depth_to_image
 from ..errors import (
     ConfigError,
@@ -72,7 +74,7 @@ from ..localizer import NS_PER_S, Frame, Localizer, StepResult
 from ..matcher.factory import apply_runtime, resolve_factory
 from ..timebase import StampReference
 from . import conversions as conv
-from .params import declare_parameters, read_config
+from .params import declare_parameters, parameter_help, read_config
 
 try:  # optional: not on PyPI
     import tf2_ros  # type: ignore
@@ -96,6 +98,22 @@ TILE_BACKOFF_S, TILE_BACKOFF_MAX_S = 0.2, 1.0
 DEPTH_WAIT_S = 0.05
 #: Per-stage latency statistics on /diagnostics are over this many most recent samples.
 LATENCY_WINDOW_FRAMES = 100
+#: Topics of the node (name, type, when) for ``--help``; all names are remappable with ``-r``.
+TOPICS_IN = (
+    ("image", "sensor_msgs/msg/Image", "image_transport: raw"),
+    ("image/compressed", "sensor_msgs/msg/CompressedImage", "image_transport: compressed"),
+    ("camera_info", "sensor_msgs/msg/CameraInfo", ""),
+    ("fix", "sensor_msgs/msg/NavSatFix", ""),
+    ("odom", "nav_msgs/msg/Odometry", "use_odom: true"),
+    ("depth", "sensor_msgs/msg/Image (32FC1 m or 16UC1 mm)", "use_depth: true"),
+    ("/tf_static", "tf2_msgs/msg/TFMessage", "base_frame <- camera; else the camera_* parameters"),
+)
+TOPICS_OUT = (
+    ("pose", "geometry_msgs/msg/PoseWithCovarianceStamped", "frame map_frame, stamp = the image's"),
+    ("/tf", "tf2_msgs/msg/TFMessage", "publish_tf: true; map->odom with odometry, else map->base_link"),
+    ("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", "every diagnostics_period_s"),
+    ("debug_image", "sensor_msgs/msg/Image", "publish_debug_image: true"),
+)
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -236,6 +254,7 @@ class LocalizerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         declare_parameters(self)
+        self._warn_unknown_parameters()
         self.cfg: NodeConfig = read_config(self)
         self.stats = _Stats()
         self._started_mono_s = time.monotonic()
@@ -245,6 +264,8 @@ class LocalizerNode(Node):
         self._extrinsics_source = ""
         self._matcher_state = "loading"
         self._matcher_detail = ""
+        #: set by the worker when the node must exit (the matcher did not load, no degraded start)
+        self.fatal_error = ""
         # The matcher and the tile cache are attached by the worker (loading can take seconds).
         self._localizer = Localizer(self.cfg.localizer, None, _UnavailableTiles("tile cache is starting"))
         self._logged: set[str] = set()
@@ -311,6 +332,17 @@ class LocalizerNode(Node):
             f"started: map_frame={cfg.map_frame} ({cfg.localizer.map_projection}), image_transport="
             f"{cfg.image_transport}, publish_tf={cfg.publish_tf}, tf via "
             f"{'tf2_ros' if tf2_ros else ('tf2_msgs' if TFMessage else 'none')}")
+
+    def _warn_unknown_parameters(self) -> None:
+        """One WARN listing the parameters given (params file, ``-p``) that the node does not
+        declare, each with the nearest known name: they would otherwise be ignored silently."""
+        # rclpy keeps the overrides of the context's arguments (params files, -p) there; it has
+        # no public accessor for those not declared.
+        overrides = getattr(self, "_parameter_overrides", {}) or {}
+        unknown = [name for name in overrides if not self.has_parameter(name) and not name.startswith("qos_overrides.")]
+        if unknown:
+            self.get_logger().warning(f"unknown parameter(s), ignored: {describe_unknown_parameters(unknown)} "
+                                      "(localizer_node --help lists them all)")
 
     # -- reporting ---------------------------------------------------------------------------------
     def _report(self, key: str, detail: str) -> None:
@@ -442,9 +474,16 @@ class LocalizerNode(Node):
             self._matcher_state = "ready"
             note = " (the first frame compiles the ground encoder, ~10 s the first time)" if runtime == "compile" else ""
             self.get_logger().info(f"matcher ready ({type(matcher).__name__}, runtime {runtime or 'custom'}){note}")
-        except Exception as exc:  # noqa: BLE001 - any loader failure must leave the node up
+        except Exception as exc:  # noqa: BLE001 - any loader failure is reported, never raised
             self._matcher_state = "unavailable"
             self._matcher_detail = f"matcher unavailable: {type(exc).__name__}: {exc}"
+            if not cfg.allow_degraded_start:
+                # main() prints the one line after the executor has stopped
+                self.fatal_error = (f"{self._matcher_detail} (set allow_degraded_start:=true to keep the node up "
+                                    "without a matcher)")
+                self._stop = True
+                self.context.try_shutdown()
+                return
             self._report("matcher_unavailable", self._matcher_detail)
 
     def _work(self) -> None:
@@ -755,11 +794,51 @@ class LocalizerNode(Node):
         return finished
 
 
+def usage_text() -> str:
+    """What ``localizer_node --help`` prints: usage, topics in and out, every parameter (from
+    the typed config, :func:`xview_localizer.ros.params.parameter_help`)."""
+
+    def topics(rows):
+        width = max(len(name) for name, _, _ in rows)
+        return [f"  {name:<{width}}  {kind}" + (f"  [{when}]" if when else "") for name, kind, when in rows]
+
+    lines = [
+        "usage: localizer_node [-h] [--ros-args [--params-file FILE] [-p NAME:=VALUE ...] [-r FROM:=TO ...]]",
+        "",
+        f"ROS 2 node '{NODE_NAME}': localizes a camera against satellite tiles around the GNSS fix and publishes",
+        "the pose with its covariance for robot_localization. Parameters are read once at start-up (read-only).",
+        "",
+        "example:",
+        "  localizer_node --ros-args --params-file config/localizer.yaml -p tile_url:=file:///data/tiles/{z}/{x}/{y}.png",
+        "",
+        "options:",
+        "  -h, --help  show this help and exit (before anything of ROS starts)",
+        "",
+        "subscribed topics (sensor-data QoS):",
+        *topics(TOPICS_IN),
+        "",
+        "published topics:",
+        *topics(TOPICS_OUT),
+        parameter_help(),
+    ]
+    return "\n".join(lines)
+
+
+def _wants_help(argv: list[str]) -> bool:
+    """``-h`` / ``--help`` among the node's own arguments (those before ``--ros-args``)."""
+    own = argv[:argv.index("--ros-args")] if "--ros-args" in argv else argv
+    return "-h" in own or "--help" in own
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of ``localizer_node`` (``--ros-args`` are passed to rclpy)."""
+    """Entry point of ``localizer_node`` (``--ros-args`` are passed to rclpy; ``-h`` / ``--help``
+    prints :func:`usage_text` and exits 0 without initialising rclpy)."""
     from rclpy.exceptions import InvalidParameterValueException
     from rclpy.executors import ExternalShutdownException
 
+    if _wants_help(list(sys.argv[1:] if argv is None else argv[1:])):
+        print(usage_text())
+        return 0
     rclpy.init(args=argv)
     node = None
     worker_finished = True
@@ -772,6 +851,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"localizer_node: invalid parameters: {exc}", flush=True)
         return 2
     finally:
+        if node is not None and node.fatal_error:
+            print(f"localizer_node: error: {node.fatal_error}", file=sys.stderr, flush=True)
         if node is not None:
             worker_finished = node.stop()
             if not worker_finished:
@@ -784,7 +865,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
-    return 0
+    return 1 if node is not None and node.fatal_error else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,8 @@ override the defaults at declaration. Doubles given as integers in YAML are acce
 
 from __future__ import annotations
 
+import math
+import textwrap
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
@@ -60,3 +62,38 @@ def read_config(node: Node) -> NodeConfig:
             value = float(value)
         values[spec.name] = value
     return node_config_from_flat(values)
+
+
+_TYPE_NAMES = {bool: "bool", int: "int", float: "double", str: "string"}
+
+
+def _default_text(spec: ParamSpec) -> str:
+    if spec.type is bool:
+        return "true" if spec.default else "false"
+    if spec.type is float and math.isnan(spec.default):
+        return "NaN (unset)"
+    if spec.type is str:
+        return repr(spec.default)
+    return str(spec.default)
+
+
+def parameter_help(width: int = 100) -> str:
+    """Every parameter of :func:`parameter_specs` for ``localizer_node --help``: name, type,
+    default, range or choices, and the description (generated from the typed config)."""
+    lines = []
+    owner = None
+    for spec in parameter_specs():
+        if spec.owner is not owner:
+            owner = spec.owner
+            title = ("node (frames, topics, TF, tiles, matcher)" if owner is NodeConfig
+                     else "localizer core (patch, prior, gating, covariance)")
+            lines += ["", f"Parameters of the {title}:"]
+        facts = [_TYPE_NAMES[spec.type], f"default {_default_text(spec)}"]
+        if spec.range is not None:
+            lo, hi = (str(v) if spec.type is int else f"{v:g}" for v in spec.range)
+            facts.append(f"range [{lo}, {hi}]" + (" or NaN" if spec.allow_nan else ""))
+        if spec.choices is not None:
+            facts.append("one of " + ", ".join(spec.choices))
+        lines.append(f"  {spec.name} ({'; '.join(facts)})")
+        lines += textwrap.wrap(spec.description, width=width, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return "\n".join(lines)

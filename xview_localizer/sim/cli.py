@@ -11,11 +11,11 @@ Seed convention for experiments: training worlds use seeds 1-999, held-out test 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from pathlib import Path
 
+from ..cli import add_command
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -25,12 +25,23 @@ STYLE_PRESETS = ("default", "heldout_autumn", "heldout_winter", "dense")
 
 def register(sub) -> None:
     """Add the ``sim`` command group to the top-level subparsers."""
-    p = sub.add_parser("sim", help="synthetic worlds, drives, training pairs and tile serving",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(sub, "sim", help="synthetic worlds, drives, training pairs and tile serving",
+                    description="Synthetic data: generate a world and its aerial tile pyramid, drive a "
+                    "simulated vehicle through it into a rosbag2, export training pairs, or serve the "
+                    "world's tiles over HTTP. Training worlds use seeds 1-999, held-out test worlds 1001 "
+                    "and up (ideally with a held-out --style), so train and test never share a world.",
+                    examples=["xview-localizer sim world --seed 1 --out worlds/w1",
+                              "xview-localizer sim drive --world worlds/w1 --seconds 60 --seed 7 --out bags/w1_d7",
+                              "xview-localizer sim dataset --worlds worlds/w1 worlds/w2 --pairs 1000 --out pairs/train",
+                              "xview-localizer sim serve-tiles worlds/w1 --port 8080"])
     simsub = p.add_subparsers(dest="sim_command", metavar="SIM_COMMAND")
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 
-    w = simsub.add_parser("world", help="generate a world and write its aerial tile pyramid")
+    w = add_command(simsub, "world", help="generate a world and write its aerial tile pyramid",
+                    description="Generate a synthetic world (roads, buildings, vegetation) from a seed and "
+                    "write its aerial imagery as a z/x/y tile pyramid (and an MBTiles file) georeferenced "
+                    "at the datum, plus the world description the drives and the pair export read.",
+                    examples=["xview-localizer sim world --seed 1 --out worlds/w1 --size-m 800"])
     w.add_argument("--seed", type=int, required=True, help="world seed (train 1-999, test 1001+)")
     w.add_argument("--out", type=Path, required=True, help="output world directory")
     w.add_argument("--size-m", type=float, default=1000.0, help="side of the square world (m)")
@@ -50,7 +61,12 @@ def register(sub) -> None:
     w.add_argument("--no-mbtiles", action="store_true", help="skip the MBTiles file")
     w.set_defaults(handler=cmd_world)
 
-    d = simsub.add_parser("drive", help="simulate a drive through a world and write a rosbag2")
+    d = add_command(simsub, "drive", help="simulate a drive through a world and write a rosbag2",
+                    description="Simulate a vehicle driving through a world and write a rosbag2 with what "
+                    "the node subscribes to (camera images, camera_info, GNSS fixes with a bias, odometry, "
+                    "/tf_static, optionally depth and /clock) and the ground-truth pose, ready for "
+                    "'xview-localizer replay' or a ros2 bag play.",
+                    examples=["xview-localizer sim drive --world worlds/w1 --seconds 60 --seed 7 --out bags/w1_d7"])
     d.add_argument("--world", type=Path, required=True, help="world directory (from `sim world`)")
     d.add_argument("--seconds", type=float, default=60.0, help="drive duration (s)")
     d.add_argument("--seed", type=int, default=0, help="drive seed (route, GNSS and odometry noise)")
@@ -67,7 +83,11 @@ def register(sub) -> None:
     d.add_argument("--device", default="cpu", help="torch device of the renderer")
     d.set_defaults(handler=cmd_drive)
 
-    s = simsub.add_parser("dataset", help="export training/evaluation pairs")
+    s = add_command(simsub, "dataset", help="export training/evaluation pairs",
+                    description="Render ground images and satellite patches at random poses in the given "
+                    "worlds and write them as xview-pairs/1 pairs (with the true pose, a noisy prior and "
+                    "the depth map) for 'xview-localizer train', 'evaluate' and 'benchmark'.",
+                    examples=["xview-localizer sim dataset --worlds worlds/w1 worlds/w2 --pairs 1000 --out pairs/train"])
     s.add_argument("--worlds", type=Path, nargs="+", required=True, help="world directories")
     s.add_argument("--pairs", type=int, required=True, help="number of pairs")
     s.add_argument("--out", type=Path, required=True, help="output directory (new or empty)")
@@ -84,7 +104,10 @@ def register(sub) -> None:
                    help="also write N side-by-side PNGs (ground | satellite with truth and prior) to OUT/preview")
     s.set_defaults(handler=cmd_dataset)
 
-    t = simsub.add_parser("serve-tiles", help="serve a world's tiles over HTTP on 127.0.0.1")
+    t = add_command(simsub, "serve-tiles", help="serve a world's tiles over HTTP on 127.0.0.1",
+                    description="Serve a world's tile pyramid at http://127.0.0.1:PORT/{z}/{x}/{y}.png until "
+                    "interrupted, for the node's tile_url parameter or any tile client.",
+                    examples=["xview-localizer sim serve-tiles worlds/w1 --port 8080"])
     t.add_argument("world_dir", type=Path, help="world directory (from `sim world`)")
     t.add_argument("--port", type=int, default=8080, help="TCP port on 127.0.0.1")
     t.set_defaults(handler=cmd_serve_tiles)

@@ -30,25 +30,38 @@ def _common(p: argparse.ArgumentParser, with_url: bool = True) -> None:
         p.add_argument("--url", required=True, help="tile source: http(s) template with {z}/{x}/{y} "
                        "({s}, {q} allowed), file:///dir/{z}/{x}/{y}.png or mbtiles:///file.mbtiles")  # fmt: skip
     p.add_argument("--cache-dir", type=Path, default=None,
-                   help="tile cache directory (default $XVIEW_TILE_CACHE or ~/.cache/xview_localizer/tiles)")  # fmt: skip
+                   help="tile cache directory ('' = $XVIEW_TILE_CACHE or ~/.cache/xview_localizer/tiles)")  # fmt: skip
     p.add_argument("--offline", action="store_true", help="never touch the network; serve from the cache")
     if with_url:
         p.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                        help="extra HTTP header; the value may name ${ENV} variables (repeatable)")  # fmt: skip
-        p.add_argument("--user-agent", default=None, help="HTTP User-Agent (default identifies xview_localizer)")
-        p.add_argument("--subdomains", default="abc", help="letters substituted for {s} (default abc)")
-        p.add_argument("--max-zoom", type=int, default=19, help="finest zoom the source has (default 19)")
-        p.add_argument("--timeout-s", type=float, default=10.0, help="per-request timeout (default 10 s)")
-        p.add_argument("--retries", type=int, default=3, help="retries after a failed request (default 3)")
+        p.add_argument("--user-agent", default=None, help="HTTP User-Agent (unset: one naming xview_localizer)")
+        p.add_argument("--subdomains", default="abc", help="letters substituted for {s}")
+        p.add_argument("--max-zoom", type=int, default=19, help="finest zoom the source has")
+        p.add_argument("--timeout-s", type=float, default=10.0, help="per-request timeout (s)")
+        p.add_argument("--retries", type=int, default=3, help="retries after a failed request")
 
 
 def register(sub) -> None:
-    tiles = sub.add_parser("tiles", help="satellite tiles: patches, prefetch, cache info",
-                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    from ..cli import add_command
+
+    tiles = add_command(sub, "tiles", help="satellite tiles: patches, prefetch, cache info",
+                        description="Satellite tiles as the node uses them: cut a north-up metric patch from "
+                        "a tile source, download the tiles around a point or along a bag's GNSS track for "
+                        "offline use, and inspect the disk cache. Exit codes: 0 success, 1 a tile or cache "
+                        "error or failed tiles, 2 bad arguments.",
+                        examples=["xview-localizer tiles patch --url http://127.0.0.1:8080/{z}/{x}/{y}.png "
+                                  "--lat 49.01 --lon 8.42 --size-px 512 --m-per-px 0.2 --out patch.png",
+                                  "xview-localizer tiles info"])
     tsub = tiles.add_subparsers(dest="tiles_command", metavar="TILES_COMMAND")
     tiles.set_defaults(handler=lambda args: (tiles.print_help(), 2)[1])
 
-    p = tsub.add_parser("patch", help="write a north-up metric patch (PNG) and its georeference (JSON)")
+    p = add_command(tsub, "patch", help="write a north-up metric patch (PNG) and its georeference (JSON)",
+                    description="Assemble the north-up satellite patch centred on a WGS84 point at a given "
+                    "ground resolution, exactly as the localizer cuts it, and write it as PNG with a JSON "
+                    "beside it (centre, size, metres per pixel, zoom used).",
+                    examples=["xview-localizer tiles patch --url file:///data/tiles/{z}/{x}/{y}.png --lat 49.01 "
+                              "--lon 8.42 --size-px 512 --m-per-px 0.2 --out patch.png"])
     _common(p)
     p.add_argument("--lat", type=float, required=True, help="centre latitude (deg, WGS84)")
     p.add_argument("--lon", type=float, required=True, help="centre longitude (deg, WGS84)")
@@ -58,7 +71,12 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="output PNG; the JSON goes beside it")
     p.set_defaults(handler=cmd_patch)
 
-    p = tsub.add_parser("prefetch", help="download the tiles around a point or along a bag's GNSS track")
+    p = add_command(tsub, "prefetch", help="download the tiles around a point or along a bag's GNSS track",
+                    description="Download every tile within a radius of a point, or of each GNSS fix of a "
+                    "rosbag2, into the disk cache, so that the node or a replay can later run with "
+                    "tile_offline (no network). Tiles already cached are not fetched again.",
+                    examples=["xview-localizer tiles prefetch --url https://tiles.example.com/{z}/{x}/{y}.jpg "
+                              "--bag bags/w1_d7 --radius-m 150 --zoom 19"])
     _common(p)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--bag", type=Path, help="rosbag2 directory (or file) with sensor_msgs/NavSatFix")
@@ -67,10 +85,13 @@ def register(sub) -> None:
     p.add_argument("--fix-topic", default=None, help="NavSatFix topic (default: the only/first one)")
     p.add_argument("--radius-m", type=float, required=True, help="radius around each point (m)")
     p.add_argument("--zoom", type=int, required=True, help="tile zoom to fetch (e.g. 19 for ~0.2 m/px at 49 deg)")
-    p.add_argument("--concurrency", type=int, default=6, help="requests in flight (default 6)")
+    p.add_argument("--concurrency", type=int, default=6, help="requests in flight")
     p.set_defaults(handler=cmd_prefetch)
 
-    p = tsub.add_parser("info", help="cache size, tiles per source and hit rate")
+    p = add_command(tsub, "info", help="cache size, tiles per source and hit rate",
+                    description="Summarise the tile cache: its folder, total size, the number of tiles and bytes per "
+                    "source and the hit rate of the requests counted so far (persisted counters).",
+                    examples=["xview-localizer tiles info --json"])
     _common(p, with_url=False)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_info)

@@ -47,12 +47,21 @@ def _add_depth_options(p: argparse.ArgumentParser, kinds: tuple[str, ...], defau
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a matcher, dense-flow or sparse-depth (CPU/CUDA, torchrun for DDP)")
+    from ..cli import add_command
+
+    p = add_command(sub, "train", help="train a matcher, dense-flow or sparse-depth (CPU/CUDA, torchrun for DDP)",
+                    description="Train a matcher network (dense-flow or depth-prior sparse) on pairs: a pair "
+                    "directory from 'xview-localizer sim dataset', synthetic:N[:SEED], kitti:PATH or "
+                    "vigor:PATH. Writes OUT/model.pt, OUT/last.pt (for --resume) and a CSV log; with "
+                    "--val-dataset the metrics are stored in the checkpoint. Several processes: torchrun "
+                    "--nproc_per_node K -m xview_localizer.cli train ...",
+                    examples=["xview-localizer train --model sparse-depth --dataset pairs/train --out runs/sd1 "
+                              "--steps 2000 --val-dataset pairs/val"])
     p.add_argument("--model", default="dense-flow", choices=["dense-flow", "sparse-depth"],
                    help="which matcher to train (sparse-depth needs pair directories with depth)")
     p.add_argument("--dataset", required=True,
                    help="pair directory, synthetic:N[:SEED], kitti:PATH or vigor:PATH")
-    p.add_argument("--split", default=None, help="kitti/vigor: split of --dataset (default train)")
+    p.add_argument("--split", default=None, help="kitti/vigor: split of --dataset (unset: train)")
     p.add_argument("--area", default=None, choices=["same", "cross"], help="vigor: same- or cross-area")
     p.add_argument("--orientation", default=None, choices=["known", "unknown"], help="vigor: heading known or not")
     p.add_argument("--val-split", default=None, help="kitti/vigor: split of --val-dataset (e.g. test1)")
@@ -60,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="compact", choices=["compact", "paper"], help="model preset")
     p.add_argument("--epochs", type=int, default=25, help="epochs (paper: 25)")
     p.add_argument("--steps", type=int, default=None, help="stop after this many optimizer steps")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4, help="pairs per optimizer step (per process)")
     p.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate (paper: 2e-5 with Adam)")
     p.add_argument("--iters", type=int, default=None, help="override the preset's GRU iterations")
     p.add_argument("--model-json", default=None,
@@ -91,23 +100,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--augment-json", default=None,
                    help='PhotometricAugment fields as JSON (implies --augment), e.g. \'{"p_cutout": 0.5}\'')
     p.add_argument("--val-dataset", default=None, help="evaluated at the end, metrics stored in the checkpoint")
-    p.add_argument("--val-max-samples", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-max-samples", type=int, default=256, help="pairs of --val-dataset evaluated")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data order, augmentation and init")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--save-every", type=int, default=200)
-    p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: CUDA when available")
+    p.add_argument("--log-every", type=int, default=10, help="log a CSV row every N steps")
+    p.add_argument("--save-every", type=int, default=200, help="write OUT/last.pt every N steps")
+    p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="torch device (unset: CUDA when available)")
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
                    help="fine-tune: start from this checkpoint's weights and preset (e.g. the packaged "
                         "default), with a fresh optimizer")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_depth_options(p, TRAIN_DEPTH_KINDS, "metric")
     p.set_defaults(handler=run_train)
 
-    e = sub.add_parser("evaluate", help="evaluate a matcher checkpoint (table + JSON, prior baseline beside)")
-    e.add_argument("--checkpoint", required=True)
+    e = add_command(sub, "evaluate", help="evaluate a matcher checkpoint (table + JSON, prior baseline beside)",
+                    description="Run a matcher checkpoint on a data set of pairs and print its accuracy "
+                    "(position and yaw recall, median errors) beside the GNSS-prior baseline; the model type "
+                    "is read from the checkpoint. The depth options only matter for a sparse-depth "
+                    "checkpoint; --unknown-orientation works for both (uniform prior yaw, same samples).",
+                    examples=["xview-localizer evaluate --dataset pairs/test --max-samples 200 --out eval.json",
+                              "xview-localizer evaluate --checkpoint dense_flow --dataset pairs/test"])
+    e.add_argument("--checkpoint", default="",
+                   help="matcher checkpoint: '' = the packaged default (sparse_depth_compact.pt), a packaged "
+                        "name (sparse_depth, dense_flow, or its file name), or a path to a .pt")
     e.add_argument("--dataset", required=True,
                    help="pair directory, synthetic:N[:SEED], kitti:PATH or vigor:PATH")
     e.add_argument("--split", default=None, help="kitti: train | test1 (same area) | test2 (cross area)")
@@ -115,9 +132,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--orientation", default=None, choices=["known", "unknown"],
                    help="vigor: known heading, or unknown (random circular roll of the panorama)")
     e.add_argument("--out", default=None, help="write the metrics as JSON here")
-    e.add_argument("--batch-size", type=int, default=4)
-    e.add_argument("--max-samples", type=int, default=None)
-    e.add_argument("--device", default=None, choices=["cpu", "cuda"])
+    e.add_argument("--batch-size", type=int, default=4, help="pairs per forward pass (memory vs speed; same results)")
+    e.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N pairs (unset: all)")
+    e.add_argument("--device", default=None, choices=["cpu", "cuda"], help="torch device (unset: CUDA when available)")
     e.add_argument("--seed", type=int, default=0, help="seed of the depth / orientation draws")
     _add_depth_options(e, DEPTH_KINDS, "metric")
     e.set_defaults(handler=run_evaluate)
@@ -227,10 +244,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from ..matcher.checkpoint import load_model
+    from ..matcher.factory import resolve_checkpoint_path
     from .metrics import format_table
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, blob = load_model(args.checkpoint, device)
+    checkpoint = resolve_checkpoint_path(args.checkpoint, must_exist=True)  # '' / packaged name / path
+    model, blob = load_model(checkpoint, device)
     model_name = blob.get("model", "dense-flow")
     options = {"depth_kind": args.depth_kind, "depth_scale_range": list(args.depth_scale_range),
                "depth_noise_frac": args.depth_noise, "depth_hole_frac": args.depth_holes,
@@ -242,6 +261,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(format_table(result))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"checkpoint": str(args.checkpoint), "dataset": args.dataset,
+        Path(args.out).write_text(json.dumps({"checkpoint": str(checkpoint), "dataset": args.dataset,
                                               "model_type": model_name, "options": options, **result}, indent=2))
     return 0

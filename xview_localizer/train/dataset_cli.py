@@ -21,11 +21,26 @@ __all__ = ["register", "run_from_bag", "run_info"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("dataset", help="data sets: pairs from your own bags, benchmark checks")
+    from ..cli import add_command
+
+    p = add_command(sub, "dataset", help="data sets: pairs from your own bags, benchmark checks",
+                    description="Data sets for training and evaluation: 'from-bag' turns a rosbag2 with "
+                    "accurate poses (RTK, a mapping run) and a tile source into xview-pairs/1 pairs "
+                    "(docs/datasets.md); 'info' opens a data set (kitti:PATH, vigor:PATH or a pair "
+                    "directory), validates it and prints its size and first sample.",
+                    examples=["xview-localizer dataset from-bag bags/run1 --tiles file:///data/tiles/{z}/{x}/{y}.png "
+                              "--gt-topic /gt/pose --out pairs/run1",
+                              "xview-localizer dataset info kitti:/data/kitti --split test1"])
     dsub = p.add_subparsers(dest="dataset_command", metavar="DATASET_COMMAND")
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 
-    b = dsub.add_parser("from-bag", help="xview-pairs/1 training pairs from a rosbag2 with accurate poses")
+    b = add_command(dsub, "from-bag", help="xview-pairs/1 training pairs from a rosbag2 with accurate poses",
+                    description="Export xview-pairs/1 training pairs from a rosbag2: each used image becomes "
+                    "a pair with the satellite patch around its ground-truth pose (from --gt-topic, base_link "
+                    "in the ENU map frame at the datum), a prior drawn within --offset-m / --yaw-range and "
+                    "the camera model. Exits 1 when no pair was written.",
+                    examples=["xview-localizer dataset from-bag bags/run1 --tiles file:///data/tiles/{z}/{x}/{y}.png "
+                              "--gt-topic /gt/pose --out pairs/run1 --min-spacing-m 2"])
     b.add_argument("bag", help="rosbag2 directory (mcap or sqlite3)")
     b.add_argument("--tiles", required=True, help="tile URL template (XYZ/TMS/quadkey/file:///, mbtiles://)")
     b.add_argument("--gt-topic", required=True, help="pose topic (PoseStamped/PoseWithCovarianceStamped/Odometry) "
@@ -33,31 +48,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", required=True, help="output pair directory")
     b.add_argument("--image-topic", default="", help="default: auto-detected")
     b.add_argument("--camera-info-topic", default="", help="default: auto-detected")
-    b.add_argument("--base-frame", default="base_link")
+    b.add_argument("--base-frame", default="base_link", help="vehicle frame the poses and the camera refer to")
     b.add_argument("--datum", nargs=2, type=float, metavar=("LAT", "LON"), default=None,
                    help="origin of the map frame (default: the bag's sim.yaml)")
     b.add_argument("--stride", type=int, default=1, help="use every N-th image")
     b.add_argument("--min-spacing-m", type=float, default=0.0, help="skip images closer than this to the last pair")
     b.add_argument("--max-pairs", type=int, default=0, help="stop after N pairs (0 = all)")
-    b.add_argument("--max-gt-gap-s", type=float, default=0.5)
+    b.add_argument("--max-gt-gap-s", type=float, default=0.5,
+                   help="skip an image without a ground-truth sample within this on both sides of its stamp (s)")
     b.add_argument("--offset-m", type=float, default=20.0, help="prior offset range, +/- metres east and north")
     b.add_argument("--yaw-range", type=float, default=10.0, help="prior yaw range, +/- degrees (180 = unknown)")
-    b.add_argument("--sat-size", type=int, default=512)
-    b.add_argument("--sat-m-per-px", type=float, default=0.2)
+    b.add_argument("--sat-size", type=int, default=512, help="satellite patch size (px)")
+    b.add_argument("--sat-m-per-px", type=float, default=0.2, help="satellite patch resolution (m/px)")
     b.add_argument("--width", type=int, default=None, help="ground image width (default: the camera's)")
-    b.add_argument("--height", type=int, default=None)
+    b.add_argument("--height", type=int, default=None, help="ground image height (default: the camera's)")
     b.add_argument("--world-id", type=int, default=0, help="stored as world_seed (distinct per area)")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="seed of the prior draws")
     b.add_argument("--cache-dir", default=None, help="tile cache directory (default: the user cache)")
     b.add_argument("--zoom", type=int, default=None, help="force a tile zoom")
-    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(handler=run_from_bag)
 
-    i = dsub.add_parser("info", help="open and validate a data set, print its size and first sample")
+    i = add_command(dsub, "info", help="open and validate a data set, print its size and first sample",
+                    description="Open a data set the way training and evaluation do (kitti:PATH, vigor:PATH "
+                    "or a pair directory), validate it, and print its number of samples and the shapes, "
+                    "resolution and pose of the first one.",
+                    examples=["xview-localizer dataset info pairs/run1",
+                              "xview-localizer dataset info vigor:/data/VIGOR --area cross --orientation unknown"])
     i.add_argument("spec", help="kitti:PATH, vigor:PATH or a pair directory")
     i.add_argument("--split", default=None, help="kitti: train|test1|test2; vigor: train|test")
-    i.add_argument("--area", default=None, choices=["same", "cross"])
-    i.add_argument("--orientation", default=None, choices=["known", "unknown"])
+    i.add_argument("--area", default=None, choices=["same", "cross"], help="vigor: same- or cross-area split")
+    i.add_argument("--orientation", default=None, choices=["known", "unknown"], help="vigor: heading known or not")
     i.set_defaults(handler=run_info)
 
 
