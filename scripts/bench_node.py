@@ -14,7 +14,9 @@ can, and reports:
 * frames/s of the loop, the pose rate, peak RSS (MB);
 * the fraction of a 10 Hz camera the node would serve: the measured per-frame times replayed
   against a 10 Hz arrival clock with the node's policy (one worker; when it is free it takes the
-  NEWEST image, older ones are dropped). It ignores DDS overhead (~1 ms per image here).
+  NEWEST image, older ones are dropped), over all frames and after the first 2 s (the first
+  frame compiles the ground encoder and builds the first area). It ignores DDS overhead (~1 ms
+  per image here).
 
 Configurations: ``sparse-flat`` (the default: sparse matcher, flat ground), ``sparse-depth``
 (metric depth), ``dense-flow``, each with a known heading (tracking; the first frames search)
@@ -124,7 +126,9 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
            "pose_share": accepted[0] / max(len(timings), 1),
            "realtime_factor": data.meta.get("realtime_factor"),
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-           "served_10hz": served_fraction([t.get("total", 0.0) for t in timings]), "stages_ms": {}}
+           "served_10hz": served_fraction([t.get("total", 0.0) for t in timings]),
+           # after the first 2 s (the first frame compiles the encoder and builds an area)
+           "served_10hz_steady": served_fraction([t.get("total", 0.0) for t in timings[20:]]), "stages_ms": {}}
     for st in STAGES:
         vals = sorted(1e3 * t.get(st, 0.0) for t in steady)
         if vals:
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{machine['cpu']}, {machine['cores']} cores, torch threads {args.threads}, device {args.device}, "
           f"runtime {args.runtime}, "
           f"load avg {machine['load_avg_1m']:.2f}; {args.frames} frames of the demo drive per row; ms p50 / p90")
-    head = ["config", *STAGES, "frames/s", "10 Hz served", "poses", "peak RSS MB"]
+    head = ["config", *STAGES, "frames/s", "10 Hz served (after 2 s)", "poses", "peak RSS MB"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
@@ -197,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         for st in STAGES:
             v = r["stages_ms"].get(st)
             cells.append(f"{v['p50']:.1f} / {v['p90']:.1f}" if v else "-")
-        cells += [f"{r['frames_per_s']:.1f}", f"{100 * r['served_10hz']:.0f} %", f"{100 * r['pose_share']:.0f} %",
+        cells += [f"{r['frames_per_s']:.1f}", f"{100 * r['served_10hz']:.0f} % ({100 * r['served_10hz_steady']:.0f} %)",
+                  f"{100 * r['pose_share']:.0f} %",
                   f"{r['peak_rss_mb']:.0f}"]
         print("| " + " | ".join(cells) + " |")
     if args.json:

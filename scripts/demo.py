@@ -379,6 +379,8 @@ def main(argv=None) -> int:
               "base_frame": side["frames"]["base"], "odom_frame": side["frames"]["odom"]}
     if args.matcher_factory:
         params["matcher_factory"] = args.matcher_factory
+    elif not checkpoint:  # no checkpoint anywhere: show the GNSS baseline rather than no demo at all
+        params["allow_degraded_start"] = "true"
     if args.depth:
         params.update({"use_depth": "true", "depth_kind": "metric"})
     for item in args.node_param:
