@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, GeometryError
+from .grids import cached_grid
 from .norms import NORM_KINDS, make_norm
 
 __all__ = [
@@ -263,6 +264,13 @@ class RefineBlock(nn.Module):
 
 
 # ----------------------------------------------------------------------------- correlation
+def _corr_window(radius: int, device: torch.device) -> torch.Tensor:
+    """(1, 2r+1, 2r+1, 2) (dx, dy) lookup offsets of the correlation window."""
+    d = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
+    dy, dx = torch.meshgrid(d, d, indexing="ij")
+    return torch.stack([dx, dy], dim=-1).view(1, 2 * radius + 1, 2 * radius + 1, 2)
+
+
 class CorrPyramid:
     """RAFT all-pairs correlation between BEV features and satellite features, pooled into
     ``levels`` levels by 2x2 average pooling over the satellite dimensions.
@@ -283,9 +291,7 @@ class CorrPyramid:
             corr = F.avg_pool2d(corr, 2, stride=2)
             self.pyramid.append(corr)
         self.shape = (b, hb, wb)
-        d = torch.arange(-radius, radius + 1, device=fmap_bev.device, dtype=torch.float32)
-        dy, dx = torch.meshgrid(d, d, indexing="ij")
-        self.delta = torch.stack([dx, dy], dim=-1).view(1, 2 * radius + 1, 2 * radius + 1, 2)
+        self.delta = cached_grid(("corr_window", radius), fmap_bev.device, lambda: _corr_window(radius, fmap_bev.device))
 
     @property
     def out_channels(self) -> int:
@@ -619,14 +625,10 @@ class DenseFlowMatcher(nn.Module):
         h, context = torch.split(ctx, [cfg.hidden_dim, cfg.context_dim], dim=1)
         h, context = torch.tanh(h), F.relu(context)
 
-        base = torch.stack(
-            torch.meshgrid(
-                torch.arange(cells, device=ground_rgb.device, dtype=torch.float32),
-                torch.arange(cells, device=ground_rgb.device, dtype=torch.float32),
-                indexing="ij",
-            )[::-1],
-            dim=0,
-        ).unsqueeze(0)  # (1, 2, C, C): (u, v) = (j, i)
+        dev = ground_rgb.device
+        base = cached_grid(("flow_base", cells), dev, lambda: torch.stack(torch.meshgrid(
+            torch.arange(cells, device=dev, dtype=torch.float32), torch.arange(cells, device=dev, dtype=torch.float32),
+            indexing="ij")[::-1], dim=0).unsqueeze(0))  # (1, 2, C, C): (u, v) = (j, i)
         flow = torch.zeros(b, 2, cells, cells, device=ground_rgb.device, dtype=torch.float32)
         flows: list[torch.Tensor] = []
         confs: list[torch.Tensor] = []

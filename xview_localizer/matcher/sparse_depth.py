@@ -61,6 +61,7 @@ from torch import nn
 
 from ..errors import ConfigError, GeometryError
 from .dense_flow import ResNetEncoder
+from .grids import cached_grid
 from .norms import NORM_KINDS
 
 __all__ = [
@@ -509,8 +510,9 @@ def match_descriptors(
     else:
         c = torch.nan_to_num(centre_cells.detach().float(), nan=-1e6).clamp(-1e6, 1e6)
         j0, i0 = torch.round(c[..., 0]).long(), torch.round(c[..., 1]).long()
-    d = torch.arange(-refine_radius, refine_radius + 1, device=desc.device)
-    di, dj = torch.meshgrid(d, d, indexing="ij")
+    di, dj = cached_grid(("refine_window", refine_radius), desc.device, lambda: torch.meshgrid(
+        torch.arange(-refine_radius, refine_radius + 1, device=desc.device),
+        torch.arange(-refine_radius, refine_radius + 1, device=desc.device), indexing="ij"))
     ii = i0[..., None] + di.reshape(-1)  # (B, K, W2)
     jj = j0[..., None] + dj.reshape(-1)
     inside = (ii >= 0) & (ii < hs) & (jj >= 0) & (jj < ws)
@@ -558,11 +560,20 @@ def yaw_hypotheses(prior_yaw_rad: torch.Tensor | None, batch: int, cfg: SparseDe
     or ``unknown_yaw_bins`` evenly around the circle (from -pi) without a prior yaw."""
     if prior_yaw_rad is None:
         j = cfg.unknown_yaw_bins
-        yaws = -math.pi + 2.0 * math.pi * torch.arange(j, device=device, dtype=torch.float32) / j
+        yaws = cached_grid(("unknown_yaws", j), device, lambda: -math.pi + 2.0 * math.pi * torch.arange(
+            j, device=device, dtype=torch.float32) / j)
         return yaws[None].expand(batch, -1)
     n = int(math.floor(cfg.known_yaw_range_deg / cfg.known_yaw_step_deg + 1e-9))
-    off = torch.deg2rad(torch.arange(-n, n + 1, device=device, dtype=torch.float32) * cfg.known_yaw_step_deg)
+    off = cached_grid(("known_yaw_offsets", n, cfg.known_yaw_step_deg), device, lambda: torch.deg2rad(
+        torch.arange(-n, n + 1, device=device, dtype=torch.float32) * cfg.known_yaw_step_deg))
     return prior_yaw_rad.reshape(batch, 1).float() + off[None]
+
+
+def _vote_offsets(n: int, step: int, device: torch.device) -> torch.Tensor:
+    """(T, 2) whole-cell (du, dv) translations of the vote, T = (2n+1)^2, row-major in (dv, du)."""
+    g = torch.arange(-n, n + 1, device=device, dtype=torch.float32) * step
+    gv, gu = torch.meshgrid(g, g, indexing="ij")
+    return torch.stack([gu.reshape(-1), gv.reshape(-1)], dim=-1)
 
 
 def max_filter2d(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -621,11 +632,11 @@ def vote_pose(
         scales = torch.ones(1, device=dev)
     else:
         lo, hi = cfg.vote_scale_range
-        scales = torch.exp(torch.linspace(math.log(lo), math.log(hi), cfg.vote_scales, device=dev))
+        scales = cached_grid(("vote_scales", lo, hi, cfg.vote_scales), dev, lambda: torch.exp(
+            torch.linspace(math.log(lo), math.log(hi), cfg.vote_scales, device=dev)))
     n = cfg.vote_radius_cells // cfg.vote_step_cells
-    g = torch.arange(-n, n + 1, device=dev, dtype=torch.float32) * cfg.vote_step_cells
-    gv, gu = torch.meshgrid(g, g, indexing="ij")
-    offsets = torch.stack([gu.reshape(-1), gv.reshape(-1)], dim=-1)  # (T, 2) (du, dv)
+    offsets = cached_grid(("vote_offsets", n, cfg.vote_step_cells), dev,
+                          lambda: _vote_offsets(n, cfg.vote_step_cells, dev))  # (T, 2) (du, dv)
     src = src_xy.detach().float()
     cy, sy = torch.cos(yaws)[..., None], torch.sin(yaws)[..., None]  # (B, J, 1)
     east = cy * src[:, None, :, 0] - sy * src[:, None, :, 1]  # (B, J, K)
@@ -645,7 +656,8 @@ def vote_pose(
     ou = offsets[:, 0].long().view(1, 1, 1, -1, 1)
     ov = offsets[:, 1].long().view(1, 1, 1, -1, 1)
     cell = ((v0 + ov).clamp_(-1, hs) + 1) * wp + (u0 + ou).clamp_(-1, ws) + 1  # (B, J, S, T, K)
-    cell += torch.arange(k, device=dev).view(1, 1, 1, 1, -1) * (hp * wp)
+    cell += cached_grid(("vote_map_starts", k, hp * wp), dev,
+                        lambda: torch.arange(k, device=dev).view(1, 1, 1, 1, -1) * (hp * wp))
     padded = F.pad(sim.reshape(b, k, hs, ws), (1, 1, 1, 1)).reshape(b, -1)  # (B, K * Hp * Wp)
     picked = torch.gather(padded, 1, cell.reshape(b, -1)).reshape(b, -1, k)  # (B, H, K)
     w = weight.float()
