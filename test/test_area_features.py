@@ -239,3 +239,15 @@ def test_packaged_instance_norm_checkpoints_stay_within_the_stated_tolerance(nam
         cos = torch.nn.functional.cosine_similarity(win.features, own, dim=0)[b:-b, b:-b].flatten()
         assert float(cos.median()) >= median_min, (name, k)
         assert float(torch.quantile(cos, 0.05)) >= p05_min, (name, k)
+
+
+def test_a_patch_size_that_is_not_a_multiple_of_the_input_renders_the_area_at_the_input_resolution(tmp_path):
+    root = write_tile_folder(tmp_path / "tiles", LAT0, LON0, ZOOM, radius_tiles=2, seed=5)
+    m = _sparse("frozen")  # 64 px input
+    with TileCache(f"file://{root}/{{z}}/{{x}}/{{y}}.png", tmp_path / "cache", TileCacheConfig(zoom=ZOOM)) as tc:
+        prov = AreaFeatureProvider(tc, m, patch_size_px=48, patch_m_per_px=1.0, background=False)
+        win = prov.window(LAT0, LON0)
+        # the same 48 m of ground as the 48 px patch, at the matcher's 64 px
+        assert win.georef.width_px == 64 and win.georef.m_per_px == pytest.approx(0.75)
+        ref, _ = tc.patch(win.georef.center_lat_deg, win.georef.center_lon_deg, 64, 0.75)
+        assert np.abs(ref.astype(int) - win.sat_rgb.astype(int)).mean() < 1.0

@@ -143,8 +143,8 @@ class AreaFeatureProvider:
         matcher: a loaded matcher with ``sat_input_size_px``, ``sat_stride_px``,
             ``encode_sat_area(rgb (A, A, 3) uint8 at input resolution) -> (D, A/s, A/s)`` and
             ``sat_area_exact`` (frozen-norm encoder).
-        patch_size_px, patch_m_per_px: the localizer's per-frame patch (the matcher shrinks it
-            to ``sat_input_size_px``; the ratio must be an integer).
+        patch_size_px, patch_m_per_px: the localizer's per-frame patch (the matcher resizes it
+            to ``sat_input_size_px``): the window covers the same ground.
         area_factor: area side / window side (integer >= 2 gives slack to move in).
         refresh_margin: start encoding the next area when the window is this fraction of the
             slack from the edge (0.5 = half-way).
@@ -161,17 +161,17 @@ class AreaFeatureProvider:
         if int(area_factor) != area_factor or area_factor < 1:
             raise ConfigError(f"area_factor must be an integer >= 1, got {area_factor!r}")
         p = int(matcher.sat_input_size_px)
-        if patch_size_px % p:
-            raise ConfigError(f"patch_size_px {patch_size_px} must be a multiple of the matcher's satellite "
-                              f"input {p} px for area features")
         self.tile_cache, self.matcher = tile_cache, matcher
-        self.shrink = patch_size_px // p
+        # a patch an integer multiple of the input is rendered at its resolution and shrunk by
+        # INTER_AREA as the matcher shrinks a frame's patch; any other size is rendered at the
+        # matcher's input resolution directly (the same ground extent)
+        self.shrink = patch_size_px // p if patch_size_px % p == 0 else 1
         self.window_px = p
         self.stride_px = int(matcher.sat_stride_px)
         self.area_px = int(area_factor) * p
         if (self.area_px - p) % (2 * self.stride_px):
             raise ConfigError(f"area {self.area_px} px and window {p} px must differ by 2 x stride {self.stride_px}")
-        self.m_per_px = float(patch_m_per_px) * self.shrink
+        self.m_per_px = float(patch_m_per_px) * patch_size_px / p
         self.refresh_margin = float(refresh_margin)
         self.adopt_margin = float(adopt_margin)
         if not 0.0 <= self.adopt_margin < self.refresh_margin <= 1.0:
