@@ -5,6 +5,7 @@ one warning. Real (tiny, seeded) torch models."""
 from __future__ import annotations
 
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -45,7 +46,10 @@ def test_compiled_ground_encoder_gives_the_eager_outputs():
     assert apply_runtime(m, "compile") == "compile" and m.runtime == "compile"
     assert isinstance(m.model.ground_encoder, _CompiledOrEager)
     out = _match(m)
-    assert m.runtime_fallback == ""  # it really compiled (gcc is on this machine and on CI)
+    if shutil.which("g++") or shutil.which("c++"):
+        assert m.runtime_fallback == ""  # it really compiled
+    else:  # no C++ compiler (a bare machine): inductor fails and the encoder runs eagerly
+        assert m.runtime_fallback
     np.testing.assert_allclose(out.src_xy_m, eager.src_xy_m, atol=1e-4)
     np.testing.assert_allclose(out.dst_xy_m, eager.dst_xy_m, atol=1e-3)
     np.testing.assert_allclose(out.weight, eager.weight, atol=1e-4)
