@@ -18,7 +18,8 @@ Inputs (sensor-data QoS): ``image`` or ``image/compressed`` (``image_transport``
 16UC1 mm). Each image gets the depth map whose stamp is nearest its own within
 ``depth_tolerance_s`` (default 0.05 s; the worker waits up to
 :data:`DEPTH_WAIT_S` for it while depth flows, the latest less than 1 s older than the
-image, but has not reached the image stamp yet), resized nearest-neighbour to
+image, but has not reached the image stamp yet, and in the first :data:`DEPTH_STARTUP_S` before
+any depth map arrived), resized nearest-neighbour to
 the image when the sizes differ - as the offline replay does; without one the frame runs on
 flat ground (cause ``depth_missing``). ``T_base_camera`` comes from
 ``/tf_static`` (tf2_ros when importable, else the node composes the static transforms itself)
@@ -96,6 +97,9 @@ TILE_BACKOFF_S, TILE_BACKOFF_MAX_S = 0.2, 1.0
 #: Longest the worker waits for the depth map of an image when no depth stamped at or after
 #: the image has arrived yet (depth usually arrives with or just after its image).
 DEPTH_WAIT_S = 0.05
+#: before the first depth map has arrived, frames in this many seconds after the first image
+#: also wait (up to DEPTH_WAIT_S) for it: at start-up the depth stream may trail the images
+DEPTH_STARTUP_S = 2.0
 #: Per-stage latency statistics on /diagnostics are over this many most recent samples.
 LATENCY_WINDOW_FRAMES = 100
 #: Topics of the node (name, type, when) for ``--help``; all names are remappable with ``-r``.
@@ -271,6 +275,7 @@ class LocalizerNode(Node):
         self._logged: set[str] = set()
         self._stop = False
         self._depths = DepthBuffer(max_items=16)
+        self._first_image_mono_s: Optional[float] = None
         #: the clock inputs are checked against: node clock + the recent inputs' offset from it
         self._stamps = StampReference()
         self._last_image_stamp_ns: Optional[int] = None
@@ -635,12 +640,17 @@ class LocalizerNode(Node):
     def _depth_for(self, stamp_ns: int, image_shape: tuple[int, ...]) -> Optional[np.ndarray]:
         """The depth map nearest the image stamp within the tolerance, at the image's size
         (nearest-neighbour resize, counted), or None (cause ``depth_missing``)."""
-        deadline = time.monotonic() + DEPTH_WAIT_S
+        now = time.monotonic()
+        deadline = now + DEPTH_WAIT_S
+        if self._first_image_mono_s is None:
+            self._first_image_mono_s = now
+        starting = now - self._first_image_mono_s < DEPTH_STARTUP_S
         while True:
             depth_m = self._depths.nearest(stamp_ns, self.cfg.depth_tolerance_s)
             latest = self._depths.latest_stamp_ns()
-            # wait only while depth flows (the latest within 1 s of the image) but has not reached it
-            flowing = latest is not None and stamp_ns - NS_PER_S <= latest < stamp_ns
+            # wait only while depth flows (the latest within 1 s of the image) but has not reached
+            # it, or at start-up before the first depth map
+            flowing = (latest is not None and stamp_ns - NS_PER_S <= latest < stamp_ns) or (latest is None and starting)
             if depth_m is not None or not flowing or time.monotonic() >= deadline or self._stop:
                 break
             time.sleep(0.002)
