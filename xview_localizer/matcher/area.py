@@ -208,20 +208,17 @@ class AreaFeatureProvider:
         return area
 
     def _build_in_background(self, lat_deg: float, lon_deg: float) -> None:
+        area = None
         try:
             area = self.build_area(lat_deg, lon_deg)
-        except (TileError, GeometryError) as exc:
-            self.stats["build_errors"] += 1
-            error = f"{type(exc).__name__}: {exc}"
-            if error != self.last_error:  # once per distinct cause, not once per frame
-                log.warning("area features: could not build the next area: %s", error)
-            self.last_error = error
-            area = None
         except Exception as exc:  # noqa: BLE001 - a thread must not die silently
             self.stats["build_errors"] += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.exception("area features: building the next area failed")
-            area = None
+            error = f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, (TileError, GeometryError)):  # not bad input: a bug, with its traceback
+                log.exception("area features: building the next area failed")
+            elif error != self.last_error:  # once per distinct cause, not once per frame
+                log.warning("area features: could not build the next area: %s", error)
+            self.last_error = error
         with self._lock:
             if area is not None:
                 self._next = area

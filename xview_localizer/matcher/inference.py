@@ -309,24 +309,25 @@ class Matcher(_SatFeatureCache):
                 f"ground_rgb is {g.shape[1]}x{g.shape[0]} px but the camera is {cam.width_px}x{cam.height_px}"
             )
         _check_sat(s, geo)
-        if not math.isfinite(float(req.prior_yaw_rad)):
-            raise GeometryError(f"prior_yaw_rad must be finite, got {req.prior_yaw_rad!r}")
-        sat_m_per_px = float(geo.m_per_px) * geo.width_px / cfg.sat_size_px
-        m_per_cell = sat_m_per_px * cfg.feature_stride
-        grid, valid = bev_grid_for_camera(
-            cam, req.T_base_camera, float(req.prior_yaw_rad), cfg.feature_cells, m_per_cell, cfg.ground_z_m
-        )
         key = None if req.sat_features is not None else self._sat_key(s, geo)
-        return {
+        item = {
             "ground": _to_tensor(g, cfg.ground_size_px),
-            "grid": torch.from_numpy(grid),
-            "valid": torch.from_numpy(valid),
             "sat": s,
             "sat_key": key,
             "sat_features": None if req.sat_features is None else self._check_features(req.sat_features),
-            "sat_m_per_px": sat_m_per_px,
-            "prior_yaw_rad": float(req.prior_yaw_rad),
+            "sat_m_per_px": float(geo.m_per_px) * geo.width_px / cfg.sat_size_px,
         }
+        return self._with_yaw(item, req.camera, req.T_base_camera, float(req.prior_yaw_rad))
+
+    def _with_yaw(self, item: dict[str, Any], camera: Any, T_base_camera: np.ndarray,
+                  prior_yaw_rad: float) -> dict[str, Any]:
+        """``item`` with the BEV grid of ``prior_yaw_rad`` (the only per-yaw part of a frame)."""
+        if not math.isfinite(prior_yaw_rad):
+            raise GeometryError(f"prior_yaw_rad must be finite, got {prior_yaw_rad!r}")
+        cfg = self.cfg
+        grid, valid = bev_grid_for_camera(camera, T_base_camera, prior_yaw_rad, cfg.feature_cells,
+                                          item["sat_m_per_px"] * cfg.feature_stride, cfg.ground_z_m)
+        return {**item, "grid": torch.from_numpy(grid), "valid": torch.from_numpy(valid), "prior_yaw_rad": prior_yaw_rad}
 
     def _run(self, ground: torch.Tensor, items: list[dict[str, Any]], timer: _StageTimer) -> list[Correspondences]:
         """One forward pass: ``ground`` (B or 1, 3, Hg, Wg) (1 = one image shared by every item,
@@ -383,9 +384,10 @@ class Matcher(_SatFeatureCache):
         if len(prior_yaws_rad) == 0:
             return []
         timer = _StageTimer(self.device)
-        items = [self._prepare(MatchRequest(ground_rgb, camera, T_base_camera, sat_rgb, georef, float(y),
-                                            sat_features)) for y in prior_yaws_rad]
-        return self._run(items[0]["ground"][None], items, timer)
+        yaws = [float(y) for y in prior_yaws_rad]
+        first = self._prepare(MatchRequest(ground_rgb, camera, T_base_camera, sat_rgb, georef, yaws[0], sat_features))
+        items = [first] + [self._with_yaw(first, camera, T_base_camera, y) for y in yaws[1:]]
+        return self._run(first["ground"][None], items, timer)
 
     def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad: float, *,
               sat_features: Optional[torch.Tensor] = None) -> Correspondences:
