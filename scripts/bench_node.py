@@ -90,13 +90,13 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from xview_localizer.config import node_config_from_flat
-    from xview_localizer.replay import (
+    from xview_localizer.evaluation.replay import (
         ReplayConfig,
         load_matcher_for_replay,
         node_config_for_bag,
         replay_bag,
     )
+    from xview_localizer.pipeline.config import node_config_from_flat
     from xview_localizer.tiles.cache import TileCache, TileCacheConfig
 
     ckpt, depth, heading, area = CONFIGS[name]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark xview_localizer.procrustes: speed at N points (numpy and torch CPU, with and
+"""Benchmark xview_localizer.core.procrustes: speed at N points (numpy and torch CPU, with and
 without IRLS) and accuracy at a noise level with a fraction of gross outliers.
 
 Usage:
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xview_localizer import procrustes as P
-from xview_localizer.se2 import SE2
+from xview_localizer.core import procrustes as P
+from xview_localizer.core.se2 import SE2
 
 
 def _scene(seed: int, n: int, sigma_m: float, outlier_frac: float):

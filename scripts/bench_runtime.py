@@ -121,7 +121,7 @@ def _variant(name: str, matcher, tmp: Path):
 
 def _frame_inputs(matcher):
     """A synthetic frame (timing does not depend on content) and its satellite features."""
-    from xview_localizer.camera import PinholeCamera, kitti_like_T_base_camera
+    from xview_localizer.core.camera import PinholeCamera, kitti_like_T_base_camera
     from xview_localizer.tiles.patch import PatchGeoref
 
     rng = np.random.default_rng(0)

@@ -34,7 +34,7 @@ class _Timer:
 
 
 def _road_poses(world, n: int, step_m: float = 2.0):
-    from xview_localizer.se2 import SE2
+    from xview_localizer.core.se2 import SE2
 
     road = max(world.roads, key=lambda r: r.length_m())
     p = road.centerline_xy_m
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("bench_sim.json"))
     args = ap.parse_args(argv)
 
-    from xview_localizer.camera import PinholeCamera, kitti_like_T_base_camera
+    from xview_localizer.core.camera import PinholeCamera, kitti_like_T_base_camera
     from xview_localizer.sim.aerial import render_orthophoto, write_tile_pyramid
     from xview_localizer.sim.ground import GroundRenderer
     from xview_localizer.sim.world import WorldConfig, generate_world

@@ -36,7 +36,7 @@ ROWS = (("metric", True), ("metric", False), ("relative", True), ("relative", Fa
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from xview_localizer.camera import PinholeCamera, kitti_like_T_base_camera
+    from xview_localizer.core.camera import PinholeCamera, kitti_like_T_base_camera
     from xview_localizer.matcher.factory import SPARSE_CHECKPOINT_NAME, resolve_checkpoint_path
     from xview_localizer.matcher.inference import SparseMatcher, load_matcher
     from xview_localizer.tiles.patch import PatchGeoref

@@ -61,7 +61,7 @@ def find_checkpoint(arg: str) -> str:
     env = os.environ.get("XVIEW_DEMO_CHECKPOINT", "")
     if env:
         return str(Path(env).resolve())
-    from xview_localizer.errors import CheckpointError
+    from xview_localizer.core.errors import CheckpointError
     from xview_localizer.matcher.factory import default_checkpoint_path
 
     try:
@@ -266,8 +266,13 @@ def build_report(drive_dir: Path, recorded_dir: Path, out_dir: Path, published, 
                  meta: dict) -> dict:
     import math
 
-    from xview_localizer.geo import LocalEnu
-    from xview_localizer.report import EvalData, Track, frames_from_pose_bag, write_report
+    from xview_localizer.core.geo import LocalEnu
+    from xview_localizer.evaluation.report import (
+        EvalData,
+        Track,
+        frames_from_pose_bag,
+        write_report,
+    )
     from xview_localizer.sim.bag import TOPICS, read_sidecar
     from xview_localizer.tiles.cache import TileCache, TileCacheConfig
 
@@ -417,7 +422,7 @@ def main(argv=None) -> int:
     # The tile server is stopped by now: the report's background map reads the world's tiles directly.
     report = build_report(drive_dir, run_dir / "recorded", work / "report", published, received, diags,
                           side["tile_url"], meta)
-    from xview_localizer.report import format_summary
+    from xview_localizer.evaluation.report import format_summary
 
     t_end = time.perf_counter()
     print()

@@ -20,7 +20,7 @@ import numpy as np
 
 
 def _poses(world, count: int, rng: np.random.Generator):
-    from xview_localizer.se2 import SE2
+    from xview_localizer.core.se2 import SE2
 
     out = []
     roads = sorted(world.roads, key=lambda r: -r.length_m())
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("docs/img"))
     args = ap.parse_args(argv)
 
-    from xview_localizer.camera import PinholeCamera, kitti_like_T_base_camera
+    from xview_localizer.core.camera import PinholeCamera, kitti_like_T_base_camera
     from xview_localizer.sim.aerial import render_orthophoto
     from xview_localizer.sim.ground import GroundRenderer
     from xview_localizer.sim.world import WorldConfig, WorldStyle, generate_world

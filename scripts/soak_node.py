@@ -59,7 +59,7 @@ def write_tiles(root: Path, radius_m: float) -> Path:
     import cv2
     import numpy as np
 
-    from xview_localizer.geo import LocalEnu, latlon_to_tile
+    from xview_localizer.core.geo import LocalEnu, latlon_to_tile
 
     enu = LocalEnu(LAT0, LON0)
     r = radius_m + 150.0
@@ -96,7 +96,7 @@ def run_soak(duration_s: float, rate_hz: float = 10.0, sample_s: float = 10.0, w
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import CameraInfo, Image, NavSatFix, NavSatStatus
 
-    from xview_localizer.geo import LocalEnu
+    from xview_localizer.core.geo import LocalEnu
     from xview_localizer.ros import conversions as conv
     from xview_localizer.tiles.server import TileServer
 

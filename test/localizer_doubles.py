@@ -26,9 +26,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from xview_localizer.geo import LocalEnu, latlon_to_tile
+from xview_localizer.core.geo import LocalEnu, latlon_to_tile
+from xview_localizer.core.se2 import SE2
 from xview_localizer.matcher.base import Correspondences
-from xview_localizer.se2 import SE2
 
 
 def write_tile_folder(root: Path, lat_deg: float, lon_deg: float, zoom: int, radius_tiles: int = 2,

@@ -13,7 +13,7 @@ import pytest
 import torch
 from localizer_doubles import write_tile_folder
 
-from xview_localizer.geo import LocalEnu
+from xview_localizer.core.geo import LocalEnu
 from xview_localizer.matcher.area import AreaFeatureProvider, SatelliteArea, area_supported
 from xview_localizer.matcher.dense_flow import DenseFlowConfig, DenseFlowMatcher
 from xview_localizer.matcher.inference import Matcher, SparseMatcher

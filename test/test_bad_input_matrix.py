@@ -41,7 +41,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix, NavSatStatus
 
-from xview_localizer.geo import LocalEnu, latlon_to_tile, tile_nw_latlon
+from xview_localizer.core.geo import LocalEnu, latlon_to_tile, tile_nw_latlon
 from xview_localizer.ros import conversions as conv
 
 pytestmark = pytest.mark.ros

@@ -11,10 +11,13 @@ import numpy as np
 import torch
 from localizer_doubles import write_tile_folder
 
-from xview_localizer import procrustes
-from xview_localizer.camera import PinholeCamera, T_base_camera_from_xyz_rpy
-from xview_localizer.config import LocalizerConfig
-from xview_localizer.localizer import (
+from xview_localizer.core import procrustes
+from xview_localizer.core.camera import PinholeCamera, T_base_camera_from_xyz_rpy
+from xview_localizer.matcher.dense_flow import DenseFlowConfig, DenseFlowMatcher
+from xview_localizer.matcher.inference import Matcher, SparseMatcher
+from xview_localizer.matcher.sparse_depth import SparseDepthConfig, SparseDepthMatcher
+from xview_localizer.pipeline.config import LocalizerConfig
+from xview_localizer.pipeline.localizer import (
     NS_PER_S,
     FixSample,
     Frame,
@@ -22,9 +25,6 @@ from xview_localizer.localizer import (
     match_and_solve_all,
     yaw_tries,
 )
-from xview_localizer.matcher.dense_flow import DenseFlowConfig, DenseFlowMatcher
-from xview_localizer.matcher.inference import Matcher, SparseMatcher
-from xview_localizer.matcher.sparse_depth import SparseDepthConfig, SparseDepthMatcher
 from xview_localizer.tiles.cache import TileCache, TileCacheConfig
 from xview_localizer.tiles.patch import PatchGeoref
 
@@ -139,7 +139,7 @@ def test_frames_fall_back_to_their_own_patch_where_an_area_has_no_tiles(tmp_path
     """An area reaches twice as far as a patch: where only the patch's tiles exist (one tile
     here), frames use their own patch instead of being rejected, and the area is retried only
     every SYNC_RETRY_FRAMES frames."""
-    from xview_localizer.geo import global_px_to_latlon, latlon_to_tile
+    from xview_localizer.core.geo import global_px_to_latlon, latlon_to_tile
     from xview_localizer.matcher.area import SYNC_RETRY_FRAMES
 
     tx, ty = latlon_to_tile(LAT0, LON0, ZOOM)

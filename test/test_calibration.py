@@ -1,4 +1,4 @@
-"""Covariance calibration (xview_localizer.calibration): NEES, the scale factor, storing it in a
+"""Covariance calibration (xview_localizer.evaluation.calibration): NEES, the scale factor, storing it in a
 checkpoint and the localizer applying it. The matcher here is a TEST DOUBLE producing
 correspondences from the known true pose with noise that is correlated across points (like
 dense flow), which makes the solver's independent-point covariance overconfident."""
@@ -13,23 +13,23 @@ import pytest
 import torch
 from localizer_doubles import NoisyTruthMatcher, write_tile_folder
 
-from xview_localizer.calibration import (
+from xview_localizer.core.camera import PinholeCamera, T_base_camera_from_xyz_rpy
+from xview_localizer.core.errors import CheckpointError, XViewError
+from xview_localizer.core.geo import LocalEnu
+from xview_localizer.core.se2 import SE2
+from xview_localizer.evaluation.calibration import (
     CHI2_3_MEDIAN,
     FrameNees,
     collect_nees,
     frame_nees,
     summarize_nees,
 )
-from xview_localizer.camera import PinholeCamera, T_base_camera_from_xyz_rpy
-from xview_localizer.config import LocalizerConfig
-from xview_localizer.errors import CheckpointError, XViewError
-from xview_localizer.geo import LocalEnu
-from xview_localizer.localizer import FixSample, Frame, Localizer
 from xview_localizer.matcher.base import Correspondences
 from xview_localizer.matcher.checkpoint import save_checkpoint, set_covariance_scale
 from xview_localizer.matcher.dense_flow import DenseFlowMatcher, preset
 from xview_localizer.matcher.inference import load_matcher
-from xview_localizer.se2 import SE2
+from xview_localizer.pipeline.config import LocalizerConfig
+from xview_localizer.pipeline.localizer import FixSample, Frame, Localizer
 from xview_localizer.tiles.cache import TileCache, TileCacheConfig
 
 LAT0, LON0, ZOOM = 48.1, 11.5, 18

@@ -1,4 +1,4 @@
-"""Tests for xview_localizer.camera: camera model, projection, lifting, BEV sampling grid."""
+"""Tests for xview_localizer.core.camera: camera model, projection, lifting, BEV sampling grid."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xview_localizer.camera import (
+from xview_localizer.core.camera import (
     BevGrid,
     PinholeCamera,
     T_base_camera_from_xyz_rpy,
@@ -22,8 +22,8 @@ from xview_localizer.camera import (
     lift_depth,
     lift_flat_ground,
 )
-from xview_localizer.errors import CameraModelError, GeometryError, XViewError
-from xview_localizer.se2 import SE2, Sim2
+from xview_localizer.core.errors import CameraModelError, GeometryError, XViewError
+from xview_localizer.core.se2 import SE2, Sim2
 
 KITTI_K = [721.5377, 0.0, 609.5593, 0.0, 721.5377, 172.854, 0.0, 0.0, 1.0]
 DISTORTIONS = {

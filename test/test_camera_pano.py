@@ -9,21 +9,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xview_localizer.camera import (
+from xview_localizer.core.camera import (
     BevGrid,
     PinholeCamera,
     T_base_camera_from_xyz_rpy,
     bev_sampling_grid,
     bev_sampling_grid_to_torch,
 )
-from xview_localizer.camera_pano import (
+from xview_localizer.core.camera_pano import (
     EquirectangularCamera,
     bev_sampling_grid_any,
     lift_depth,
     lift_flat_ground,
 )
-from xview_localizer.camera_pano import bev_sampling_grid as pano_grid
-from xview_localizer.errors import CameraModelError, GeometryError
+from xview_localizer.core.camera_pano import bev_sampling_grid as pano_grid
+from xview_localizer.core.errors import CameraModelError, GeometryError
 
 CAM = EquirectangularCamera(2048, 1024)
 T_LEVEL = T_base_camera_from_xyz_rpy(0.5, 0.2, 2.5, 0.0, 0.0, 0.0)

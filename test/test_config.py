@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from xview_localizer.config import describe_unknown_parameters, node_config_from_flat
-from xview_localizer.errors import ConfigError
+from xview_localizer.core.errors import ConfigError
+from xview_localizer.pipeline.config import describe_unknown_parameters, node_config_from_flat
 
 
 def test_unknown_names_get_the_nearest_known_one():

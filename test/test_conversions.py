@@ -11,10 +11,10 @@ from geometry_msgs.msg import Transform
 from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix, NavSatStatus
 
-from xview_localizer.errors import CameraModelError, ImageConversionError, LocalizationRejected
-from xview_localizer.localizer import Estimate, Prior
+from xview_localizer.core.errors import CameraModelError, ImageConversionError, LocalizationRejected
+from xview_localizer.core.se2 import SE2
+from xview_localizer.pipeline.localizer import Estimate, Prior
 from xview_localizer.ros import conversions as cv
-from xview_localizer.se2 import SE2
 
 RNG = np.random.default_rng(0)
 

@@ -5,12 +5,12 @@ import sys
 import textwrap
 
 CORE_MODULES = [
-    "xview_localizer.errors",
-    "xview_localizer.geo",
-    "xview_localizer.se2",
-    "xview_localizer.procrustes",
+    "xview_localizer.core.errors",
+    "xview_localizer.core.geo",
+    "xview_localizer.core.se2",
+    "xview_localizer.core.procrustes",
     "xview_localizer.matcher.base",
-    "xview_localizer.camera",
+    "xview_localizer.core.camera",
     "xview_localizer.tiles.cache",
     "xview_localizer.tiles.server",
     "xview_localizer.tiles.cli",

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from xview_localizer.errors import ConfigError, DatasetError
-from xview_localizer.geo import LocalEnu
+from xview_localizer.core.errors import ConfigError, DatasetError
+from xview_localizer.core.geo import LocalEnu
 from xview_localizer.train.datasets.kitti import (
     SAT_M_PER_PX,
     KittiConfig,

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from xview_localizer.camera_pano import EquirectangularCamera
-from xview_localizer.errors import ConfigError, DatasetError
-from xview_localizer.geo import LocalEnu
+from xview_localizer.core.camera_pano import EquirectangularCamera
+from xview_localizer.core.errors import ConfigError, DatasetError
+from xview_localizer.core.geo import LocalEnu
 from xview_localizer.train.datasets.vigor import VIGOR_CITIES, VIGOR_M_PER_PX, Vigor, VigorConfig
 
 PANO_W, PANO_H = 256, 128

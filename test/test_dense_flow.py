@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from xview_localizer.camera import PinholeCamera, T_base_camera_from_xyz_rpy
-from xview_localizer.errors import CheckpointError, ConfigError, GeometryError
+from xview_localizer.core.camera import PinholeCamera, T_base_camera_from_xyz_rpy
+from xview_localizer.core.errors import CheckpointError, ConfigError, GeometryError
 from xview_localizer.matcher.base import Correspondences
 from xview_localizer.matcher.checkpoint import load_model, save_checkpoint
 from xview_localizer.matcher.dense_flow import (

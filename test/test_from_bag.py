@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xview_localizer.errors import BagError, ConfigError
-from xview_localizer.geo import LocalEnu
+from xview_localizer.core.errors import BagError, ConfigError
+from xview_localizer.core.geo import LocalEnu
 from xview_localizer.train.datasets import open_dataset
 from xview_localizer.train.datasets.from_bag import FromBagConfig, export_pairs_from_bag
 from xview_localizer.train.pairs import PairDataset

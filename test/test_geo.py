@@ -1,4 +1,4 @@
-"""Tests of xview_localizer.geo against pyproj, an independent ECEF computation, and
+"""Tests of xview_localizer.core.geo against pyproj, an independent ECEF computation, and
 published Web-Mercator tile facts (OSM wiki zoom table, Bing Maps quadkey example)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xview_localizer import geo
-from xview_localizer.errors import GeometryError
+from xview_localizer.core import geo
+from xview_localizer.core.errors import GeometryError
 
 # (name, lat_deg, lon_deg, expected UTM zone, north)
 PLACES = [

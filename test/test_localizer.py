@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 from localizer_doubles import NoisyTruthMatcher, write_tile_folder
 
-from xview_localizer.camera import PinholeCamera, T_base_camera_from_xyz_rpy
-from xview_localizer.config import LocalizerConfig
-from xview_localizer.errors import GeometryError
-from xview_localizer.geo import LocalEnu, UtmProjection
-from xview_localizer.localizer import (
+from xview_localizer.core.camera import PinholeCamera, T_base_camera_from_xyz_rpy
+from xview_localizer.core.errors import GeometryError
+from xview_localizer.core.geo import LocalEnu, UtmProjection
+from xview_localizer.core.se2 import SE2
+from xview_localizer.matcher.base import Correspondences
+from xview_localizer.pipeline.config import LocalizerConfig
+from xview_localizer.pipeline.localizer import (
     NS_PER_S,
     FixSample,
     Frame,
@@ -26,8 +28,6 @@ from xview_localizer.localizer import (
     MapProjection,
     OdomSample,
 )
-from xview_localizer.matcher.base import Correspondences
-from xview_localizer.se2 import SE2
 from xview_localizer.tiles.cache import TileCache, TileCacheConfig
 from xview_localizer.tiles.server import serve_directory
 
@@ -327,7 +327,7 @@ def test_core_imports_without_rclpy():
                 if name == "rclpy" or name.startswith("rclpy."):
                     raise ImportError("blocked")
         sys.meta_path.insert(0, _Block())
-        import xview_localizer.localizer, xview_localizer.config  # noqa: F401
+        import xview_localizer.pipeline.localizer, xview_localizer.pipeline.config  # noqa: F401
         assert not any(m.startswith("rclpy") for m in sys.modules)
         print("OK")
         """
@@ -340,11 +340,11 @@ def test_real_dense_flow_matcher_runs_in_the_pipeline(tile_cache, tmp_path):
     """Integration with the real matcher API (untrained, random weights: no accuracy claim):
     load_matcher -> Matcher.match -> Correspondences -> Procrustes -> gating, on CPU."""
     torch = pytest.importorskip("torch")
-    from xview_localizer.camera import kitti_like_T_base_camera
-    from xview_localizer.localizer import REASONS
+    from xview_localizer.core.camera import kitti_like_T_base_camera
     from xview_localizer.matcher.checkpoint import save_checkpoint
     from xview_localizer.matcher.dense_flow import DenseFlowMatcher, preset
     from xview_localizer.matcher.inference import load_matcher
+    from xview_localizer.pipeline.localizer import REASONS
 
     torch.manual_seed(0)
     path = save_checkpoint(tmp_path / "random.pt", DenseFlowMatcher(preset("compact", iters=2)))
@@ -488,7 +488,7 @@ def test_fixes_a_day_in_the_future_are_rejected_and_evict_no_history(tile_cache,
     the fix every later, correct fix fell out of the buffer ('stale_fix: nearest fix is 86396 s
     from the image stamp') for the next day. Now each is rejected on its own and the frames keep
     localizing from the good fixes, with the node clock as reference or, without one, the frames."""
-    from xview_localizer.errors import LocalizationRejected
+    from xview_localizer.core.errors import LocalizationRejected
 
     matcher = NoisyTruthMatcher(seed=21, noise_m=0.05)
     loc = Localizer(_config(history_s=30.0, max_stamp_lead_s=5.0), matcher, tile_cache)
@@ -516,7 +516,7 @@ def test_fixes_a_day_in_the_future_are_rejected_and_evict_no_history(tile_cache,
 
 
 def test_odometry_a_day_in_the_future_is_rejected_and_evicts_no_history(tile_cache):
-    from xview_localizer.errors import LocalizationRejected
+    from xview_localizer.core.errors import LocalizationRejected
 
     loc = Localizer(_config(), NoisyTruthMatcher(seed=22), tile_cache)
     for k in range(11):
@@ -530,7 +530,7 @@ def test_odometry_a_day_in_the_future_is_rejected_and_evicts_no_history(tile_cac
 
 
 def test_time_buffers_reject_past_and_duplicate_stamps_and_name_out_of_order(tile_cache):
-    from xview_localizer.errors import LocalizationRejected
+    from xview_localizer.core.errors import LocalizationRejected
 
     loc = Localizer(_config(history_s=10.0), NoisyTruthMatcher(seed=23), tile_cache)
     now = int(100.0 * NS_PER_S)
@@ -568,7 +568,7 @@ def test_time_buffers_are_pruned_against_the_frames_localized(tile_cache):
 
 
 def test_stamp_reference_follows_the_streams_not_a_few_bad_stamps():
-    from xview_localizer.timebase import StampReference
+    from xview_localizer.pipeline.timebase import StampReference
 
     ref = StampReference(window=31, min_samples=3)
     assert ref.reference_ns(0) is None

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from xview_localizer.errors import CheckpointError
+from xview_localizer.core.errors import CheckpointError
 from xview_localizer.matcher import factory
 
 
@@ -81,7 +81,7 @@ def test_replay_loader_does_not_import_rclpy():
         "        if name == 'rclpy' or name.startswith('rclpy.'):\n"
         "            raise ImportError('rclpy blocked')\n"
         "sys.meta_path.insert(0, Block())\n"
-        "from xview_localizer.replay import load_matcher_for_replay\n"
+        "from xview_localizer.evaluation.replay import load_matcher_for_replay\n"
         "from xview_localizer.matcher.factory import resolve_factory\n"
         "print('ok')\n"
     )

@@ -33,12 +33,12 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix, NavSatStatus
 
-from xview_localizer.camera import T_base_camera_from_xyz_rpy
-from xview_localizer.config import parameter_specs
-from xview_localizer.geo import LocalEnu
-from xview_localizer.localizer import MapProjection
+from xview_localizer.core.camera import T_base_camera_from_xyz_rpy
+from xview_localizer.core.geo import LocalEnu
+from xview_localizer.core.se2 import SE2
+from xview_localizer.pipeline.config import parameter_specs
+from xview_localizer.pipeline.localizer import MapProjection
 from xview_localizer.ros import conversions as conv
-from xview_localizer.se2 import SE2
 from xview_localizer.tiles.server import TileServer
 
 tf2_msgs = pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs not built (scripts/build_tf2_msgs.sh)")

@@ -4,7 +4,7 @@ A seeded synthetic world's tiles are served by the HTTP :class:`TileServer`; a s
 drive (512x128 images, as the matcher was trained on) is written as a rosbag2. The same bag is
 evaluated twice with the same checkpoint and the same localizer parameters:
 
-* offline: :func:`xview_localizer.replay.replay_bag` (no DDS, the Localizer core in-process);
+* offline: :func:`xview_localizer.evaluation.replay.replay_bag` (no DDS, the Localizer core in-process);
 * online: ``localizer_node --ros-args --params-file ...`` as a separate process
   (``use_sim_time``, ``device: cpu``), the bag played over DDS in LOCK-STEP: each image is
   published with its context (clock, odometry, fix, camera_info; /tf_static once, transient
@@ -177,13 +177,13 @@ def _load_messages(bag: Path) -> tuple[list, dict]:
 # ----------------------------------------------------------------------------------------------
 def _offline(bag: Path, tile_url: str, checkpoint: Path, cache_dir: Path) -> dict[int, object]:
     """``replay_bag`` with the checkpoint: ``{image stamp: FrameRecord}``."""
-    from xview_localizer.config import node_config_from_flat
-    from xview_localizer.replay import (
+    from xview_localizer.evaluation.replay import (
         ReplayConfig,
         load_matcher_for_replay,
         node_config_for_bag,
         replay_bag,
     )
+    from xview_localizer.pipeline.config import node_config_from_flat
     from xview_localizer.tiles.cache import TileCache, TileCacheConfig
 
     node = node_config_from_flat({**LOCALIZER_PARAMS, "checkpoint_path": str(checkpoint), "device": "cpu",

@@ -7,7 +7,7 @@ selected by its bare packaged name (``checkpoint_path: sparse_depth_compact.pt``
 preset's ground size; 256 px x 0.4 m/px patches, its satellite input) is written WITH
 ``/camera/depth`` (32FC1 metres, optical z) and evaluated twice:
 
-* offline: :func:`xview_localizer.replay.replay_bag`, which finds the depth topic and pairs each
+* offline: :func:`xview_localizer.evaluation.replay.replay_bag`, which finds the depth topic and pairs each
   image with the depth of the same stamp;
 * online: ``localizer_node`` in its own process, the bag played over DDS in LOCK-STEP (each
   image's depth is published and counted by the node before the image; the next image only
@@ -181,13 +181,13 @@ def _load_messages(bag: Path) -> tuple[list, dict]:
 def _offline(bag: Path, tile_url: str, cache_dir: Path):
     """``replay_bag`` with the packaged sparse checkpoint (depth auto-detected):
     ``({image stamp: FrameRecord}, meta['depth'])``."""
-    from xview_localizer.config import node_config_from_flat
-    from xview_localizer.replay import (
+    from xview_localizer.evaluation.replay import (
         ReplayConfig,
         load_matcher_for_replay,
         node_config_for_bag,
         replay_bag,
     )
+    from xview_localizer.pipeline.config import node_config_from_flat
     from xview_localizer.tiles.cache import TileCache, TileCacheConfig
 
     node = node_config_from_flat({**LOCALIZER_PARAMS, "checkpoint_path": CHECKPOINT_NAME, "device": "cpu",
@@ -217,8 +217,8 @@ def _online(bag: Path, tile_url: str, cache_dir: Path):
 def _gnss_errors_m(bag: Path, truth: dict, images: list[int]) -> list[float]:
     """Position error of the GNSS prior at each image: the latest valid fix at or before the
     image stamp, in the sim's ENU map frame, against the true position at the image."""
-    from xview_localizer.geo import LocalEnu
-    from xview_localizer.replay import open_reader
+    from xview_localizer.core.geo import LocalEnu
+    from xview_localizer.evaluation.replay import open_reader
     from xview_localizer.sim.bag import TOPICS, read_sidecar
 
     side = read_sidecar(bag)

@@ -1,4 +1,4 @@
-"""Tests of xview_localizer.procrustes (and the Correspondences contract it consumes)."""
+"""Tests of xview_localizer.core.procrustes (and the Correspondences contract it consumes)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xview_localizer import procrustes as P
-from xview_localizer.errors import ConfigError, DegenerateInputError, GeometryError, XViewError
+from xview_localizer.core import procrustes as P
+from xview_localizer.core.errors import ConfigError, DegenerateInputError, GeometryError, XViewError
+from xview_localizer.core.se2 import SE2, Sim2
 from xview_localizer.matcher.base import Correspondences
-from xview_localizer.se2 import SE2, Sim2
 
 
 def _angle_err(a: float, b: float) -> float:

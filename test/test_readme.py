@@ -22,7 +22,7 @@ def _python_api_snippet() -> str:
 
 
 def test_readme_python_api_snippet_runs(tmp_path, monkeypatch, capsys):
-    from xview_localizer.localizer import REASONS, StepResult
+    from xview_localizer.pipeline.localizer import REASONS, StepResult
 
     code = _python_api_snippet()
     assert len(code.strip().splitlines()) <= 14

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from localizer_doubles import NoisyTruthMatcher
 
-from xview_localizer.geo import LocalEnu
-from xview_localizer.replay_cli import main as replay_main
+from xview_localizer.core.geo import LocalEnu
+from xview_localizer.evaluation.replay_cli import main as replay_main
 
 NS = 1_000_000_000
 GT_TOPIC = "/ground_truth/pose"
@@ -325,7 +325,12 @@ def test_existing_output_needs_force(bags, tmp_path, capsys):
 
 def test_report_from_recorded_pose_topic(bags, tmp_path):
     """The demo path: estimates from a recorded PoseWithCovarianceStamped topic."""
-    from xview_localizer.report import EvalData, Track, frames_from_pose_bag, write_report
+    from xview_localizer.evaluation.report import (
+        EvalData,
+        Track,
+        frames_from_pose_bag,
+        write_report,
+    )
 
     out = tmp_path / "replayed"
     assert _replay(bags["mcap"], out) == 0
@@ -605,9 +610,13 @@ def test_replay_named_depth_topic_errors(depth_bag, tmp_path, capsys):
 
 
 def test_depth_helpers_resize_and_pairing():
-    from xview_localizer.depth_utils import DepthBuffer, fit_depth_to_image, resize_depth_nearest
-    from xview_localizer.errors import GeometryError
-    from xview_localizer.replay import ReplayConfig
+    from xview_localizer.core.depth_utils import (
+        DepthBuffer,
+        fit_depth_to_image,
+        resize_depth_nearest,
+    )
+    from xview_localizer.core.errors import GeometryError
+    from xview_localizer.evaluation.replay import ReplayConfig
 
     src = np.array([[1.0, 2.0, np.nan], [4.0, 5.0, 6.0]], np.float32)
     up = resize_depth_nearest(src, 4, 6)
@@ -699,8 +708,8 @@ def test_replay_max_frames_with_every(bags, tmp_path, capsys):
 def test_replay_every_feeds_every_fix_and_decodes_only_localized_images(bags, tmp_path):
     """With --every 3 every valid fix still reaches the localizer (the GNSS track it returns), and
     the skipped images are not decoded: a bag whose other images are all corrupt replays clean."""
-    from xview_localizer.config import node_config_from_flat
-    from xview_localizer.replay import ReplayConfig, node_config_for_bag, replay_bag
+    from xview_localizer.evaluation.replay import ReplayConfig, node_config_for_bag, replay_bag
+    from xview_localizer.pipeline.config import node_config_from_flat
     from xview_localizer.tiles.cache import TileCache
 
     stamps = _image_stamps(bags["mcap"])
@@ -743,8 +752,8 @@ def test_replay_progress_bar_shows_frames_and_poses_per_second(bags, tmp_path, c
 
 
 def test_every_and_max_frames_are_validated(bags, tmp_path, capsys):
-    from xview_localizer.errors import GeometryError
-    from xview_localizer.replay import ReplayConfig
+    from xview_localizer.core.errors import GeometryError
+    from xview_localizer.evaluation.replay import ReplayConfig
 
     with pytest.raises(GeometryError, match="every must be an int >= 1"):
         ReplayConfig(every=0)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from xview_localizer.camera import PinholeCamera, T_base_camera_from_xyz_rpy
-from xview_localizer.errors import ConfigError
+from xview_localizer.core.camera import PinholeCamera, T_base_camera_from_xyz_rpy
+from xview_localizer.core.errors import ConfigError
 from xview_localizer.matcher.factory import apply_runtime
 from xview_localizer.matcher.inference import SparseMatcher, _CompiledOrEager
 from xview_localizer.matcher.sparse_depth import SparseDepthConfig, SparseDepthMatcher

@@ -1,4 +1,4 @@
-"""Property tests of xview_localizer.se2 (SE2 / Sim2)."""
+"""Property tests of xview_localizer.core.se2 (SE2 / Sim2)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xview_localizer.errors import GeometryError
-from xview_localizer.se2 import SE2, Sim2, wrap_angle_rad
+from xview_localizer.core.errors import GeometryError
+from xview_localizer.core.se2 import SE2, Sim2, wrap_angle_rad
 
 coord = st.floats(-1e3, 1e3, allow_nan=False)
 angle = st.floats(-50.0, 50.0, allow_nan=False)

@@ -12,8 +12,8 @@ import pytest
 from rosbags.highlevel import AnyReader
 from rosbags.interfaces import QosDurability
 
-from xview_localizer.camera import PinholeCamera, kitti_like_T_base_camera
-from xview_localizer.errors import BagError, ConfigError
+from xview_localizer.core.camera import PinholeCamera, kitti_like_T_base_camera
+from xview_localizer.core.errors import BagError, ConfigError
 from xview_localizer.sim.bag import FRAMES, TOPICS, BagConfig, read_sidecar, record_drive
 from xview_localizer.sim.drive import (
     DriveConfig,

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import requests
 
-from xview_localizer.camera import PinholeCamera, kitti_like_T_base_camera
 from xview_localizer.cli import main
-from xview_localizer.errors import ConfigError, DatasetError
-from xview_localizer.geo import ground_resolution_m_per_px, latlon_to_global_px
-from xview_localizer.se2 import SE2
+from xview_localizer.core.camera import PinholeCamera, kitti_like_T_base_camera
+from xview_localizer.core.errors import ConfigError, DatasetError
+from xview_localizer.core.geo import ground_resolution_m_per_px, latlon_to_global_px
+from xview_localizer.core.se2 import SE2
 from xview_localizer.sim.aerial import render_orthophoto, write_tile_pyramid
 from xview_localizer.sim.dataset import DatasetConfig, depth_to_png16, export_pairs, png16_to_depth
 from xview_localizer.sim.ground import GroundRenderer

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from xview_localizer.errors import ConfigError
-from xview_localizer.se2 import SE2
+from xview_localizer.core.errors import ConfigError
+from xview_localizer.core.se2 import SE2
 from xview_localizer.sim.drive import (
     DriveConfig,
     GnssConfig,

@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from xview_localizer.camera import PinholeCamera, kitti_like_T_base_camera
-from xview_localizer.errors import CameraModelError, ConfigError, DatasetError, GeometryError
-from xview_localizer.geo import latlon_to_global_px, tms_row
-from xview_localizer.se2 import SE2
+from xview_localizer.core.camera import PinholeCamera, kitti_like_T_base_camera
+from xview_localizer.core.errors import CameraModelError, ConfigError, DatasetError, GeometryError
+from xview_localizer.core.geo import latlon_to_global_px, tms_row
+from xview_localizer.core.se2 import SE2
 from xview_localizer.sim.aerial import (
     AerialStyle,
     _interp_rows,

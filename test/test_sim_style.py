@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_sim_render import _bilinear, _lift_ground_points, _road_pose
 
-from xview_localizer.errors import ConfigError, DatasetError
+from xview_localizer.core.errors import ConfigError, DatasetError
 from xview_localizer.sim.aerial import AerialStyle, _Canvas, _paint_shadows, render_orthophoto
 from xview_localizer.sim.ground import GroundRenderer
 from xview_localizer.sim.style import (

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from xview_localizer.errors import ConfigError, DatasetError
+from xview_localizer.core.errors import ConfigError, DatasetError
 from xview_localizer.sim.world import (
     GROUND_CLASSES,
     World,

@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xview_localizer import camera as cam_mod
-from xview_localizer.errors import ConfigError, GeometryError
+from xview_localizer.core import camera as cam_mod
+from xview_localizer.core.errors import ConfigError, GeometryError
+from xview_localizer.core.procrustes import solve
 from xview_localizer.matcher.base import Correspondences
 from xview_localizer.matcher.sparse_depth import (
     SPARSE_PRESETS,
@@ -26,7 +27,6 @@ from xview_localizer.matcher.sparse_depth import (
     select_keypoints,
     sparse_preset,
 )
-from xview_localizer.procrustes import solve
 from xview_localizer.train.losses_sparse import SparseLossConfig, sparse_depth_loss
 
 TINY = SparseDepthConfig(
@@ -387,7 +387,7 @@ def test_match_ce_loss_runs_for_metric_and_relative():
 def test_panorama_keypoints_lift_like_camera_pano(kind):
     """Equirectangular (VIGOR-style) cameras: the sparse matcher's rays are unit rays, so a
     metric depth is the range along the ray; lifting agrees with camera_pano's numpy functions."""
-    from xview_localizer import camera_pano
+    from xview_localizer.core import camera_pano
 
     camera = camera_pano.EquirectangularCamera(512, 256)
     T = cam_mod.T_base_camera_from_xyz_rpy(0.0, 0.0, 2.5, 0.0, 0.0, 0.0)

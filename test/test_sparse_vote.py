@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xview_localizer.errors import ConfigError, GeometryError
+from xview_localizer.core.errors import ConfigError, GeometryError
 from xview_localizer.matcher.sparse_depth import (
     SparseDepthConfig,
     SparseDepthMatcher,

@@ -16,23 +16,23 @@ import pytest
 import torch
 from localizer_doubles import write_tile_folder
 
-from xview_localizer.camera import (
+from xview_localizer.cli import main as cli_main
+from xview_localizer.core.camera import (
     PinholeCamera,
     T_base_camera_from_xyz_rpy,
     camera_xy_base_m,
     kitti_like_T_base_camera,
 )
-from xview_localizer.cli import main as cli_main
-from xview_localizer.config import LocalizerConfig
-from xview_localizer.errors import CheckpointError, ConfigError, DatasetError, GeometryError
-from xview_localizer.geo import LocalEnu
-from xview_localizer.localizer import NS_PER_S, FixSample, Frame, Localizer
+from xview_localizer.core.errors import CheckpointError, ConfigError, DatasetError, GeometryError
+from xview_localizer.core.geo import LocalEnu
+from xview_localizer.core.se2 import SE2
 from xview_localizer.matcher.base import Correspondences
 from xview_localizer.matcher.checkpoint import load_model, save_checkpoint
 from xview_localizer.matcher.dense_flow import DenseFlowMatcher, preset
 from xview_localizer.matcher.inference import Matcher, SparseMatcher, load_matcher
 from xview_localizer.matcher.sparse_depth import DEPTH_KINDS, SparseDepthMatcher, sparse_preset
-from xview_localizer.se2 import SE2
+from xview_localizer.pipeline.config import LocalizerConfig
+from xview_localizer.pipeline.localizer import NS_PER_S, FixSample, Frame, Localizer
 from xview_localizer.tiles.cache import TileCache, TileCacheConfig
 from xview_localizer.tiles.patch import PatchGeoref
 from xview_localizer.train import cli as train_cli

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xview_localizer.errors import TileCacheError, TileFetchError, TileNotCachedError
-from xview_localizer.geo import latlon_to_tile
+from xview_localizer.core.errors import TileCacheError, TileFetchError, TileNotCachedError
+from xview_localizer.core.geo import latlon_to_tile
 from xview_localizer.tiles.cache import TileCache, TileCacheConfig, read_stats_file, tiles_around
 from xview_localizer.tiles.codec import decode_tile
 from xview_localizer.tiles.server import serve_directory, serve_mbtiles

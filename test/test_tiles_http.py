@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from xview_localizer.errors import TileFetchError, TileSourceError
-from xview_localizer.geo import latlon_to_tile
+from xview_localizer.core.errors import TileFetchError, TileSourceError
+from xview_localizer.core.geo import latlon_to_tile
 from xview_localizer.tiles.cache import TileCache, TileCacheConfig
 from xview_localizer.tiles.codec import decode_tile
 from xview_localizer.tiles.server import serve_directory

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xview_localizer.errors import GeometryError
-from xview_localizer.geo import ground_resolution_m_per_px, latlon_to_global_px
+from xview_localizer.core.errors import GeometryError
+from xview_localizer.core.geo import ground_resolution_m_per_px, latlon_to_global_px
 from xview_localizer.tiles.cache import TileCache, TileCacheConfig
 from xview_localizer.tiles.patch import (
     PatchGeoref,
@@ -189,7 +189,7 @@ def test_patch_over_http_matches_file_source(pyramid):
 
 def test_renderer_enu_agrees_with_pyproj():
     """The synthetic world's closed-form ENU equals geo.LocalEnu (two independent paths)."""
-    from xview_localizer.geo import LocalEnu
+    from xview_localizer.core.geo import LocalEnu
 
     rng = np.random.default_rng(0)
     lat = 49.01 + rng.uniform(-0.002, 0.002, 50)

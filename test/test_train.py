@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from xview_localizer.cli import main as cli_main
-from xview_localizer.errors import ConfigError, DatasetError, GeometryError
+from xview_localizer.core.errors import ConfigError, DatasetError, GeometryError
 from xview_localizer.matcher.checkpoint import load_model
 from xview_localizer.matcher.dense_flow import gt_flow_from_pose, preset
 from xview_localizer.train.losses import (
@@ -215,7 +215,7 @@ def _write_pairs(root: Path, n: int = 2) -> Path:
     """A tiny xview-pairs/1 directory: flat grey ground image, random satellite patch."""
     import cv2
 
-    from xview_localizer.camera import PinholeCamera, kitti_like_T_base_camera
+    from xview_localizer.core.camera import PinholeCamera, kitti_like_T_base_camera
 
     rng = np.random.default_rng(0)
     cam = PinholeCamera.kitti_like(256, 80)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_sparse_wiring import TINY_SPARSE, _one_thread, _write_pairs_with_depth  # noqa: F401 (autouse fixture)
 
-from xview_localizer.errors import ConfigError
+from xview_localizer.core.errors import ConfigError
 from xview_localizer.train.augment import PhotometricAugment, augment_batch, augment_images
 from xview_localizer.train.trainer import EpochSampler, TrainConfig, train
 

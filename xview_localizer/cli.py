@@ -11,7 +11,7 @@ import sys
 import textwrap
 from typing import Optional, Sequence
 
-from .errors import XViewError
+from .core.errors import XViewError
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -48,10 +48,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xview_localizer.sim.cli",
     "xview_localizer.train.cli",
     "xview_localizer.tiles.cli",
-    "xview_localizer.replay_cli",
+    "xview_localizer.evaluation.replay_cli",
     "xview_localizer.train.dataset_cli",
-    "xview_localizer.calibration_cli",
-    "xview_localizer.benchmark_cli",
+    "xview_localizer.evaluation.calibration_cli",
+    "xview_localizer.evaluation.benchmark_cli",
 )
 
 

@@ -48,7 +48,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..errors import ConfigError, GeometryError, TileError, TileFetchError
+from ..core.errors import ConfigError, GeometryError, TileError, TileFetchError
 from ..tiles.patch import PatchGeoref
 
 #: after a synchronous area build fails (tiles missing around the vehicle: an area needs twice

@@ -10,7 +10,7 @@ Every matcher returns :class:`Correspondences` in metres, never pixels:
 * ``scale_known``: ``False`` when ``src_xy_m`` comes from relative (up-to-scale) depth, so
   the solver estimates a Sim(2) with the depth scale.
 
-The solver (:func:`xview_localizer.procrustes.solve`) returns ``T_patch_base`` such that
+The solver (:func:`xview_localizer.core.procrustes.solve`) returns ``T_patch_base`` such that
 ``dst_xy_m ~= T_patch_base.apply(src_xy_m)``.
 
 Arrays are stored as read-only float64 numpy copies. Torch tensors are accepted (detached and
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GeometryError
+from ..core.errors import GeometryError
 
 __all__ = ["Correspondences"]
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, ConfigError
+from ..core.errors import CheckpointError, ConfigError
 from .dense_flow import PRESETS, DenseFlowConfig, DenseFlowMatcher
 from .factory import resolve_checkpoint_path
 from .sparse_depth import SPARSE_PRESETS, SparseDepthConfig, SparseDepthMatcher

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, GeometryError
+from ..core.errors import ConfigError, GeometryError
 from .grids import cached_grid
 from .norms import NORM_KINDS, make_norm
 
@@ -449,9 +449,9 @@ def weighted_procrustes_torch(
     """Differentiable confidence-weighted rigid Procrustes, batched: (B,N,2),(B,N,2),(B,N) ->
     (B, 3) = (x_m, y_m, yaw_rad) of ``T`` with ``dst ~= R(yaw) src + t``.
 
-    Delegates to :mod:`xview_localizer.procrustes` (the one solver of the package).
+    Delegates to :mod:`xview_localizer.core.procrustes` (the one solver of the package).
     """
-    from ..procrustes import procrustes_torch
+    from ..core.procrustes import procrustes_torch
 
     pose = procrustes_torch(src_xy_m.float(), dst_xy_m.float(), weight.float())
     return torch.stack([pose.x_m, pose.y_m, pose.yaw_rad], dim=-1)
@@ -475,8 +475,8 @@ def bev_grid_for_camera(
     """
     import numpy as np
 
-    from .. import camera as cam_mod
-    from .. import camera_pano
+    from ..core import camera as cam_mod
+    from ..core import camera_pano
 
     a = float(prior_yaw_rad) - math.pi / 2.0
     rz = np.eye(4)

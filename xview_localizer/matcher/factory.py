@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import CheckpointError
+from ..core.errors import CheckpointError
 
 __all__ = ["DEFAULT_CHECKPOINT_NAME", "SPARSE_CHECKPOINT_NAME", "DENSE_FLOW_CHECKPOINT_NAME", "MATCHER_NAMES",
            "packaged_checkpoint_dir", "packaged_checkpoint_names", "default_checkpoint_path", "resolve_checkpoint_path",

@@ -4,7 +4,7 @@ the checkpoint's ``"model"``.
 
 >>> matcher = load_matcher("xview_localizer/checkpoints/dense_flow_compact.pt", device="cpu")
 >>> corr = matcher.match(ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad)
->>> result = xview_localizer.procrustes.solve(corr)   # T_patch_base + covariance
+>>> result = xview_localizer.core.procrustes.solve(corr)   # T_patch_base + covariance
 
 * ``ground_rgb``: (H, W, 3) uint8 RGB, the size of ``camera`` (``PinholeCamera.width_px`` x
   ``height_px``); resized to the preset's ground size (the BEV sampling grid is resolution
@@ -24,7 +24,7 @@ keywords (``accepts_depth = True``, ``needs_yaw_prior = False``): ``depth_m`` (H
 with the camera image (any resolution; <= 0 / NaN / inf = holes), ``depth_kind`` one of
 metric | relative | inverse (| none); no depth -> flat-ground lifting. With relative or inverse
 depth ``src_xy_m`` are **camera-centred** relative units and ``scale_known`` is False: solve
-Sim(2) and convert with :func:`xview_localizer.camera.T_patch_base_from_camera_centred`
+Sim(2) and convert with :func:`xview_localizer.core.camera.T_patch_base_from_camera_centred`
 (the localizer does). ``prior_yaw_rad`` is accepted for the common signature and not used.
 """
 
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError, GeometryError
+from ..core.errors import ConfigError, GeometryError
 from .base import Correspondences
 from .checkpoint import load_model, model_name_of
 from .dense_flow import DenseFlowMatcher, bev_grid_for_camera
@@ -167,7 +167,7 @@ class _SatFeatureCache:
         #: copy-out)
         self.last_timings_s: dict[str, float] = {}
         #: Factor for the Procrustes covariance of this model's correspondences, calibrated on
-        #: held-out pairs (xview_localizer.calibration); 1.0 when the checkpoint has none.
+        #: held-out pairs (xview_localizer.evaluation.calibration); 1.0 when the checkpoint has none.
         #: the runtime of :meth:`use_runtime`
         self.runtime = "eager"
         scale = self.meta.get("covariance_scale")

@@ -25,7 +25,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 __all__ = ["NORM_KINDS", "FrozenNorm2d", "make_norm", "calibrate_frozen_norms", "frozen_norm_buffer_keys"]
 

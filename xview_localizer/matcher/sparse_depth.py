@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, GeometryError
+from ..core.errors import ConfigError, GeometryError
 from .dense_flow import ResNetEncoder
 from .grids import cached_grid
 from .norms import NORM_KINDS
@@ -294,10 +294,10 @@ def keypoint_rays(camera: Any, T_base_camera: np.ndarray, cfg: SparseDepthConfig
     """Rays of the keypoint candidate cells of ``cfg`` for one camera (see the module docstring).
 
     Pinhole cameras give rays ``(x_n, y_n, 1)`` (so depth = optical z, as ROS depth images);
-    an :class:`~xview_localizer.camera_pano.EquirectangularCamera` gives unit rays (depth =
+    an :class:`~xview_localizer.core.camera_pano.EquirectangularCamera` gives unit rays (depth =
     range along the ray, the only depth a panorama has)."""
-    from ..camera import _check_T
-    from ..camera_pano import EquirectangularCamera
+    from ..core.camera import _check_T
+    from ..core.camera_pano import EquirectangularCamera
 
     r, t = _check_T(T_base_camera, "T_base_camera")
     hf, wf = cfg.ground_cells
@@ -724,7 +724,7 @@ def pose_from_correspondences(
 
     Returns ``(T_patch_base (B, 3) = (x_m, y_m, yaw_rad), scale (B,))`` (scale 1 when known).
     """
-    from ..procrustes import procrustes_torch, robust_procrustes_torch
+    from ..core.procrustes import procrustes_torch, robust_procrustes_torch
 
     src, dst, w = src_xy.float(), dst_xy_m.float(), weight.float()
     if robust_iterations > 0:

@@ -31,10 +31,10 @@ from geometry_msgs.msg import PoseWithCovarianceStamped, Quaternion, TransformSt
 from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix, NavSatStatus
 
-from ..camera import PinholeCamera
-from ..errors import GeometryError, ImageConversionError, LocalizationRejected, XViewError
-from ..localizer import NS_PER_S, Estimate, FixSample, OdomSample, StepResult
-from ..se2 import SE2
+from ..core.camera import PinholeCamera
+from ..core.errors import GeometryError, ImageConversionError, LocalizationRejected, XViewError
+from ..core.se2 import SE2
+from ..pipeline.localizer import NS_PER_S, Estimate, FixSample, OdomSample, StepResult
 
 #: Variance written for the unobserved z, roll, pitch (large but finite: 1e308-style values
 #: turn filters to NaN).

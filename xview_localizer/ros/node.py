@@ -1,6 +1,6 @@
 """The rclpy node ``xview_localizer`` (console script ``localizer_node``).
 
-A thin shell around :class:`xview_localizer.localizer.Localizer`: callbacks convert messages
+A thin shell around :class:`xview_localizer.pipeline.localizer.Localizer`: callbacks convert messages
 and return at once, so the executor is never blocked; one worker thread processes only the
 LATEST image, starting it as soon as the previous one is done (a slow matcher drops frames,
 counted, instead of building a backlog); results are published as
@@ -59,10 +59,9 @@ from rclpy.qos import (
 )
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix
 
-from ..camera import T_base_camera_from_xyz_rpy
-from ..config import NodeConfig, describe_unknown_parameters
-from ..depth_utils import DepthBuffer, fit_depth_to_image
-from ..errors import (
+from ..core.camera import T_base_camera_from_xyz_rpy
+from ..core.depth_utils import DepthBuffer, fit_depth_to_image
+from ..core.errors import (
     ConfigError,
     ImageConversionError,
     LocalizationRejected,
@@ -71,9 +70,10 @@ from ..errors import (
     TileSourceError,
     XViewError,
 )
-from ..localizer import NS_PER_S, Frame, Localizer, StepResult
 from ..matcher.factory import apply_runtime, resolve_factory
-from ..timebase import StampReference
+from ..pipeline.config import NodeConfig, describe_unknown_parameters
+from ..pipeline.localizer import NS_PER_S, Frame, Localizer, StepResult
+from ..pipeline.timebase import StampReference
 from . import conversions as conv
 from .params import declare_parameters, parameter_help, read_config
 

@@ -1,7 +1,7 @@
 """Declare every node parameter once, from the typed config, and read them back.
 
-Each field of :class:`~xview_localizer.config.NodeConfig` and
-:class:`~xview_localizer.config.LocalizerConfig` becomes one flat, read-only ROS parameter with
+Each field of :class:`~xview_localizer.pipeline.config.NodeConfig` and
+:class:`~xview_localizer.pipeline.config.LocalizerConfig` becomes one flat, read-only ROS parameter with
 a :class:`ParameterDescriptor` carrying the field's description and, for numbers, a
 ``FloatingPointRange`` / ``IntegerRange`` (none where NaN means "unset"); enumerations list
 their choices in ``additional_constraints``. Values given with ``--params-file`` or ``-p``
@@ -17,7 +17,7 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.node import Node
 
-from ..config import NodeConfig, ParamSpec, node_config_from_flat, parameter_specs
+from ..pipeline.config import NodeConfig, ParamSpec, node_config_from_flat, parameter_specs
 
 _TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
           float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}

@@ -16,7 +16,7 @@ Tile pyramid
 north) for ``zoom_min..zoom_max`` and, by default, the same tiles as MBTiles
 (``out_dir.parent / "tiles.mbtiles"``, rows in TMS order) plus ``out_dir/metadata.json``.
 At ``zoom_max`` each tile pixel centre (global pixel ``i + 0.5``) is mapped exactly:
-global px -> WGS84 (:func:`xview_localizer.geo.global_px_to_latlon`) -> world ENU
+global px -> WGS84 (:func:`xview_localizer.core.geo.global_px_to_latlon`) -> world ENU
 (:meth:`LocalEnu.forward`) -> orthophoto px, then sampled bilinearly (``cv2.remap``). The
 exact chain is evaluated on a lattice every 8 px and linearly interpolated in between; the
 interpolation error of this smooth map is below 1e-6 px (checked in the tests). Lower zooms
@@ -35,8 +35,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from ..errors import ConfigError
-from ..geo import TILE_SIZE_PX, global_px_to_latlon, latlon_to_global_px
+from ..core.errors import ConfigError
+from ..core.geo import TILE_SIZE_PX, global_px_to_latlon, latlon_to_global_px
 from .world import RasterGeoref, World
 
 _SHIFT = 3

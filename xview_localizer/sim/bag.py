@@ -38,8 +38,8 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 import yaml
 
-from ..errors import BagError, ConfigError
-from ..se2 import SE2
+from ..core.errors import BagError, ConfigError
+from ..core.se2 import SE2
 
 log = logging.getLogger(__name__)
 
@@ -440,7 +440,7 @@ def record_drive(
     ``world`` may pass an already loaded World; ``renderer_factory(world, camera,
     T_base_camera, device)`` replaces the default ``GroundRenderer``.
     """
-    from ..camera import PinholeCamera, kitti_like_T_base_camera
+    from ..core.camera import PinholeCamera, kitti_like_T_base_camera
     from .drive import generate_trajectory, simulate_gnss, simulate_odometry
     from .world import World
 

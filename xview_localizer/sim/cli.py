@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ..cli import add_command
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, DatasetError
-from ..se2 import SE2
+from ..core.errors import ConfigError, DatasetError
+from ..core.se2 import SE2
 from .drive import RoadNetwork
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def export_pairs(
     """Export ``config.pairs`` pairs from the worlds (round robin) into ``out_dir`` (created,
     must be empty or new). Returns ``out_dir``. Each world directory must hold ``world.json``
     and ``tiles/{z}/{x}/{y}.png`` (``sim world`` writes both)."""
-    from ..camera import PinholeCamera, kitti_like_T_base_camera
+    from ..core.camera import PinholeCamera, kitti_like_T_base_camera
     from ..tiles.cache import TileCache
     from .bag import world_tile_url
     from .world import World

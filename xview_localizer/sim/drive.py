@@ -34,8 +34,8 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import ConfigError, DatasetError
-from ..se2 import SE2
+from ..core.errors import ConfigError, DatasetError
+from ..core.se2 import SE2
 
 __all__ = [
     "DRIVABLE_CLASSES",

@@ -10,10 +10,10 @@ is analytic (slab test, quadratic), so depth is exact up to float64 rounding.
 
 Camera
 ------
-``camera`` is an undistorted pinhole (:class:`xview_localizer.camera.PinholeCamera`, or any
+``camera`` is an undistorted pinhole (:class:`xview_localizer.core.camera.PinholeCamera`, or any
 object with ``K`` (3x3), ``width_px``, ``height_px``). ``T_base_camera`` (4x4) maps camera-optical
 points (z forward, x right, y down) into ``base_link`` (x forward, y left, z up);
-``T_map_base`` (:class:`xview_localizer.se2.SE2`) places base_link on the ground (z = 0) of
+``T_map_base`` (:class:`xview_localizer.core.se2.SE2`) places base_link on the ground (z = 0) of
 the world ENU frame. Pixel (u, v) (integer = pixel centre) looks along
 ``K^-1 [u, v, 1]`` in the optical frame; its depth is the optical z of the hit, in metres.
 
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..errors import CameraModelError, ConfigError, GeometryError
-from ..se2 import SE2
+from ..core.errors import CameraModelError, ConfigError, GeometryError
+from ..core.se2 import SE2
 from .world import World
 
 _KIND_BOX, _KIND_ELLIPSOID, _KIND_CYLINDER = 0, 1, 2

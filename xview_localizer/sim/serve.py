@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import DatasetError
+from ..core.errors import DatasetError
 
 #: Names inside a world directory (shared with the ``sim world`` command).
 TILES_DIRNAME = "tiles"

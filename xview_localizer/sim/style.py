@@ -37,7 +37,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from ..errors import ConfigError, DatasetError
+from ..core.errors import ConfigError, DatasetError
 from .world import GROUND_CLASSES, World, WorldStyle
 
 __all__ = ["Materials", "Capture", "GroundCameraRanges", "SceneStyle", "STYLE_FAMILIES", "TRAINING_FAMILIES",
@@ -152,7 +152,7 @@ class Capture:
 @dataclass(frozen=True)
 class GroundCameraRanges:
     """Ranges (min, max) the ground camera of each image is drawn from: height above the ground
-    (m), pitch (deg, + = down, REP-103 sign of :func:`~xview_localizer.camera.kitti_like_T_base_camera`),
+    (m), pitch (deg, + = down, REP-103 sign of :func:`~xview_localizer.core.camera.kitti_like_T_base_camera`),
     roll (deg), horizontal field of view (deg; the KITTI camera's is 81.2)."""
 
     height_m: tuple[float, float] = (1.65, 1.65)
@@ -531,7 +531,7 @@ def degrade(rgb: np.ndarray, capture: Capture, rng: np.random.Generator, *, colo
 def draw_ground_camera(ranges: GroundCameraRanges, width_px: int, height_px: int, rng: np.random.Generator):
     """A ground camera drawn from ``ranges``: ``(PinholeCamera, T_base_camera (4, 4))``; the
     principal point is the image centre, fx = fy from the field of view."""
-    from ..camera import PinholeCamera, T_base_camera_from_xyz_rpy
+    from ..core.camera import PinholeCamera, T_base_camera_from_xyz_rpy
 
     hfov = math.radians(_u(rng, *ranges.hfov_deg))
     f_px = 0.5 * width_px / math.tan(0.5 * hfov)

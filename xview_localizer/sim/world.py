@@ -2,7 +2,7 @@
 
 Frames and rasters
 ------------------
-* World frame = local ENU tangent plane about the datum (:class:`xview_localizer.geo.LocalEnu`):
+* World frame = local ENU tangent plane about the datum (:class:`xview_localizer.core.geo.LocalEnu`):
   x east, y north, z up, metres; the datum is the world centre; the world covers
   ``[-size_m/2, size_m/2]^2``. The ground is the plane z = 0 (flat; curbs are painted, not
   modelled in 3-D), so ground-truth depth on the ground is exact.
@@ -38,8 +38,8 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import ConfigError, DatasetError
-from ..geo import LocalEnu
+from ..core.errors import ConfigError, DatasetError
+from ..core.geo import LocalEnu
 
 #: Ground classes of :attr:`World.ground_class` (uint8 raster).
 GROUND_CLASSES: dict[str, int] = {

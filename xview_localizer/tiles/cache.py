@@ -30,8 +30,14 @@ from typing import Callable, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ..errors import ConfigError, GeometryError, TileCacheError, TileFetchError, TileNotCachedError
-from ..geo import MAX_LAT_DEG, TILE_SIZE_PX, ground_resolution_m_per_px, latlon_to_global_px
+from ..core.errors import (
+    ConfigError,
+    GeometryError,
+    TileCacheError,
+    TileFetchError,
+    TileNotCachedError,
+)
+from ..core.geo import MAX_LAT_DEG, TILE_SIZE_PX, ground_resolution_m_per_px, latlon_to_global_px
 from .codec import decode_tile, sniff_extension
 from .http import DEFAULT_USER_AGENT, HttpFetcher
 from .patch import PatchGeoref, PatchSampler, choose_zoom

@@ -166,7 +166,7 @@ def read_fixes(bag: Path, topic: Optional[str] = None) -> list[tuple[float, floa
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
-    from ..errors import BagError
+    from ..core.errors import BagError
 
     store = getattr(Stores, "ROS2_KILTED", None) or Stores.ROS2_JAZZY
     try:
@@ -214,7 +214,7 @@ def cmd_prefetch(args) -> int:
     if args.bag is not None:
         fixes = read_fixes(args.bag, args.fix_topic)
         if not fixes:
-            from ..errors import BagError
+            from ..core.errors import BagError
 
             raise BagError(f"bag {args.bag} has no valid NavSatFix (status >= 0) to prefetch around")
         tiles = tiles_along(fixes, args.radius_m, args.zoom)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..geo import TILE_SIZE_PX
+from ..core.geo import TILE_SIZE_PX
 
 
 def sniff_extension(data: bytes) -> str:

@@ -20,7 +20,7 @@ from typing import Callable, Mapping, Optional
 import requests
 from requests.adapters import HTTPAdapter
 
-from ..errors import TileFetchError
+from ..core.errors import TileFetchError
 from .source import HttpTemplate, expand_env, redact
 
 log = logging.getLogger(__name__)

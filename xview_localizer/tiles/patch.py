@@ -2,7 +2,7 @@
 
 Patch frame (docs/conventions.md): origin at the patch centre (the prior), x east, y north,
 true ground metres, in the local ENU tangent plane about the centre
-(:class:`xview_localizer.geo.LocalEnu`, exact on the WGS84 ellipsoid)::
+(:class:`xview_localizer.core.geo.LocalEnu`, exact on the WGS84 ellipsoid)::
 
     east_m  = (u - (W - 1) / 2) * m_per_px
     north_m = ((H - 1) / 2 - v) * m_per_px
@@ -34,8 +34,8 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-from ..errors import GeometryError
-from ..geo import (
+from ..core.errors import GeometryError
+from ..core.geo import (
     MAX_LAT_DEG,
     TILE_SIZE_PX,
     WGS84_A_M,

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import urlsplit
 
-from ..geo import tms_row
+from ..core.geo import tms_row
 
 log = logging.getLogger(__name__)
 

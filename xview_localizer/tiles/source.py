@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Mapping, Optional
 from urllib.parse import unquote, urlsplit
 
-from ..errors import TileSourceError
-from ..geo import tile_to_quadkey, tms_row
+from ..core.errors import TileSourceError
+from ..core.geo import tile_to_quadkey, tms_row
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _PLACEHOLDER_RE = re.compile(r"\{([a-z]+)\}")

@@ -21,7 +21,7 @@ from typing import Iterable, Tuple
 
 import numpy as np
 
-from ..geo import TILE_SIZE_PX, WGS84_A_M, LocalEnu, global_px_to_latlon, tms_row
+from ..core.geo import TILE_SIZE_PX, WGS84_A_M, LocalEnu, global_px_to_latlon, tms_row
 from .cache import tiles_around
 from .codec import encode_png
 

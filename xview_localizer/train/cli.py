@@ -141,7 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
     from .losses import LossConfig
     from .losses_sparse import SparseLossConfig
     from .trainer import TrainConfig, train

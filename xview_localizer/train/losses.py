@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from ..matcher.dense_flow import DenseFlowOutput, gt_flow_from_pose
 
 __all__ = ["LossConfig", "LossTerms", "matching_loss", "confidence_loss", "position_loss", "correlation_loss",

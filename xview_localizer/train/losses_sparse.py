@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from ..matcher.sparse_depth import SparseDepthOutput
 from .losses import wrap_rad
 

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import DatasetError
+from ..core.errors import DatasetError
 
 __all__ = ["merge_pair_dirs"]
 

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from ..errors import GeometryError
+from ..core.errors import GeometryError
 
 __all__ = ["pose_errors", "localization_metrics", "evaluate_with_baseline", "format_table", "METRIC_NAMES"]
 

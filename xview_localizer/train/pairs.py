@@ -17,8 +17,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import DatasetError
-from ..se2 import SE2
+from ..core.errors import DatasetError
+from ..core.se2 import SE2
 
 __all__ = ["PAIRS_FORMAT", "PairDataset", "PairSample", "check_disjoint_worlds"]
 
@@ -85,8 +85,8 @@ class PairSample:
 
     @property
     def camera(self):
-        """:class:`~xview_localizer.camera.PinholeCamera` of ``ground_rgb``."""
-        from ..camera import PinholeCamera
+        """:class:`~xview_localizer.core.camera.PinholeCamera` of ``ground_rgb``."""
+        from ..core.camera import PinholeCamera
 
         h, w = self.ground_rgb.shape[:2]
         return PinholeCamera(w, h, tuple(self.K.reshape(-1)))

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import ConfigError, DatasetError
+from ..core.errors import ConfigError, DatasetError
 from ..matcher.sparse_depth import DEPTH_KINDS, KeypointRays, KeypointRaysCache, SparseDepthConfig
 
 __all__ = [

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import CheckpointError, ConfigError, DatasetError
+from ..core.errors import CheckpointError, ConfigError, DatasetError
 from ..matcher.checkpoint import (
     MODEL_NAMES,
     build_model,

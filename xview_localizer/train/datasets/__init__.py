@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...errors import ConfigError, DatasetError
+from ...core.errors import ConfigError, DatasetError
 
 __all__ = ["open_dataset", "DATASET_KINDS"]
 

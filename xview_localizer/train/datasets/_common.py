@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import DatasetError
-from ...geo import LocalEnu
+from ...core.errors import DatasetError
+from ...core.geo import LocalEnu
 
 __all__ = ["read_rgb", "shift_patch", "offset_latlon", "sample_rng", "split_lines"]
 

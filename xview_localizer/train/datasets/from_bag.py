@@ -35,7 +35,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ...errors import BagError, ConfigError, TileError, XViewError
+from ...core.errors import BagError, ConfigError, TileError, XViewError
 from ..pairs import PAIRS_FORMAT
 from ._common import offset_latlon, sample_rng
 
@@ -172,9 +172,9 @@ def export_pairs_from_bag(bag: str | Path, out: str | Path, tile_url: str, cfg: 
     :class:`DatasetError`-free: frames without a pose or tiles are skipped and counted."""
     import cv2
 
-    from ...camera import PinholeCamera
-    from ...geo import LocalEnu
-    from ...replay import open_reader, sidecar_of
+    from ...core.camera import PinholeCamera
+    from ...core.geo import LocalEnu
+    from ...evaluation.replay import open_reader, sidecar_of
     from ...ros import conversions as conv
     from ...tiles.cache import TileCache
 

@@ -48,9 +48,9 @@ from typing import Iterator
 
 import numpy as np
 
-from ...camera import PinholeCamera, T_base_camera_from_xyz_rpy
-from ...errors import ConfigError, DatasetError
-from ...geo import ground_resolution_m_per_px
+from ...core.camera import PinholeCamera, T_base_camera_from_xyz_rpy
+from ...core.errors import ConfigError, DatasetError
+from ...core.geo import ground_resolution_m_per_px
 from ..pairs import PairSample
 from ._common import (
     normalize_index,

@@ -37,7 +37,7 @@ Conventions (pinned by the fixture tests):
   ``orientation='unknown'``: the panorama is rolled left by ``s ~ U{0..W-1}`` columns
   (``np.roll(pano, -s, axis=1)``, seeded by ``(seed, index)``), so the true yaw becomes
   ``pi / 2 - 2 pi s / W``, while ``prior_yaw_rad`` stays ``pi / 2`` (no information).
-* **Camera**: :class:`~xview_localizer.camera_pano.EquirectangularCamera`; ``K`` holds its pseudo
+* **Camera**: :class:`~xview_localizer.core.camera_pano.EquirectangularCamera`; ``K`` holds its pseudo
   intrinsics, ``T_base_camera`` a level camera ``camera_height_m`` above base_link (the release
   does not state the height; 2.5 m, a Street View roof camera, is assumed).
 * ``depth_m`` is all zero; ``world_seed`` is the index of the city in :data:`VIGOR_CITIES`.
@@ -53,9 +53,9 @@ from typing import Iterator
 
 import numpy as np
 
-from ...camera import T_base_camera_from_xyz_rpy
-from ...camera_pano import EquirectangularCamera
-from ...errors import ConfigError, DatasetError
+from ...core.camera import T_base_camera_from_xyz_rpy
+from ...core.camera_pano import EquirectangularCamera
+from ...core.errors import ConfigError, DatasetError
 from ..pairs import PairSample
 from ._common import normalize_index, offset_latlon, parse_float, read_rgb, sample_rng, split_lines
 

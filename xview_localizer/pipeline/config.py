@@ -23,7 +23,7 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Iterable, Mapping
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 __all__ = [
     "LocalizerConfig",
@@ -87,7 +87,7 @@ def _validate(obj: Any) -> None:
 
 @dataclass(frozen=True)
 class LocalizerConfig:
-    """Parameters of the ROS-free per-frame pipeline (:class:`xview_localizer.localizer.Localizer`)."""
+    """Parameters of the ROS-free per-frame pipeline (:class:`xview_localizer.pipeline.localizer.Localizer`)."""
 
     # --- satellite patch ------------------------------------------------------------------
     patch_size_px: int = _p(512, "Side of the square north-up satellite patch centred on the prior (px).",

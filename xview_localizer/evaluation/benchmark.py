@@ -5,7 +5,7 @@ For every pair set (e.g. held-out worlds in the training styles, held-out worlds
 styles), every orientation protocol (``known``: the pair's prior yaw, KITTI +-10 deg; ``unknown``:
 no yaw for a matcher that searches the circle, ``unknown_yaw_hypotheses`` tries for one that does
 not, a yaw drawn uniformly for the prior row) and every matcher, each pair is localized like one
-frame of :class:`~xview_localizer.localizer.Localizer`:
+frame of :class:`~xview_localizer.pipeline.localizer.Localizer`:
 
 * match, keep confident correspondences, robust Procrustes (``solve_confident``), camera-centred
   conversion for relative depth; several yaw tries -> the best-supported one, ambiguity check;
@@ -32,11 +32,11 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-from . import procrustes
-from .calibration import pair_depth_kwargs
-from .config import LocalizerConfig
-from .errors import LocalizationRejected
-from .localizer import (
+from ..core import procrustes
+from ..core.errors import LocalizationRejected
+from ..core.se2 import wrap_angle_rad
+from ..pipeline.config import LocalizerConfig
+from ..pipeline.localizer import (
     _floor_covariance,
     check_yaw_ambiguity,
     gate_threshold,
@@ -44,8 +44,8 @@ from .localizer import (
     matcher_covariance_scale,
     yaw_tries,
 )
-from .se2 import wrap_angle_rad
-from .train.metrics import pose_errors
+from ..train.metrics import pose_errors
+from .calibration import pair_depth_kwargs
 
 __all__ = ["PairOutcome", "localize_pair", "run_benchmark", "summarize", "format_markdown", "calibrate_gate",
            "gate_table", "apply_gate"]

@@ -9,8 +9,8 @@ confidences ``weight (N,) >= 0``, find ``T_patch_base`` minimising
 
     sum_i w_i * || dst_i - T_patch_base.apply(src_i) ||^2
 
-where ``T_patch_base`` is an :class:`~xview_localizer.se2.SE2` (metric ``src``) or a
-:class:`~xview_localizer.se2.Sim2` (``src`` from relative depth: ``dst = s R src + t``).
+where ``T_patch_base`` is an :class:`~xview_localizer.core.se2.SE2` (metric ``src``) or a
+:class:`~xview_localizer.core.se2.Sim2` (``src`` from relative depth: ``dst = s R src + t``).
 ``(x_m, y_m)`` of the result is the position of ``base_link``'s origin in the patch frame and
 ``yaw_rad`` its heading (REP-103: 0 = east, CCW positive, wrapped to [-pi, pi)).
 
@@ -56,8 +56,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from ..matcher.base import Correspondences
 from .errors import ConfigError, DegenerateInputError, GeometryError
-from .matcher.base import Correspondences
 from .se2 import SE2, Sim2
 
 if TYPE_CHECKING:  # pragma: no cover

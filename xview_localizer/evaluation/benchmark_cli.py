@@ -1,5 +1,5 @@
 """``xview-localizer benchmark``: the default matcher, dense-flow and the prior side by side on
-held-out pair sets, as the localizer runs them (:mod:`xview_localizer.benchmark`).
+held-out pair sets, as the localizer runs them (:mod:`xview_localizer.evaluation.benchmark`).
 
     xview-localizer benchmark --set train_styles=PAIRS_A --set heldout_styles=PAIRS_B \\
         [--matcher default=] [--matcher dense_flow=dense_flow] [--matcher new=run/model.pt] \\
@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .cli import add_command
+    from ..cli import add_command
 
     p = add_command(sub, "benchmark", help="default matcher vs dense-flow vs prior on held-out pair sets (status table)",
                     description="Run matchers (by default the packaged default and dense-flow) and the "
@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _pairs(spec: str, what: str) -> tuple[str, str]:
-    from .errors import ConfigError
+    from ..core.errors import ConfigError
 
     name, sep, value = spec.partition("=")
     if not sep or not name:
@@ -70,12 +70,12 @@ def _pairs(spec: str, what: str) -> tuple[str, str]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..core.errors import ConfigError
+    from ..matcher.factory import resolve_checkpoint_path
+    from ..matcher.inference import load_matcher
+    from ..pipeline.localizer import gate_threshold
+    from ..train.pairs import PairDataset
     from . import benchmark as bm
-    from .errors import ConfigError
-    from .localizer import gate_threshold
-    from .matcher.factory import resolve_checkpoint_path
-    from .matcher.inference import load_matcher
-    from .train.pairs import PairDataset
 
     specs = args.matcher or ["default=", "dense_flow=dense_flow"]
     paths, matchers = {}, {}
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"| {key} | {r['min_vote_mass']:.3f} | {r['kept']} / {r['n']} | {r['precision']:.0%} | "
                       f"{r['recall']:.0%} | {r['bad_rejected']:.0%} | {r['kept_median_m']:.2f} / {r['kept_mean_m']:.2f} |")
         if args.write:
-            from .matcher.checkpoint import set_evidence_gate
+            from ..matcher.checkpoint import set_evidence_gate
 
             set_evidence_gate(paths[name], gate,
                               {"calibrated_on": str(sets[gate_set].root), "target_precision": args.target_precision})

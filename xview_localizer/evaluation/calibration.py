@@ -1,6 +1,6 @@
 """Covariance calibration of a matcher checkpoint against ground truth (ROS-free).
 
-The Procrustes covariance (:mod:`xview_localizer.procrustes`) treats every correspondence as an
+The Procrustes covariance (:mod:`xview_localizer.core.procrustes`) treats every correspondence as an
 independent measurement. A dense-flow matcher's ~1000 flow vectors are not independent (the GRU
 smooths neighbouring cells, the encoders share receptive fields), so the raw covariance is far
 too small: a robot_localization filter would trust the pose too much, and the localizer's GNSS
@@ -28,12 +28,12 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from . import procrustes
-from .config import LocalizerConfig
-from .errors import LocalizationRejected, XViewError
-from .localizer import min_weight_for, solution_from_camera_centred, solve_confident
-from .se2 import wrap_angle_rad
-from .train.sparse_data import depth_for_kind
+from ..core import procrustes
+from ..core.errors import LocalizationRejected, XViewError
+from ..core.se2 import wrap_angle_rad
+from ..pipeline.config import LocalizerConfig
+from ..pipeline.localizer import min_weight_for, solution_from_camera_centred, solve_confident
+from ..train.sparse_data import depth_for_kind
 
 __all__ = ["CHI2_3_MEDIAN", "CHI2_3_P95", "FrameNees", "NeesSummary", "frame_nees", "summarize_nees",
            "collect_nees", "pair_depth_kwargs"]
@@ -142,7 +142,7 @@ def pair_depth_kwargs(matcher: Any, rec: Any, depth_kind: str) -> dict:
 def collect_nees(matcher: Any, samples: Iterable[Any], config: LocalizerConfig | None = None,
                  procrustes_config: procrustes.ProcrustesConfig | None = None,
                  depth_kind: str | None = None) -> tuple[list[FrameNees], int]:
-    """Match and solve each pair like :class:`~xview_localizer.localizer.Localizer` does.
+    """Match and solve each pair like :class:`~xview_localizer.pipeline.localizer.Localizer` does.
 
     Args:
         matcher: an object with ``match(ground_rgb, camera, T_base_camera, sat_rgb, georef,

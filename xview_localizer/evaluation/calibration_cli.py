@@ -4,7 +4,7 @@
                                          [--out JSON] [--write] [--device cpu|cuda]
                                          [--depth-kind metric|relative|inverse|none]
 
-Runs the matcher on held-out pairs the way the localizer does (:mod:`xview_localizer.calibration`),
+Runs the matcher on held-out pairs the way the localizer does (:mod:`xview_localizer.evaluation.calibration`),
 prints the NEES figures before and after scaling, writes them as JSON (``--out``) and, with
 ``--write``, stores ``covariance_scale`` in the checkpoint (atomically; weights untouched).
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .cli import add_command
+    from ..cli import add_command
 
     p = add_command(sub, "calibrate-covariance",
                     help="measure a checkpoint's covariance scale (NEES on held-out pairs) and store it",
@@ -45,11 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..matcher.checkpoint import set_covariance_scale
+    from ..matcher.factory import resolve_checkpoint_path
+    from ..matcher.inference import load_matcher
+    from ..train.pairs import PairDataset
     from .calibration import collect_nees, summarize_nees
-    from .matcher.checkpoint import set_covariance_scale
-    from .matcher.factory import resolve_checkpoint_path
-    from .matcher.inference import load_matcher
-    from .train.pairs import PairDataset
 
     checkpoint = resolve_checkpoint_path(args.checkpoint, must_exist=True)  # '' / packaged name / path
     matcher = load_matcher(checkpoint, args.device)

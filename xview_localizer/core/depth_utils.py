@@ -1,5 +1,5 @@
 """Depth maps at the edge, ROS-free: fit a depth map to its image and pair depth with images
-by stamp. Shared by the offline replay (:mod:`xview_localizer.replay`) and the node
+by stamp. Shared by the offline replay (:mod:`xview_localizer.evaluation.replay`) and the node
 (:mod:`xview_localizer.ros.node`), so both give the core the same depth for the same inputs.
 
 Conventions: a depth map is (H, W) float32 metres of optical z (the camera's forward axis, as

@@ -1,7 +1,7 @@
 """The evaluation report of one drive: numbers, a per-frame table, plots and an HTML page.
 
 Input (:class:`EvalData`) is source-agnostic: the frames come either from an in-process
-replay of a rosbag (:mod:`xview_localizer.replay`, every frame with its outcome, rejection
+replay of a rosbag (:mod:`xview_localizer.evaluation.replay`, every frame with its outcome, rejection
 reason and core latency) or from poses a running node published and someone recorded
 (:func:`frames_from_pose_bag`, used by ``make demo``: a frame without a recorded pose is
 ``not_published``). Ground truth and GNSS are :class:`Track` s in the SAME map frame as the
@@ -43,8 +43,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .errors import BagError, GeometryError
-from .train.metrics import METRIC_NAMES
+from ..core.errors import BagError, GeometryError
+from ..train.metrics import METRIC_NAMES
 
 __all__ = ["FrameRecord", "Track", "EvalData", "compute_report", "write_report", "frames_from_pose_bag",
            "gnss_baseline", "CHI2_95"]
@@ -532,8 +532,8 @@ def _satellite_background(data: EvalData, xy_m: np.ndarray, tile_cache: Any, max
     map points plus a margin (missing tiles, e.g. beyond a synthetic world's edge, stay grey),
     and a function map xy (N, 2) -> mosaic pixels; (None, None, note) when there is no tile
     source or none of the tiles answers."""
-    from .geo import latlon_to_global_px
-    from .localizer import MapProjection
+    from ..core.geo import latlon_to_global_px
+    from ..pipeline.localizer import MapProjection
 
     if not data.tile_url and tile_cache is None:
         return None, None, "no tile source"
@@ -547,7 +547,7 @@ def _satellite_background(data: EvalData, xy_m: np.ndarray, tile_cache: Any, max
     own = None
     try:
         if tile_cache is None:
-            from .tiles.cache import TileCache, TileCacheConfig
+            from ..tiles.cache import TileCache, TileCacheConfig
 
             own = tile_cache = TileCache(data.tile_url, None, TileCacheConfig(timeout_s=5.0, retries=1))
         z_top = int(tile_cache.zoom_for(float(lats.mean()), 0.1))

@@ -6,7 +6,7 @@ frame ``b``'s x axis in frame ``a``, counter-clockwise positive, in radians, wra
 [-pi, pi). Sim(2) adds a positive ``scale``: ``p_a = scale * R(yaw) p_b + t``.
 
 Both types are frozen dataclasses; shapes and values are checked with
-:class:`~xview_localizer.errors.GeometryError` (a ``ValueError``), never ``assert``.
+:class:`~xview_localizer.core.errors.GeometryError` (a ``ValueError``), never ``assert``.
 """
 
 from __future__ import annotations

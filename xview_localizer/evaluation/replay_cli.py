@@ -1,11 +1,11 @@
 """``xview-localizer replay BAG --out REPORT_DIR``: evaluate the localizer on a rosbag2.
 
-Runs :func:`xview_localizer.replay.replay_bag` (the node's core, no DDS) and writes the report
-of :mod:`xview_localizer.report`. Failure modes exit non-zero with one clear line: a bag
+Runs :func:`xview_localizer.evaluation.replay.replay_bag` (the node's core, no DDS) and writes the report
+of :mod:`xview_localizer.evaluation.report`. Failure modes exit non-zero with one clear line: a bag
 without the named topics (the message lists what it has), a tile source that does not answer,
 a checkpoint that does not load, an output folder that exists (without ``--force``).
 
-Also runnable as ``python -m xview_localizer.replay_cli BAG --out DIR``.
+Also runnable as ``python -m xview_localizer.evaluation.replay_cli BAG --out DIR``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .errors import ConfigError, XViewError
+from ..core.errors import ConfigError, XViewError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ DESCRIPTION = ("Evaluate the localizer on a rosbag2 (mcap or sqlite3) without DD
                "every image with the bag's fixes, odometry, camera_info and /tf_static, and a report "
                "(index.html, metrics JSON, plots) is written to --out. A bag without the named topics, a tile "
                "source that does not answer, a checkpoint that does not load or an existing --out (without "
-               "--force) exit non-zero with one line. Also runnable as python -m xview_localizer.replay_cli.")
+               "--force) exit non-zero with one line. Also runnable as python -m xview_localizer.evaluation.replay_cli.")
 EXAMPLES = ["xview-localizer replay bags/w1_d7 --out reports/w1_d7",
             "xview-localizer replay my.mcap --out rep --tiles file:///data/tiles/{z}/{x}/{y}.png "
             "--checkpoint dense_flow -p min_weight:=0.3"]
@@ -96,7 +96,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     """Add the ``replay`` subcommand to the ``xview-localizer`` subparsers."""
-    from .cli import add_command
+    from ..cli import add_command
 
     p = add_command(sub, "replay", help="evaluate the localizer on a rosbag2 and write a report",
                     description=DESCRIPTION, examples=EXAMPLES)
@@ -175,7 +175,8 @@ def format_speed_summary(meta: dict) -> str:
 def cmd_replay(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .config import node_config_from_flat
+    from ..pipeline.config import node_config_from_flat
+    from ..tiles.cache import TileCache, TileCacheConfig
     from .replay import (
         ReplayConfig,
         detect_depth_topic,
@@ -186,7 +187,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
         replay_bag,
     )
     from .report import format_summary, write_report
-    from .tiles.cache import TileCache, TileCacheConfig
 
     out: Path = args.out
     if out.exists() and not args.force:
@@ -246,7 +246,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Stand-alone entry point (same as ``xview-localizer replay``)."""
-    from .cli import HelpFormatter
+    from ..cli import HelpFormatter
 
     parser = argparse.ArgumentParser(prog="xview-localizer replay", description=DESCRIPTION,
                                      epilog="examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES),

@@ -674,7 +674,7 @@ def bev_sampling_grid(
 
     Each cell centre ``(x, y, ground_z_m)`` in base_link is moved into the optical frame and
     projected with distortion. Only ``camera.project`` and ``camera.in_image`` are used, so the
-    panoramic camera of :mod:`xview_localizer.camera_pano` works here too. Returns ``uv_px (H, W, 2)`` float32 (distorted pixels of the
+    panoramic camera of :mod:`xview_localizer.core.camera_pano` works here too. Returns ``uv_px (H, W, 2)`` float32 (distorted pixels of the
     camera image, OpenCV convention) and ``valid (H, W)`` bool: in front of the camera, inside
     the invertible part of the distortion model and inside the image
     (``-0.5 <= u <= W_img - 0.5``, same for v). Invalid cells have ``uv = 0``.

@@ -1,4 +1,4 @@
-"""Offline replay of a rosbag2 through the SAME :class:`~xview_localizer.localizer.Localizer`
+"""Offline replay of a rosbag2 through the SAME :class:`~xview_localizer.pipeline.localizer.Localizer`
 core the node runs, without DDS.
 
 The bag (mcap or sqlite3, any producer) is read with ``rosbags``' :class:`AnyReader`;
@@ -24,7 +24,7 @@ Topics are auto-detected by message type (and name hints) unless given:
 Depth pairing: each image gets the depth map whose header stamp is nearest its own within
 ``depth_tolerance_s`` (depth is read by a second reader running ahead of the images, so a
 depth logged just after its image still pairs), resized nearest-neighbour to the image when its
-size differs (:mod:`xview_localizer.depth_utils`, the node does the same). No depth within the
+size differs (:mod:`xview_localizer.core.depth_utils`, the node does the same). No depth within the
 tolerance -> the frame runs without depth (flat ground); undecodable depth messages are skipped.
 Both are counted in ``meta['depth']`` (and ``depth_invalid`` in ``meta['input_problems']``).
 
@@ -45,9 +45,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .config import LocalizerConfig, NodeConfig
-from .depth_utils import DEFAULT_DEPTH_TOLERANCE_S, DepthBuffer, fit_depth_to_image
-from .errors import (
+from ..core.depth_utils import DEFAULT_DEPTH_TOLERANCE_S, DepthBuffer, fit_depth_to_image
+from ..core.errors import (
     BagError,
     CheckpointError,
     GeometryError,
@@ -55,9 +54,10 @@ from .errors import (
     TileError,
     XViewError,
 )
-from .localizer import Frame, Localizer, MapProjection
+from ..pipeline.config import LocalizerConfig, NodeConfig
+from ..pipeline.localizer import Frame, Localizer, MapProjection
+from ..pipeline.timebase import StampReference
 from .report import EvalData, FrameRecord, Track
-from .timebase import StampReference
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ def load_matcher_for_replay(checkpoint: str, device: str, matcher_factory: str =
     Raises:
         CheckpointError: naming the checkpoint and the cause.
     """
-    from .matcher.factory import apply_runtime, resolve_factory
+    from ..matcher.factory import apply_runtime, resolve_factory
 
     factory = resolve_factory(matcher_factory)
     try:
@@ -279,7 +279,7 @@ class _DepthStream:
     (messages that do not decode as 32FC1 / 16UC1, skipped; ``last_invalid`` says why)."""
 
     def __init__(self, reader: Any, topic: str, tolerance_s: float) -> None:
-        from .ros import conversions as conv
+        from ..ros import conversions as conv
 
         self._to_m = conv.depth_image_to_m
         self._reader = reader
@@ -367,7 +367,7 @@ def open_reader(bag: Path):
 
 def sidecar_of(bag: Path) -> Optional[dict]:
     """The ``sim.yaml`` of a bag written by ``sim drive``, or None."""
-    from .sim.bag import read_sidecar
+    from ..sim.bag import read_sidecar
 
     try:
         return read_sidecar(Path(bag) if Path(bag).is_dir() else Path(bag).parent)
@@ -417,8 +417,8 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
         BagError: unreadable bag, missing topics (listed), no camera_info before the images.
         TileError: the tile source does not answer.
     """
-    from .camera import T_base_camera_from_xyz_rpy
-    from .ros import conversions as conv
+    from ..core.camera import T_base_camera_from_xyz_rpy
+    from ..ros import conversions as conv
 
     node = cfg.node
     loc_cfg = node.localizer

@@ -20,7 +20,7 @@ One frame (:meth:`Localizer.step`):
    sparse-depth matcher) also gets ``depth_m=frame.depth_m, depth_kind=config.depth_kind``; one
    with ``needs_yaw_prior = False`` runs once even when the prior yaw is unknown (it gets
    ``prior_yaw_rad=None`` and searches every yaw itself).
-4. **Procrustes** (:func:`xview_localizer.procrustes.solve`) on the confident
+4. **Procrustes** (:func:`xview_localizer.core.procrustes.solve`) on the confident
    correspondences -> ``T_patch_base`` and its 3x3 covariance. Correspondences with
    ``scale_known`` False (relative depth) are camera-centred: the Sim(2) solution is turned
    into ``T_patch_base`` with :func:`camera.T_patch_base_from_camera_centred` (covariance
@@ -29,7 +29,7 @@ One frame (:meth:`Localizer.step`):
    origin at the datum, or the local ENU plane at the datum). Yaw gets the meridian
    convergence (grid north vs true north) added; the covariance is rotated with the exact
    Jacobian of that mapping, scaled by the matcher's calibrated ``covariance_scale`` (from its
-   checkpoint, :mod:`xview_localizer.calibration`) and the user's ``cov_inflation``, and floored.
+   checkpoint, :mod:`xview_localizer.evaluation.calibration`) and the user's ``cov_inflation``, and floored.
 6. **Gating** (a rejected frame gives a reason, not an estimate): fewer than
    ``min_confident_matches`` confident or inlier matches -> ``too_few_matches``; Mahalanobis
    distance to the GNSS prior above ``max_gnss_mahalanobis`` -> ``gnss_inconsistent``;
@@ -60,12 +60,18 @@ from typing import Any, Optional, Protocol
 
 import numpy as np
 
-from . import procrustes
+from ..core import procrustes
+from ..core.errors import (
+    DegenerateInputError,
+    GeometryError,
+    LocalizationRejected,
+    TileError,
+    XViewError,
+)
+from ..core.geo import LocalEnu, UtmProjection
+from ..core.se2 import SE2, wrap_angle_rad
+from ..matcher.base import Correspondences
 from .config import LocalizerConfig
-from .errors import DegenerateInputError, GeometryError, LocalizationRejected, TileError, XViewError
-from .geo import LocalEnu, UtmProjection
-from .matcher.base import Correspondences
-from .se2 import SE2, wrap_angle_rad
 
 __all__ = [
     "FixSample",
@@ -169,7 +175,7 @@ class Frame:
     Attributes:
         stamp_ns: image stamp (ns); the estimate carries it.
         image_rgb: (H, W, 3) uint8 RGB.
-        camera: :class:`xview_localizer.camera.PinholeCamera` of this image.
+        camera: :class:`xview_localizer.core.camera.PinholeCamera` of this image.
         T_base_camera: (4, 4) optical frame -> base_link.
         depth_m: optional (H, W) float32 metric depth (NaN = unknown).
     """
@@ -372,7 +378,7 @@ def solve_confident(corr: Correspondences, cfg: LocalizerConfig,
     """The localizer's solve of one matcher output: keep the correspondences with weight >=
     ``min_weight`` (default ``cfg.min_weight``; see :func:`min_weight_for`), need ``min_confident_matches`` of them and as many inliers after the robust
     Procrustes. Returns (confident mask over ``corr``, solver result; poses of camera-centred points
-    when ``corr.scale_known`` is False). Also used by :mod:`xview_localizer.calibration`.
+    when ``corr.scale_known`` is False). Also used by :mod:`xview_localizer.evaluation.calibration`.
 
     Raises:
         LocalizationRejected: "too_few_matches" or "solver_degenerate".
@@ -410,7 +416,7 @@ def solution_from_camera_centred(sol: procrustes.ProcrustesResult, T_base_camera
     ``T_patch_base`` of base_link (``camera.T_patch_base_from_camera_centred``) and its
     covariance propagated through ``(x, y, yaw) -> (x - R(yaw) c, yaw)``. The returned result's
     ``scale`` is still the depth scale, so its ``transform`` no longer maps ``src`` to ``dst``."""
-    from .camera import T_patch_base_from_camera_centred, camera_xy_base_m
+    from ..core.camera import T_patch_base_from_camera_centred, camera_xy_base_m
 
     c = camera_xy_base_m(T_base_camera)
     T_patch_base, _ = T_patch_base_from_camera_centred(sol.transform, c)
@@ -528,7 +534,7 @@ def match_and_solve_all(matcher: Any, image_rgb: np.ndarray, camera: Any, T_base
 
 def _make_area_provider(cfg: LocalizerConfig, matcher: Any, tile_cache: Any) -> tuple[Any, str]:
     """The area feature provider ``cfg.area_features`` asks for, or (None, why not)."""
-    from .matcher.area import AreaFeatureProvider, area_supported
+    from ..matcher.area import AreaFeatureProvider, area_supported
 
     if not cfg.area_features:
         return None, "off (area_features: false)"
@@ -567,7 +573,7 @@ def check_yaw_ambiguity(best: tuple, cands: list[tuple], cfg: LocalizerConfig) -
 
 def matcher_covariance_scale(matcher: Any, depth_kind: str = "none") -> float:
     """The matcher's calibrated covariance factor (``covariance_scale`` of its checkpoint, see
-    :mod:`xview_localizer.calibration`; a matcher with ``covariance_scale_for`` (sparse-depth)
+    :mod:`xview_localizer.evaluation.calibration`; a matcher with ``covariance_scale_for`` (sparse-depth)
     gives the one calibrated for the frame's depth kind, "none" = flat ground); 1.0 for matchers
     without a valid one."""
     scale_for = getattr(matcher, "covariance_scale_for", None)

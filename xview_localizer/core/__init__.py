@@ -1,0 +1,11 @@
+"""Geometry core: the conventions every other part shares.
+
+Holds the error types (:mod:`.errors`), SE(2) poses (:mod:`.se2`), geodesy and map frames
+(:mod:`.geo`: WGS-84 <-> local ENU, Web-Mercator tiles), camera models (:mod:`.camera`
+pinhole, :mod:`.camera_pano` equirectangular), depth helpers (:mod:`.depth_utils`), the one
+correspondence contract (:mod:`.correspondences`) and the weighted Procrustes solver
+(:mod:`.procrustes`).
+
+May import: numpy, OpenCV, pyproj and the standard library. Nothing else of ours, no torch,
+no ROS.
+"""

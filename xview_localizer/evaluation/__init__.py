@@ -1,0 +1,9 @@
+"""Evaluation: replaying bags, reports, covariance calibration and the held-out benchmark.
+
+Holds :mod:`.replay` (+ its CLI), :mod:`.report` (metrics, plots, HTML), :mod:`.calibration`
+(+ CLI) and :mod:`.benchmark` (+ CLI).
+
+May import: :mod:`..core`, :mod:`..pipeline`, :mod:`..matcher`, :mod:`..tiles`, :mod:`..sim`
+(bag sidecars), :mod:`..train` (pair data sets, metrics). Never rclpy or a ROS message package:
+bags are decoded through rosbags' types.
+"""
