@@ -37,8 +37,8 @@ from ..core.errors import LocalizationRejected
 from ..core.se2 import wrap_angle_rad
 from ..pipeline.config import LocalizerConfig
 from ..pipeline.localizer import (
-    _floor_covariance,
     check_yaw_ambiguity,
+    floor_covariance,
     gate_threshold,
     match_and_solve_all,
     matcher_covariance_scale,
@@ -97,7 +97,7 @@ def localize_pair(matcher: Any, rec: Any, cfg: LocalizerConfig, *, prior_yaw_rad
         out.reason = "low_evidence"
         return out
     scale = matcher_covariance_scale(matcher, depth_kind)
-    cov = _floor_covariance(cfg.cov_inflation * scale * np.asarray(sol.cov_xyyaw, float),
+    cov = floor_covariance(cfg.cov_inflation * scale * np.asarray(sol.cov_xyyaw, float),
                             cfg.cov_floor_xy_m2, cfg.cov_floor_yaw_rad2)
     d = np.array([est.x_m, est.y_m])  # the prior is the patch centre
     s = cov[:2, :2] + np.eye(2) * prior_sigma_m ** 2

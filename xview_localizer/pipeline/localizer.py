@@ -45,33 +45,59 @@ sample far from that clock is rejected on its own (``INPUT_REASONS``) and evicts
 The datum is the configured one or, when the
 configuration leaves it NaN, the first valid fix. Thread-safety: ``add_fix``/``add_odom`` may
 be called from other threads than ``step``.
+
+Where the parts live: the plain data and reasons in :mod:`.samples`, the prior's sample history
+in :mod:`.prior`, matching/solving and the match-level gates in :mod:`.solving`, the map frame in
+:mod:`xview_localizer.core.mapframe`; this module holds the stateful :class:`Localizer` and
+re-exports the rest (``from xview_localizer.pipeline.localizer import Frame`` keeps working).
 """
 
 from __future__ import annotations
 
-import bisect
-import dataclasses
-import inspect
 import math
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol
+from typing import Any, Optional
 
 import numpy as np
 
 from ..core import procrustes
 from ..core.errors import (
-    DegenerateInputError,
     GeometryError,
     LocalizationRejected,
     TileError,
     XViewError,
 )
-from ..core.geo import LocalEnu, UtmProjection
+from ..core.mapframe import MapProjection, jacobian_map_from_enu
 from ..core.se2 import SE2, wrap_angle_rad
-from ..matcher.base import Correspondences
 from .config import LocalizerConfig
+from .prior import TimeBuffer, interp_se2
+from .samples import (
+    INPUT_REASONS,
+    NS_PER_S,
+    REASONS,
+    Estimate,
+    FixSample,
+    Frame,
+    MatcherLike,
+    OdomSample,
+    Prior,
+    StepResult,
+    TileCacheLike,
+)
+from .solving import (
+    accepts_depth,
+    check_yaw_ambiguity,
+    floor_covariance,
+    gate_threshold,
+    match_and_solve,
+    match_and_solve_all,
+    matcher_covariance_scale,
+    min_weight_for,
+    solution_from_camera_centred,
+    solve_confident,
+    yaw_tries,
+)
 
 __all__ = [
     "FixSample",
@@ -93,444 +119,8 @@ __all__ = [
     "check_yaw_ambiguity",
     "matcher_covariance_scale",
     "gate_threshold",
+    "NS_PER_S",
 ]
-
-NS_PER_S = 1_000_000_000
-
-#: Stable keys of rejected frames (the node reports each on /diagnostics).
-REASONS = (
-    "no_fix",
-    "stale_fix",
-    "fix_jump",
-    "tiles_unavailable",
-    "matcher_failed",
-    "too_few_matches",
-    "solver_degenerate",
-    "gnss_inconsistent",
-    "yaw_ambiguous",
-    "yaw_inconsistent",
-    "odometry_contradiction",
-    "low_evidence",
-)
-
-#: Stable keys of rejected fixes / odometry samples (:meth:`Localizer.add_fix`, ``add_odom``).
-INPUT_REASONS = tuple(f"{kind}_stamp_{what}" for kind in ("fix", "odom") for what in ("future", "past", "duplicate"))
-
-
-# ----------------------------------------------------------------------------------------------
-# Plain data
-# ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FixSample:
-    """A valid GNSS fix.
-
-    Attributes:
-        stamp_ns: time of the fix (ns).
-        lat_deg, lon_deg: WGS84 (finite, in range).
-        alt_m: ellipsoidal altitude (m; NaN allowed = unknown).
-        cov_en_m2: (2, 2) covariance of (east, north) in metres^2, or None = unknown (then
-            ``LocalizerConfig.fix_default_std_m`` is used).
-    """
-
-    stamp_ns: int
-    lat_deg: float
-    lon_deg: float
-    alt_m: float = 0.0
-    cov_en_m2: Optional[np.ndarray] = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.stamp_ns, (int, np.integer)):
-            raise GeometryError(f"FixSample.stamp_ns must be an int (ns), got {self.stamp_ns!r}")
-        if not (math.isfinite(self.lat_deg) and math.isfinite(self.lon_deg)):
-            raise GeometryError(f"FixSample: latitude/longitude must be finite, got ({self.lat_deg}, {self.lon_deg})")
-        if abs(self.lat_deg) > 90.0 or abs(self.lon_deg) > 180.0:
-            raise GeometryError(f"FixSample: latitude/longitude out of range: ({self.lat_deg}, {self.lon_deg})")
-        if self.cov_en_m2 is not None:
-            cov = np.array(self.cov_en_m2, dtype=float).reshape(2, 2)
-            if not np.all(np.isfinite(cov)) or np.any(np.diag(cov) <= 0.0):
-                raise GeometryError(f"FixSample.cov_en_m2 must be finite with positive variances, got {cov.tolist()}")
-            cov = 0.5 * (cov + cov.T)
-            cov.setflags(write=False)
-            object.__setattr__(self, "cov_en_m2", cov)
-        object.__setattr__(self, "stamp_ns", int(self.stamp_ns))
-
-
-@dataclass(frozen=True)
-class OdomSample:
-    """A planar odometry pose ``T_odom_base`` at ``stamp_ns``."""
-
-    stamp_ns: int
-    T_odom_base: SE2
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.T_odom_base, SE2):
-            raise GeometryError(f"OdomSample.T_odom_base must be an SE2, got {type(self.T_odom_base).__name__}")
-        object.__setattr__(self, "stamp_ns", int(self.stamp_ns))
-
-
-@dataclass(frozen=True, eq=False)
-class Frame:
-    """One camera frame.
-
-    Attributes:
-        stamp_ns: image stamp (ns); the estimate carries it.
-        image_rgb: (H, W, 3) uint8 RGB.
-        camera: :class:`xview_localizer.core.camera.PinholeCamera` of this image.
-        T_base_camera: (4, 4) optical frame -> base_link.
-        depth_m: optional (H, W) float32 metric depth (NaN = unknown).
-    """
-
-    stamp_ns: int
-    image_rgb: np.ndarray
-    camera: Any
-    T_base_camera: np.ndarray
-    depth_m: Optional[np.ndarray] = None
-
-    def __post_init__(self) -> None:
-        img = self.image_rgb
-        if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise GeometryError(
-                f"Frame.image_rgb must be an (H, W, 3) uint8 array, got "
-                f"{getattr(img, 'shape', None)} {getattr(img, 'dtype', type(img).__name__)}")
-        T = np.asarray(self.T_base_camera, dtype=float)
-        if T.shape != (4, 4) or not np.all(np.isfinite(T)):
-            raise GeometryError(f"Frame.T_base_camera must be a finite 4x4 matrix, got shape {T.shape}")
-        object.__setattr__(self, "T_base_camera", T)
-        object.__setattr__(self, "stamp_ns", int(self.stamp_ns))
-
-
-@dataclass(frozen=True)
-class Prior:
-    """The GNSS prior at the image stamp, in the map frame and WGS84.
-
-    ``cov_xy_m2`` is (2, 2) in the map frame; ``yaw_map_rad`` is None when unknown;
-    ``source`` says how it was aligned ('interpolated', 'odometry', 'velocity', 'nearest').
-    """
-
-    stamp_ns: int
-    x_m: float
-    y_m: float
-    lat_deg: float
-    lon_deg: float
-    cov_xy_m2: np.ndarray
-    yaw_map_rad: Optional[float]
-    fix_age_s: float
-    source: str
-
-
-@dataclass(frozen=True, eq=False)
-class Estimate:
-    """An accepted pose.
-
-    Attributes:
-        stamp_ns: the image stamp.
-        T_map_base: pose of base_link in the map frame (x, y in metres; yaw about map +x).
-        cov_xyyaw: (3, 3) covariance of (x_m, y_m, yaw_rad) in the map frame, symmetric
-            positive definite, floored.
-        T_patch_base: the solver's pose in the patch frame (true-north ENU about the prior).
-        cov_xyyaw_patch: the solver's covariance in the patch frame (before inflation/floors).
-        T_odom_base: odometry pose at the image stamp, or None without odometry.
-        lat_deg, lon_deg: WGS84 position of base_link.
-        n_confident, n_inliers: confident correspondences and solver inliers.
-        gnss_mahalanobis: distance of the estimate from the GNSS prior.
-        prior: the prior used.
-    """
-
-    stamp_ns: int
-    T_map_base: SE2
-    cov_xyyaw: np.ndarray
-    T_patch_base: SE2
-    cov_xyyaw_patch: np.ndarray
-    T_odom_base: Optional[SE2]
-    lat_deg: float
-    lon_deg: float
-    n_confident: int
-    n_inliers: int
-    gnss_mahalanobis: float
-    prior: Prior
-
-
-@dataclass(eq=False)
-class StepResult:
-    """What :meth:`Localizer.step` returns: an estimate, or ``None`` with ``reason`` (one of
-    :data:`REASONS`) and a human ``detail``; ``timings_s`` per stage ('prior', 'tiles',
-    'matcher', 'solver', 'total'); the patch and correspondences when they were computed (for
-    the debug image)."""
-
-    estimate: Optional[Estimate]
-    reason: str = ""
-    detail: str = ""
-    timings_s: dict = field(default_factory=dict)
-    prior: Optional[Prior] = None
-    sat_rgb: Optional[np.ndarray] = None
-    georef: Any = None
-    correspondences: Optional[Correspondences] = None
-    inlier_mask: Optional[np.ndarray] = None
-    #: the matcher's pose-vote evidence of the chosen solution (sparse-depth), else None
-    evidence: Optional[dict] = None
-
-    @property
-    def ok(self) -> bool:
-        return self.estimate is not None
-
-
-class MatcherLike(Protocol):
-    def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad) -> Correspondences: ...
-
-
-class TileCacheLike(Protocol):
-    def patch(self, lat_deg: float, lon_deg: float, size_px: int, m_per_px: float): ...
-
-
-# ----------------------------------------------------------------------------------------------
-# Map frame
-# ----------------------------------------------------------------------------------------------
-class MapProjection:
-    """WGS84 <-> the map frame: ``'utm'`` = the UTM grid of the datum's zone, shifted so the
-    datum is the origin (navsat_transform's map), or ``'enu'`` = the local ENU tangent plane at
-    the datum. x east(-ish), y north(-ish), metres."""
-
-    def __init__(self, kind: str, datum_lat_deg: float, datum_lon_deg: float) -> None:
-        if kind not in ("utm", "enu"):
-            raise GeometryError(f"map projection must be 'utm' or 'enu', got {kind!r}")
-        self.kind = kind
-        self.datum_lat_deg = float(datum_lat_deg)
-        self.datum_lon_deg = float(datum_lon_deg)
-        if kind == "utm":
-            self._utm = UtmProjection(self.datum_lat_deg, self.datum_lon_deg)
-            e0, n0 = self._utm.forward(self.datum_lat_deg, self.datum_lon_deg)
-            self._origin = (float(e0), float(n0))
-        else:
-            self._enu = LocalEnu(self.datum_lat_deg, self.datum_lon_deg)
-
-    def forward(self, lat_deg: float, lon_deg: float) -> tuple[float, float]:
-        """WGS84 -> map (x_m, y_m)."""
-        if self.kind == "utm":
-            e, n = self._utm.forward(lat_deg, lon_deg)
-            return float(e) - self._origin[0], float(n) - self._origin[1]
-        e, n = self._enu.forward(lat_deg, lon_deg)
-        return float(e), float(n)
-
-    def inverse(self, x_m: float, y_m: float) -> tuple[float, float]:
-        """Map (x_m, y_m) -> WGS84 (lat_deg, lon_deg)."""
-        if self.kind == "utm":
-            lat, lon = self._utm.inverse(x_m + self._origin[0], y_m + self._origin[1])
-        else:
-            lat, lon = self._enu.inverse(x_m, y_m)
-        return float(lat), float(lon)
-
-    def convergence_rad(self, lat_deg: float, lon_deg: float) -> float:
-        """Angle, CCW positive, from the map's +y axis to true north at a point, so that
-        ``yaw_map_rad = yaw_true_enu_rad + convergence``."""
-        if self.kind == "utm":
-            return float(self._utm.convergence_rad(lat_deg, lon_deg))
-        x0, y0 = self.forward(lat_deg, lon_deg)
-        x1, y1 = self.forward(lat_deg + 1.0 / 111_320.0, lon_deg)
-        return math.atan2(-(x1 - x0), y1 - y0)
-
-
-def _jacobian_map_from_enu(proj: MapProjection, enu: LocalEnu, x_m: float, y_m: float) -> np.ndarray:
-    """(2, 2) d(map xy)/d(local ENU xy) at a point of a local ENU plane (central differences)."""
-    step_m = 1.0
-    cols = []
-    for dx, dy in ((step_m, 0.0), (0.0, step_m)):
-        lat_p, lon_p = enu.inverse(x_m + dx, y_m + dy)
-        lat_m, lon_m = enu.inverse(x_m - dx, y_m - dy)
-        xp, yp = proj.forward(float(lat_p), float(lon_p))
-        xm, ym = proj.forward(float(lat_m), float(lon_m))
-        cols.append([(xp - xm) / (2 * step_m), (yp - ym) / (2 * step_m)])
-    return np.array(cols).T
-
-
-def _floor_covariance(cov: np.ndarray, floor_xy_m2: float, floor_yaw_rad2: float) -> np.ndarray:
-    """Symmetrise; clamp the x-y block's eigenvalues and the yaw variance from below (both
-    only add a positive semi-definite matrix, so the result stays positive definite)."""
-    c = 0.5 * (cov + cov.T)
-    w, v = np.linalg.eigh(c[:2, :2])
-    delta = np.maximum(w, floor_xy_m2) - w
-    c[:2, :2] += (v * delta) @ v.T
-    c[2, 2] = max(c[2, 2], floor_yaw_rad2)
-    w3, v3 = np.linalg.eigh(c)
-    if w3.min() < 1e-6:
-        c = (v3 * np.maximum(w3, 1e-6)) @ v3.T
-    return 0.5 * (c + c.T)
-
-
-def gate_threshold(gate: Any, yaw_known: bool) -> float:
-    """The vote-mass threshold of a calibrated ``evidence_gate`` dict for a frame with / without
-    a prior yaw (0 = off: no gate, or no threshold for that case)."""
-    if not isinstance(gate, dict):
-        return 0.0
-    value = gate.get("min_vote_mass" if yaw_known else "min_vote_mass_unknown_yaw")
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) and value > 0 else 0.0
-
-
-def min_weight_for(matcher: Any, cfg: LocalizerConfig) -> float:
-    """The confidence threshold for ``matcher``'s weights: ``cfg.sparse_min_weight`` for a
-    matcher whose weights are keypoint weights (``keypoint_weights = True``, the sparse-depth
-    matcher), else ``cfg.min_weight``."""
-    return cfg.sparse_min_weight if getattr(matcher, "keypoint_weights", False) else cfg.min_weight
-
-
-def solve_confident(corr: Correspondences, cfg: LocalizerConfig,
-                    procrustes_config: procrustes.ProcrustesConfig,
-                    min_weight: float | None = None) -> tuple[np.ndarray, procrustes.ProcrustesResult]:
-    """The localizer's solve of one matcher output: keep the correspondences with weight >=
-    ``min_weight`` (default ``cfg.min_weight``; see :func:`min_weight_for`), need ``min_confident_matches`` of them and as many inliers after the robust
-    Procrustes. Returns (confident mask over ``corr``, solver result; poses of camera-centred points
-    when ``corr.scale_known`` is False). Also used by :mod:`xview_localizer.evaluation.calibration`.
-
-    Raises:
-        LocalizationRejected: "too_few_matches" or "solver_degenerate".
-    """
-    min_w = cfg.min_weight if min_weight is None else float(min_weight)
-    confident = corr.weight >= min_w
-    n_confident = int(np.count_nonzero(confident))
-    if n_confident < cfg.min_confident_matches:
-        raise LocalizationRejected("too_few_matches", f"{n_confident} confident matches (weight >= "
-                                                      f"{min_w}), need {cfg.min_confident_matches}")
-    try:
-        sol = procrustes.solve(corr.select(confident), procrustes_config)
-    except DegenerateInputError as exc:
-        raise LocalizationRejected("solver_degenerate", str(exc)) from exc
-    if sol.n_inliers < cfg.min_confident_matches:
-        raise LocalizationRejected("too_few_matches", f"{sol.n_inliers} inliers after robust fitting, "
-                                                      f"need {cfg.min_confident_matches}")
-    return confident, sol
-
-
-def _accepts_depth(matcher: Any) -> bool:
-    """Whether ``matcher.match`` takes ``depth_m`` / ``depth_kind`` keywords: an
-    ``accepts_depth`` attribute, else its signature (test doubles without either get none)."""
-    flag = getattr(matcher, "accepts_depth", None)
-    if flag is not None:
-        return bool(flag)
-    try:
-        return "depth_m" in inspect.signature(matcher.match).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def solution_from_camera_centred(sol: procrustes.ProcrustesResult, T_base_camera: np.ndarray) -> procrustes.ProcrustesResult:
-    """A Sim(2) solution on camera-centred relative-depth points -> the result with
-    ``T_patch_base`` of base_link (``camera.T_patch_base_from_camera_centred``) and its
-    covariance propagated through ``(x, y, yaw) -> (x - R(yaw) c, yaw)``. The returned result's
-    ``scale`` is still the depth scale, so its ``transform`` no longer maps ``src`` to ``dst``."""
-    from ..core.camera import T_patch_base_from_camera_centred, camera_xy_base_m
-
-    c = camera_xy_base_m(T_base_camera)
-    T_patch_base, _ = T_patch_base_from_camera_centred(sol.transform, c)
-    cy, sy = math.cos(sol.T_patch_base.yaw_rad), math.sin(sol.T_patch_base.yaw_rad)
-    J = np.eye(3)
-    J[0, 2] = sy * c[0] + cy * c[1]
-    J[1, 2] = -(cy * c[0] - sy * c[1])
-    cov = J @ np.asarray(sol.cov_xyyaw, float) @ J.T
-    return dataclasses.replace(sol, T_patch_base=T_patch_base, cov_xyyaw=0.5 * (cov + cov.T))
-
-
-def yaw_tries(matcher: Any, prior_yaw_rad: Optional[float], cfg: LocalizerConfig) -> list[Optional[float]]:
-    """The prior yaws the matcher is run with for one frame: the prior; without one ``[None]`` for a
-    matcher that searches every yaw itself (``needs_yaw_prior = False``, sparse-depth: one run), else
-    ``cfg.unknown_yaw_hypotheses`` evenly around the circle."""
-    if prior_yaw_rad is not None:
-        return [prior_yaw_rad]
-    if not getattr(matcher, "needs_yaw_prior", True):
-        return [None]
-    n_hyp = cfg.unknown_yaw_hypotheses
-    return [wrap_angle_rad(2.0 * math.pi * k / n_hyp) for k in range(n_hyp)]
-
-
-def match_and_solve(matcher: Any, image_rgb: np.ndarray, camera: Any, T_base_camera: np.ndarray, sat_rgb: np.ndarray,
-                    georef: Any, prior_yaw_rad: Optional[float], depth_kw: dict, cfg: LocalizerConfig,
-                    procrustes_config: procrustes.ProcrustesConfig,
-                    timings: Optional[dict] = None) -> tuple[Correspondences, np.ndarray, Any, float, Optional[dict]]:
-    """Matcher + Procrustes for one prior yaw (None: unknown, only for matchers with
-    ``needs_yaw_prior = False``; ``depth_kw``: the keywords the matcher gets besides the common
-    arguments - depth for a matcher that takes depth, ``sat_features`` of an area window - else
-    empty): (correspondences, inlier mask over them, solver result, support = summed weight
-    of the inliers, the matcher's vote evidence or None). Stage times accumulate in ``timings``.
-
-    Raises:
-        LocalizationRejected: "matcher_failed", or :func:`solve_confident`'s reasons.
-    """
-    timings = {} if timings is None else timings
-    t0 = time.perf_counter()
-    corr = None
-    try:
-        corr = matcher.match(image_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad, **depth_kw)
-    except Exception as exc:  # noqa: BLE001 - bad input (XViewError) or a torch failure (OOM): no crash
-        raise LocalizationRejected("matcher_failed", f"{type(exc).__name__}: {exc}") from exc
-    finally:
-        _add_matcher_timings(matcher, timings, time.perf_counter() - t0, stages=corr is not None)
-    return _solve_matched(matcher, corr, T_base_camera, cfg, procrustes_config, timings)
-
-
-def _add_matcher_timings(matcher: Any, timings: dict, total_s: float, stages: bool = True) -> None:
-    """Accumulate a matcher call: ``matcher`` (its wall time) and, after a call that returned
-    (``stages``), the matcher's own stages (``last_timings_s``: preprocess, sat_features,
-    ground_encoder, matching) when it has them."""
-    timings["matcher"] = timings.get("matcher", 0.0) + total_s
-    stages = getattr(matcher, "last_timings_s", None) if stages else None
-    if isinstance(stages, dict):
-        for name, seconds in stages.items():
-            timings[name] = timings.get(name, 0.0) + float(seconds)
-
-
-def _solve_matched(matcher: Any, corr: Any, T_base_camera: np.ndarray, cfg: LocalizerConfig,
-                   procrustes_config: procrustes.ProcrustesConfig,
-                   timings: dict) -> tuple[Correspondences, np.ndarray, Any, float, Optional[dict]]:
-    """The solver half of :func:`match_and_solve` for correspondences already matched."""
-    if not isinstance(corr, Correspondences):
-        raise LocalizationRejected("matcher_failed", f"matcher returned {type(corr).__name__}, not Correspondences")
-    t0 = time.perf_counter()
-    try:
-        confident, sol = solve_confident(corr, cfg, procrustes_config, min_weight_for(matcher, cfg))
-        if not corr.scale_known:
-            sol = solution_from_camera_centred(sol, T_base_camera)
-        inlier_mask = np.zeros(len(corr), dtype=bool)
-        idx = np.flatnonzero(confident)[sol.inlier_mask]
-        inlier_mask[idx] = True
-        evidence = getattr(matcher, "last_evidence", None)
-        return corr, inlier_mask, sol, float(corr.weight[idx].sum()), dict(evidence) if evidence else None
-    finally:
-        timings["solver"] = timings.get("solver", 0.0) + time.perf_counter() - t0
-
-
-def match_and_solve_all(matcher: Any, image_rgb: np.ndarray, camera: Any, T_base_camera: np.ndarray,
-                        sat_rgb: np.ndarray, georef: Any, yaws: list[Optional[float]], match_kw: dict,
-                        cfg: LocalizerConfig, procrustes_config: procrustes.ProcrustesConfig,
-                        timings: Optional[dict] = None) -> tuple[list[tuple], Optional[LocalizationRejected]]:
-    """:func:`match_and_solve` for every prior yaw of :func:`yaw_tries`: ``(candidates, the first
-    rejection or None)``. Several yaws and a matcher with ``match_hypotheses`` (dense-flow) run
-    in ONE batched forward pass (encoders once, the rest batched over the hypotheses) with the
-    same results as one call per yaw; otherwise one call per yaw."""
-    timings = {} if timings is None else timings
-    cands: list[tuple] = []
-    first: Optional[LocalizationRejected] = None
-    batched = getattr(matcher, "match_hypotheses", None)
-    if len(yaws) > 1 and callable(batched) and all(y is not None for y in yaws):
-        t0 = time.perf_counter()
-        corrs = None
-        try:
-            corrs = batched(image_rgb, camera, T_base_camera, sat_rgb, georef, yaws, **match_kw)
-        except Exception as exc:  # noqa: BLE001 - as in match_and_solve
-            return [], LocalizationRejected("matcher_failed", f"{type(exc).__name__}: {exc}")
-        finally:
-            _add_matcher_timings(matcher, timings, time.perf_counter() - t0, stages=corrs is not None)
-        for corr in corrs:
-            try:
-                cands.append(_solve_matched(matcher, corr, T_base_camera, cfg, procrustes_config, timings))
-            except LocalizationRejected as rej:
-                first = first or rej
-        return cands, first
-    for yaw in yaws:
-        try:
-            cands.append(match_and_solve(matcher, image_rgb, camera, T_base_camera, sat_rgb, georef, yaw, match_kw,
-                                         cfg, procrustes_config, timings))
-        except LocalizationRejected as rej:
-            first = first or rej
-    return cands, first
-
 
 def _make_area_provider(cfg: LocalizerConfig, matcher: Any, tile_cache: Any) -> tuple[Any, str]:
     """The area feature provider ``cfg.area_features`` asks for, or (None, why not)."""
@@ -546,95 +136,6 @@ def _make_area_provider(cfg: LocalizerConfig, matcher: Any, tile_cache: Any) -> 
         return None, f"off ({exc})"
     return provider, ""
 
-
-def check_yaw_ambiguity(best: tuple, cands: list[tuple], cfg: LocalizerConfig) -> None:
-    """Without a prior yaw, a runner-up solution that disagrees with the best one (yaw or
-    position) but has nearly its support makes the frame ambiguous: no pose beats a pose that may
-    be turned around. ``best`` and ``cands``: :func:`match_and_solve` results.
-
-    Raises:
-        LocalizationRejected: "yaw_ambiguous".
-    """
-    T_best = best[2].T_patch_base
-    for c in cands:
-        if c is best:
-            continue
-        T = c[2].T_patch_base
-        dyaw = abs(wrap_angle_rad(T.yaw_rad - T_best.yaw_rad))
-        dpos = math.hypot(T.x_m - T_best.x_m, T.y_m - T_best.y_m)
-        disagrees = dyaw > cfg.max_prior_yaw_deviation_rad or dpos > cfg.max_jump_m
-        if disagrees and best[3] < cfg.unknown_yaw_min_support_ratio * c[3]:
-            raise LocalizationRejected(
-                "yaw_ambiguous",
-                f"no prior yaw and two solutions {math.degrees(dyaw):.0f} deg / {dpos:.1f} m apart have "
-                f"support {best[3]:.1f} vs {c[3]:.1f} (need a ratio of "
-                f"{cfg.unknown_yaw_min_support_ratio:g})")
-
-
-def matcher_covariance_scale(matcher: Any, depth_kind: str = "none") -> float:
-    """The matcher's calibrated covariance factor (``covariance_scale`` of its checkpoint, see
-    :mod:`xview_localizer.evaluation.calibration`; a matcher with ``covariance_scale_for`` (sparse-depth)
-    gives the one calibrated for the frame's depth kind, "none" = flat ground); 1.0 for matchers
-    without a valid one."""
-    scale_for = getattr(matcher, "covariance_scale_for", None)
-    scale = scale_for(depth_kind) if callable(scale_for) else getattr(matcher, "covariance_scale", 1.0)
-    try:
-        scale = float(scale)
-    except (TypeError, ValueError):
-        return 1.0
-    return scale if math.isfinite(scale) and scale > 0.0 else 1.0
-
-
-# ----------------------------------------------------------------------------------------------
-# Time-indexed buffers
-# ----------------------------------------------------------------------------------------------
-class _TimeBuffer:
-    """Samples sorted by ``stamp_ns``. Nothing is pruned against the newest stamp it holds (one
-    sample stamped a day ahead must not evict good history): the owner prunes it against a
-    reference clock with :meth:`prune_before`; ``max_items`` only bounds the memory."""
-
-    def __init__(self, history_ns: int, max_items: int = 100_000) -> None:
-        self.history_ns = history_ns
-        self.max_items = max_items
-        self.stamps: list[int] = []
-        self.items: list[Any] = []
-
-    def add(self, stamp_ns: int, item: Any) -> str:
-        """Insert in time order: ``'in_order'`` (newest so far), ``'out_of_order'`` (older than
-        the newest, inserted where it belongs) or ``'duplicate'`` (a sample with this stamp is
-        already held: the new one is dropped)."""
-        i = bisect.bisect_right(self.stamps, stamp_ns)
-        if i > 0 and self.stamps[i - 1] == stamp_ns:
-            return "duplicate"
-        status = "in_order" if i == len(self.stamps) else "out_of_order"
-        self.stamps.insert(i, stamp_ns)
-        self.items.insert(i, item)
-        if len(self.stamps) > self.max_items:
-            del self.stamps[0]
-            del self.items[0]
-        return status
-
-    def prune_before(self, cut_ns: int, keep_min: int = 2) -> None:
-        """Drop samples stamped before ``cut_ns``, always keeping the newest ``keep_min``."""
-        cut = min(bisect.bisect_left(self.stamps, cut_ns), max(len(self.stamps) - keep_min, 0))
-        if cut > 0:
-            del self.stamps[:cut]
-            del self.items[:cut]
-
-    def around(self, stamp_ns: int) -> tuple[Optional[int], Optional[int]]:
-        """Indices of the last sample at/before and the first sample after ``stamp_ns``."""
-        i = bisect.bisect_right(self.stamps, stamp_ns)
-        before = i - 1 if i > 0 else None
-        after = i if i < len(self.stamps) else None
-        return before, after
-
-    def __len__(self) -> int:
-        return len(self.stamps)
-
-
-def _interp_se2(a: SE2, b: SE2, f: float) -> SE2:
-    return SE2(a.x_m + f * (b.x_m - a.x_m), a.y_m + f * (b.y_m - a.y_m),
-               a.yaw_rad + f * wrap_angle_rad(b.yaw_rad - a.yaw_rad))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -659,8 +160,8 @@ class Localizer:
         self.procrustes_config = procrustes_config or procrustes.ProcrustesConfig()
         history_ns = int(config.history_s * NS_PER_S)
         self._lock = threading.Lock()
-        self._fixes = _TimeBuffer(history_ns)
-        self._odom = _TimeBuffer(history_ns)
+        self._fixes = TimeBuffer(history_ns)
+        self._odom = TimeBuffer(history_ns)
         self._projection: Optional[MapProjection] = None
         if config.has_datum:
             self._projection = MapProjection(config.map_projection, config.datum_lat_deg, config.datum_lon_deg)
@@ -750,7 +251,7 @@ class Localizer:
                                        f"{kind} stamped {-lead_s:.2f} s behind {clock} (history_s = "
                                        f"{self.config.history_s:g}): too old to be used")
 
-    def _add_locked(self, kind: str, buf: _TimeBuffer, stamp_ns: int, item: Any, now_ns: Optional[int]) -> str:
+    def _add_locked(self, kind: str, buf: TimeBuffer, stamp_ns: int, item: Any, now_ns: Optional[int]) -> str:
         status = buf.add(stamp_ns, item)
         if status == "duplicate":
             raise LocalizationRejected(f"{kind}_stamp_duplicate",
@@ -763,8 +264,8 @@ class Localizer:
         """Forget fixes, odometry and estimates (the datum stays): for a clock that jumped back
         (a bag played again), where every sample held would lie in the future."""
         with self._lock:
-            self._fixes = _TimeBuffer(self._fixes.history_ns, self._fixes.max_items)
-            self._odom = _TimeBuffer(self._odom.history_ns, self._odom.max_items)
+            self._fixes = TimeBuffer(self._fixes.history_ns, self._fixes.max_items)
+            self._odom = TimeBuffer(self._odom.history_ns, self._odom.max_items)
             self._last = None
             self._contradicting = []
             self._frame_stamp_ns = None
@@ -794,7 +295,7 @@ class Localizer:
         if i0 is not None and st[i0] == stamp_ns:
             return it[i0]
         if i0 is not None and i1 is not None:
-            return _interp_se2(it[i0], it[i1], (stamp_ns - st[i0]) / (st[i1] - st[i0]))
+            return interp_se2(it[i0], it[i1], (stamp_ns - st[i0]) / (st[i1] - st[i0]))
         gap_ns = self.config.odom_max_gap_s * NS_PER_S
         j = i0 if i0 is not None else i1
         if abs(stamp_ns - st[j]) > gap_ns:
@@ -802,7 +303,7 @@ class Localizer:
         # Constant-velocity extrapolation from the two samples nearest the end.
         k = j - 1 if i0 is not None else j + 1
         if 0 <= k < len(st) and st[k] != st[j]:
-            return _interp_se2(it[k], it[j], (stamp_ns - st[k]) / (st[j] - st[k]))
+            return interp_se2(it[k], it[j], (stamp_ns - st[k]) / (st[j] - st[k]))
         return it[j]
 
     # -- prior -------------------------------------------------------------------------------------
@@ -978,7 +479,7 @@ class Localizer:
         prior_yaw_true = None if prior.yaw_map_rad is None else wrap_angle_rad(prior.yaw_map_rad - gamma_prior)
         yaws = yaw_tries(self.matcher, prior_yaw_true, cfg)
         # what the matcher gets besides the image (one decision per frame, for every hypothesis)
-        match_kw = {"depth_m": frame.depth_m, "depth_kind": cfg.depth_kind} if _accepts_depth(self.matcher) else {}
+        match_kw = {"depth_m": frame.depth_m, "depth_kind": cfg.depth_kind} if accepts_depth(self.matcher) else {}
         if sat_features is not None:
             match_kw["sat_features"] = sat_features
         cands, first_reject = match_and_solve_all(self.matcher, frame.image_rgb, frame.camera, frame.T_base_camera,
@@ -1081,10 +582,10 @@ class Localizer:
         x_m, y_m = proj.forward(lat, lon)
         yaw_map = T_patch_base.yaw_rad + proj.convergence_rad(lat, lon)
         J = np.eye(3)
-        J[:2, :2] = _jacobian_map_from_enu(proj, enu, T_patch_base.x_m, T_patch_base.y_m)
+        J[:2, :2] = jacobian_map_from_enu(proj, enu, T_patch_base.x_m, T_patch_base.y_m)
         scale = self.config.cov_inflation * matcher_covariance_scale(self.matcher, depth_kind)
         cov = scale * (J @ np.asarray(cov_patch, float) @ J.T)
-        cov = _floor_covariance(cov, self.config.cov_floor_xy_m2, self.config.cov_floor_yaw_rad2)
+        cov = floor_covariance(cov, self.config.cov_floor_xy_m2, self.config.cov_floor_yaw_rad2)
         return SE2(x_m, y_m, yaw_map), cov, lat, lon
 
 
