@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import GeometryError
-from .dense_flow import ResNetEncoder
+from .dense_blocks import ResNetEncoder
 from .sparse_blocks import ScoreHead, descriptor_similarity, match_descriptors, select_keypoints
 from .sparse_config import DEPTH_KINDS, SPARSE_PRESETS, DepthKind, SparseDepthConfig, sparse_preset
 from .sparse_geometry import (

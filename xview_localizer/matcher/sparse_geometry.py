@@ -22,7 +22,7 @@ Conventions (docs/conventions.md, docs/camera.md, docs/sparse_depth.md):
   up at the same normalized position).
 * Satellite feature cell ``(row i, col j)`` of an ``Hs x Ws`` map is centred at patch ENU
   ``east = (j - (Ws - 1) / 2) * m_per_cell``, ``north = ((Hs - 1) / 2 - i) * m_per_cell`` with
-  ``m_per_cell = sat_m_per_px * sat_stride`` (as dense_flow.py); continuous coordinates are
+  ``m_per_cell = sat_m_per_px * sat_stride`` (as :mod:`.dense_geometry`); continuous coordinates are
   ``(u, v)`` = (column, row).
 
 Shapes: ``B`` batch, ``N`` candidate cells; rays (B, N, 3), validity (B, N), camera centres
