@@ -1,6 +1,8 @@
-"""Dense-flow cross-view matcher (seed paper 001, Song et al., NeurIPS 2023), in one file.
-
-Building blocks first, the full network (:class:`DenseFlowMatcher`) last.
+"""Dense-flow cross-view matcher (seed paper 001, Song et al., NeurIPS 2023): config and
+presets, and the full network (:class:`DenseFlowMatcher`). Its building blocks (encoders,
+RefineBlock, correlation pyramid, update block) are in :mod:`.dense_blocks`, its geometry (flow
+<-> metric correspondences, BEV sampling grids) in :mod:`.dense_geometry`; both are
+re-exported here.
 
 Pipeline (paper sections 3.1-3.3)::
 
@@ -16,22 +18,8 @@ Pipeline (paper sections 3.1-3.3)::
                                                           ▼
            metric correspondences (base_link -> patch frame) ──► weighted Procrustes ──► T_patch_base
 
-Geometry conventions (see docs/conventions.md and docs/dense_flow.md):
-
-* Satellite feature map: ``Hf x Wf`` cells, cell (row i, col j) centred at patch ENU
-  ``east_m = (j - (Wf - 1) / 2) * m_per_cell``, ``north_m = ((Hf - 1) / 2 - i) * m_per_cell``
-  with ``m_per_cell = sat_m_per_px * stride`` (the same formula as the patch pixel grid).
-* BEV grid: the same ``Hf x Wf`` layout and ``m_per_cell``, centred on the vehicle and
-  **north-up like the patch**, rotated by the prior yaw. A BEV cell at patch-aligned offset
-  ``p = (east_m, north_m)`` from the vehicle holds the ground-plane point
-  ``xy_base = R(-prior_yaw_rad) @ p`` of ``base_link``.
-* Flow: ``flow[b, :, i, j] = (du, dv)`` in satellite-feature cells; BEV cell ``(i, j)``
-  matches satellite feature coordinate ``(u, v) = (j + du, i + dv)``. Zero flow therefore means
-  "vehicle at the patch centre with the prior heading": the Procrustes solution of zero flow is
-  ``T_patch_base = (0, 0, prior_yaw_rad)``.
-* Correspondences (the matcher contract): ``src_xy_m`` = base_link point of each BEV cell,
-  ``dst_xy_m`` = patch-frame point of the matched satellite coordinate,
-  ``weight`` = predicted confidence x BEV validity (the paper's ``S_i``).
+Geometry conventions (satellite feature cells, the north-up BEV grid rotated by the prior yaw,
+flow, correspondences; docs/conventions.md and docs/dense_flow.md): :mod:`.dense_geometry`.
 
 Differences from the paper, on purpose: flow is kept at the feature resolution (no RAFT convex
 upsampling: the pose only needs the correspondences), all norms are instance norms (batch sizes
@@ -49,8 +37,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import ConfigError, GeometryError
+from .dense_blocks import (
+    ConvGRU,
+    CorrPyramid,
+    MotionEncoder,
+    RefineBlock,
+    ResidualBlock,
+    ResNetEncoder,
+    UpdateBlock,
+)
+from .dense_geometry import (
+    bev_grid_for_camera,
+    cell_offsets_m,
+    flow_to_correspondences,
+    gt_flow_from_pose,
+    weighted_procrustes_torch,
+)
 from .grids import cached_grid
-from .norms import NORM_KINDS, make_norm
+from .norms import NORM_KINDS
 
 __all__ = [
     "DenseFlowConfig",
@@ -194,298 +198,6 @@ def preset(name: str, **overrides: Any) -> DenseFlowConfig:
         raise ConfigError(f"unknown dense-flow preset {name!r}; known: {sorted(PRESETS)}")
     cfg = PRESETS[name]
     return replace(cfg, **overrides) if overrides else cfg
-
-
-# ----------------------------------------------------------------------------- encoders
-class ResidualBlock(nn.Module):
-    """ResNet BasicBlock: two 3x3 convs with ``norm`` (:mod:`.norms`: instance or frozen),
-    identity (or 1x1) shortcut."""
-
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, norm: str = "instance") -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        self.norm1 = make_norm(norm, out_ch)
-        self.norm2 = make_norm(norm, out_ch)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride), make_norm(norm, out_ch))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.norm1(self.conv1(x)))
-        y = self.norm2(self.conv2(y))
-        return F.relu(y + self.shortcut(x))
-
-
-class ResNetEncoder(nn.Module):
-    """ResNet-style encoder trained from scratch: 7x7 stride-2 stem, 3 stages of BasicBlocks
-    (strides 1, 2, 2 for 1/8 output; 1, 2, 1 for 1/4), 1x1 projection to ``out_dim``.
-
-    Input ``(B, 3, H, W)`` float in [0, 1]; output ``(B, out_dim, H / stride, W / stride)``.
-    ``norm``: "instance" (per-image statistics) or "frozen" (fixed statistics: the encoder is then
-    translation-equivariant for shifts by multiples of ``stride``, see :mod:`.norms`).
-    """
-
-    def __init__(self, widths: tuple[int, int, int], blocks: int, out_dim: int, stride: int,
-                 norm: str = "instance") -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, widths[0], 7, stride=2, padding=3), make_norm(norm, widths[0]), nn.ReLU(inplace=True)
-        )
-        strides = (1, 2, 2) if stride == 8 else (1, 2, 1)
-        layers: list[nn.Module] = []
-        in_ch = widths[0]
-        for w, s in zip(widths, strides):
-            for k in range(blocks):
-                layers.append(ResidualBlock(in_ch, w, s if k == 0 else 1, norm))
-                in_ch = w
-        self.stages = nn.Sequential(*layers)
-        self.out = nn.Conv2d(in_ch, out_dim, 1)
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = (image - self.mean) / self.std
-        return self.out(self.stages(self.stem(x)))
-
-
-class RefineBlock(nn.Module):
-    """The paper's BEV RefineBlock (eq. 2): 7x7 conv (large receptive field), a 3x3 residual
-    block (local detail), a 1x1 conv (channel mixing). ``(B, C_in, H, W) -> (B, C_out, H, W)``."""
-
-    def __init__(self, in_ch: int, out_ch: int) -> None:
-        super().__init__()
-        self.conv7 = nn.Conv2d(in_ch, out_ch, 7, padding=3)
-        self.res = ResidualBlock(out_ch, out_ch)
-        self.conv1 = nn.Conv2d(out_ch, out_ch, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv1(self.res(F.relu(self.conv7(x))))
-
-
-# ----------------------------------------------------------------------------- correlation
-def _corr_window(radius: int, device: torch.device) -> torch.Tensor:
-    """(1, 2r+1, 2r+1, 2) (dx, dy) lookup offsets of the correlation window."""
-    d = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
-    dy, dx = torch.meshgrid(d, d, indexing="ij")
-    return torch.stack([dx, dy], dim=-1).view(1, 2 * radius + 1, 2 * radius + 1, 2)
-
-
-class CorrPyramid:
-    """RAFT all-pairs correlation between BEV features and satellite features, pooled into
-    ``levels`` levels by 2x2 average pooling over the satellite dimensions.
-
-    Args:
-        fmap_bev: (B, C, Hb, Wb); fmap_sat: (B, C, Hs, Ws). Computed in float32.
-    """
-
-    def __init__(self, fmap_bev: torch.Tensor, fmap_sat: torch.Tensor, levels: int, radius: int) -> None:
-        b, c, hb, wb = fmap_bev.shape
-        hs, ws = fmap_sat.shape[-2:]
-        self.levels, self.radius = levels, radius
-        with torch.autocast(fmap_bev.device.type, enabled=False):  # float32 even under AMP
-            corr = torch.einsum("bci,bcj->bij", fmap_bev.float().flatten(2), fmap_sat.float().flatten(2))
-        corr = (corr / math.sqrt(c)).reshape(b * hb * wb, 1, hs, ws)
-        self.pyramid = [corr]
-        for _ in range(levels - 1):
-            corr = F.avg_pool2d(corr, 2, stride=2)
-            self.pyramid.append(corr)
-        self.shape = (b, hb, wb)
-        self.delta = cached_grid(("corr_window", radius), fmap_bev.device, lambda: _corr_window(radius, fmap_bev.device))
-
-    @property
-    def out_channels(self) -> int:
-        return self.levels * (2 * self.radius + 1) ** 2
-
-    def __call__(self, coords: torch.Tensor) -> torch.Tensor:
-        """Look up correlation windows around ``coords (B, 2, Hb, Wb)`` (satellite feature
-        cells, (u, v)). Returns (B, levels * (2r+1)^2, Hb, Wb)."""
-        b, hb, wb = self.shape
-        xy = coords.permute(0, 2, 3, 1).reshape(b * hb * wb, 1, 1, 2).float()
-        out = []
-        for lvl, corr in enumerate(self.pyramid):
-            h, w = corr.shape[-2:]
-            # 2x2 pooling: pooled cell k covers fine cells 2k, 2k+1 (centre 2k + 0.5).
-            c_l = (xy + 0.5) / (2**lvl) - 0.5 + self.delta
-            gx = 2.0 * (c_l[..., 0] + 0.5) / w - 1.0
-            gy = 2.0 * (c_l[..., 1] + 0.5) / h - 1.0
-            grid = torch.stack([gx, gy], dim=-1)
-            s = F.grid_sample(corr, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            out.append(s.view(b, hb, wb, -1))
-        return torch.cat(out, dim=-1).permute(0, 3, 1, 2).contiguous()
-
-
-# ----------------------------------------------------------------------------- update block
-class MotionEncoder(nn.Module):
-    """Encodes correlation samples and the current flow into motion features (RAFT)."""
-
-    def __init__(self, corr_ch: int, out_dim: int) -> None:
-        super().__init__()
-        c = max(out_dim, 32)
-        self.convc1 = nn.Conv2d(corr_ch, c, 1)
-        self.convc2 = nn.Conv2d(c, c, 3, padding=1)
-        self.convf1 = nn.Conv2d(2, c // 2, 7, padding=3)
-        self.convf2 = nn.Conv2d(c // 2, c // 4, 3, padding=1)
-        self.conv = nn.Conv2d(c + c // 4, out_dim - 2, 3, padding=1)
-
-    def forward(self, flow: torch.Tensor, corr: torch.Tensor) -> torch.Tensor:
-        cor = F.relu(self.convc2(F.relu(self.convc1(corr))))
-        flo = F.relu(self.convf2(F.relu(self.convf1(flow))))
-        out = F.relu(self.conv(torch.cat([cor, flo], dim=1)))
-        return torch.cat([out, flow], dim=1)
-
-
-class ConvGRU(nn.Module):
-    """Convolutional GRU cell with 3x3 gates: ``h' = (1 - z) h + z q``."""
-
-    def __init__(self, hidden_dim: int, input_dim: int) -> None:
-        super().__init__()
-        self.convz = nn.Conv2d(hidden_dim + input_dim, hidden_dim, 3, padding=1)
-        self.convr = nn.Conv2d(hidden_dim + input_dim, hidden_dim, 3, padding=1)
-        self.convq = nn.Conv2d(hidden_dim + input_dim, hidden_dim, 3, padding=1)
-
-    def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        hx = torch.cat([h, x], dim=1)
-        z = torch.sigmoid(self.convz(hx))
-        r = torch.sigmoid(self.convr(hx))
-        q = torch.tanh(self.convq(torch.cat([r * h, x], dim=1)))
-        return (1 - z) * h + z * q
-
-
-class UpdateBlock(nn.Module):
-    """One RAFT update: motion encoder -> ConvGRU -> flow residual head + confidence head."""
-
-    def __init__(self, corr_ch: int, hidden_dim: int, context_dim: int) -> None:
-        super().__init__()
-        motion_dim = max(2 * hidden_dim, 64)
-        self.motion = MotionEncoder(corr_ch, motion_dim)
-        self.gru = ConvGRU(hidden_dim, context_dim + motion_dim)
-        self.flow_head = nn.Sequential(
-            nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hidden_dim, 2, 3, padding=1)
-        )
-        self.conf_head = nn.Sequential(
-            nn.Conv2d(hidden_dim + corr_ch, hidden_dim, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden_dim, 1, 3, padding=1),
-        )
-
-    def forward(
-        self, h: torch.Tensor, context: torch.Tensor, corr: torch.Tensor, flow: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (new hidden, flow residual (B,2,H,W), confidence logits (B,1,H,W))."""
-        m = self.motion(flow, corr)
-        h = self.gru(h, torch.cat([context, m], dim=1))
-        return h, self.flow_head(h), self.conf_head(torch.cat([h, corr], dim=1))
-
-
-# ----------------------------------------------------------------------------- geometry
-def cell_offsets_m(cells: int, m_per_cell: torch.Tensor) -> torch.Tensor:
-    """Patch-aligned (east, north) offsets in metres of every cell of a ``cells x cells`` grid
-    from its centre: ``(B, cells, cells, 2)`` for ``m_per_cell (B,)``."""
-    idx = torch.arange(cells, device=m_per_cell.device, dtype=m_per_cell.dtype) - (cells - 1) / 2.0
-    north, east = torch.meshgrid(-idx, idx, indexing="ij")
-    p = torch.stack([east, north], dim=-1)
-    return p.unsqueeze(0) * m_per_cell.view(-1, 1, 1, 1)
-
-
-def _rotate(xy: torch.Tensor, yaw_rad: torch.Tensor) -> torch.Tensor:
-    """Rotate points ``(B, ..., 2)`` by ``yaw_rad (B,)`` (CCW)."""
-    shape = (-1,) + (1,) * (xy.dim() - 2)
-    c, s = torch.cos(yaw_rad).view(shape), torch.sin(yaw_rad).view(shape)
-    x, y = xy[..., 0], xy[..., 1]
-    return torch.stack([c * x - s * y, s * x + c * y], dim=-1)
-
-
-def flow_to_correspondences(
-    flow: torch.Tensor,
-    confidence: torch.Tensor,
-    bev_valid: torch.Tensor,
-    m_per_cell: torch.Tensor,
-    prior_yaw_rad: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Dense flow -> metric correspondences (the matcher contract, batched).
-
-    Args:
-        flow: (B, 2, H, W) flow in satellite feature cells.
-        confidence: (B, H, W) in [0, 1].
-        bev_valid: (B, H, W) 1 where the BEV cell saw the ground image.
-        m_per_cell: (B,) metres per satellite feature cell.
-        prior_yaw_rad: (B,) prior yaw of base_link in the patch frame.
-    Returns:
-        src_xy_m (B, N, 2) in base_link, dst_xy_m (B, N, 2) in the patch frame, weight (B, N),
-        with N = H * W in row-major cell order.
-    """
-    b, _, h, w = flow.shape
-    p = cell_offsets_m(h, m_per_cell.to(flow.dtype))  # BEV cell offsets, patch-aligned
-    src = _rotate(p, -prior_yaw_rad.to(flow.dtype))
-    # Matched satellite coordinate (u, v) = (j + du, i + dv) -> patch metres.
-    d_east = flow[:, 0] * m_per_cell.view(-1, 1, 1)
-    d_north = -flow[:, 1] * m_per_cell.view(-1, 1, 1)
-    dst = p + torch.stack([d_east, d_north], dim=-1)
-    weight = (confidence * bev_valid.to(confidence.dtype)).reshape(b, h * w)
-    return src.reshape(b, h * w, 2), dst.reshape(b, h * w, 2), weight
-
-
-def gt_flow_from_pose(
-    T_patch_base: torch.Tensor, prior_yaw_rad: torch.Tensor, m_per_cell: torch.Tensor, cells: int
-) -> torch.Tensor:
-    """Ground-truth flow (B, 2, cells, cells) of every BEV cell from the true pose.
-
-    A BEV cell at patch-aligned offset ``p`` is the base_link point ``b = R(-prior) p``; the
-    true pose ``T_patch_base = (x_m, y_m, yaw_rad)`` (B, 3) puts it at ``R(yaw) b + t`` in the
-    patch frame; the flow is that point in satellite feature cells minus the cell itself.
-    """
-    m = m_per_cell.view(-1, 1, 1, 1)
-    p = cell_offsets_m(cells, m_per_cell)
-    b = _rotate(p, -prior_yaw_rad)
-    d = _rotate(b, T_patch_base[:, 2]) + T_patch_base[:, None, None, :2]
-    delta = (d - p) / m
-    return torch.stack([delta[..., 0], -delta[..., 1]], dim=1)
-
-
-def weighted_procrustes_torch(
-    src_xy_m: torch.Tensor, dst_xy_m: torch.Tensor, weight: torch.Tensor
-) -> torch.Tensor:
-    """Differentiable confidence-weighted rigid Procrustes, batched: (B,N,2),(B,N,2),(B,N) ->
-    (B, 3) = (x_m, y_m, yaw_rad) of ``T`` with ``dst ~= R(yaw) src + t``.
-
-    Delegates to :mod:`xview_localizer.core.procrustes` (the one solver of the package).
-    """
-    from ..core.procrustes import procrustes_torch
-
-    pose = procrustes_torch(src_xy_m.float(), dst_xy_m.float(), weight.float())
-    return torch.stack([pose.x_m, pose.y_m, pose.yaw_rad], dim=-1)
-
-
-def bev_grid_for_camera(
-    camera: Any, T_base_camera: Any, prior_yaw_rad: float, cells: int, m_per_cell: float, ground_z_m: float = 0.0
-):
-    """Sampling grid of the north-up, prior-rotated BEV for one camera (numpy, per sample).
-
-    The BEV of the matcher is laid out like the patch (x east / y north, north up) and centred on
-    the vehicle; camera.py's :class:`BevGrid` is forward-up in ``base_link``. A virtual body frame
-    ``B''`` with x = north, y = west makes camera.py's forward-up grid north-up:
-    ``T_B''_base = Rz(prior_yaw - pi/2)``, so ``T_B''_camera = Rz(prior_yaw - pi/2) @ T_base_camera``.
-
-    Returns:
-        grid_norm: (cells, cells, 2) float32 ``grid_sample`` coordinates (align_corners=False)
-            into the ground image (resolution independent), invalid cells set to -2.
-        valid: (cells, cells) float32, 1 where the ground point is in front of the camera and
-            inside the image.
-    """
-    import numpy as np
-
-    from ..core import camera as cam_mod
-    from ..core import camera_pano
-
-    a = float(prior_yaw_rad) - math.pi / 2.0
-    rz = np.eye(4)
-    rz[:2, :2] = [[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]
-    T = rz @ np.asarray(T_base_camera, dtype=np.float64)
-    bev = cam_mod.BevGrid(size_px=(cells, cells), m_per_px=float(m_per_cell))
-    uv_px, valid = camera_pano.bev_sampling_grid_any(camera, T, bev, ground_z_m=ground_z_m)
-    grid = cam_mod.bev_sampling_grid_to_torch(uv_px, valid, camera.width_px, camera.height_px).numpy()
-    return grid, np.asarray(valid, dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------- network
