@@ -56,3 +56,23 @@ def test_console_script_help_exits_0():
     for path in COMMANDS:
         if len(path) == 1:
             assert f"\n    {path[0]}" in proc.stdout
+
+
+def test_every_device_option_takes_the_same_values():
+    """Issue 17: ``--device`` means the same in every command (auto / cpu / cuda), like the node's
+    ``device`` parameter."""
+    import dataclasses
+
+    from xview_localizer.cli import DEVICES, resolve_device
+    from xview_localizer.pipeline.config import NodeConfig
+
+    seen = []
+    for path, parser in iter_commands(build_parser()):
+        for action in parser._actions:
+            if "--device" in action.option_strings:
+                seen.append(path)
+                assert tuple(action.choices) == DEVICES, (path, action.choices)
+    assert {("replay",), ("evaluate",), ("benchmark",), ("train",), ("sim", "drive")} <= set(seen), seen
+    device_field = {f.name: f for f in dataclasses.fields(NodeConfig)}["device"]
+    assert tuple(device_field.metadata["choices"]) == DEVICES
+    assert resolve_device("cpu") == "cpu" and resolve_device("auto") in ("cpu", "cuda")

@@ -210,9 +210,9 @@ def test_params_yaml_lists_every_parameter_once():
 
 
 def test_latency_values_percentiles_over_the_window():
-    from xview_localizer.ros.node import LATENCY_WINDOW_FRAMES, _Stats, latency_values
+    from xview_localizer.ros.health import LATENCY_WINDOW_FRAMES, Stats, latency_values
 
-    st = _Stats()
+    st = Stats()
     for k in range(150):  # 0 .. 149 ms: the window keeps the last 100 (50 .. 149 ms)
         st.timing("matcher", k / 1e3)
     st.timing("tiles", 0.004)
@@ -276,6 +276,23 @@ def test_node_without_checkpoint_exits_non_zero_with_one_line(tmp_path):
     errors = [ln for ln in out.splitlines() if ln.startswith("localizer_node: error:")]
     assert len(errors) == 1, out
     assert "missing.pt" in errors[0] and "dense_flow" in errors[0] and "allow_degraded_start" in errors[0]
+    assert "Traceback" not in out
+
+
+def test_node_without_tile_url_exits_non_zero_naming_the_ways_to_give_one(tmp_path):
+    """Issue 17: there is no default tile_url (a default would quietly probe localhost): an empty
+    one ends the node with exit 1 and one line naming tile_url, --tiles and a sim drive's sim.yaml."""
+    proc = _start_node(222, {"tile_cache_dir": str(tmp_path / "cache")})  # config/localizer.yaml: tile_url ""
+    try:
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            _stop_node(proc)
+    assert proc.returncode == 1, out
+    errors = [ln for ln in out.splitlines() if ln.startswith("localizer_node: error:")]
+    assert len(errors) == 1, out
+    assert "no tile source" in errors[0] and "tile_url" in errors[0] and "--tiles" in errors[0]
+    assert "sim.yaml" in errors[0] and "allow_degraded_start" in errors[0]
     assert "Traceback" not in out
 
 

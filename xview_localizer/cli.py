@@ -25,6 +25,29 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         return super()._get_help_string(action)
 
 
+#: The values of every command's ``--device`` (and of the node's ``device`` parameter).
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def add_device_option(parser: argparse.ArgumentParser, what: str, default: Optional[str] = "auto",
+                      default_note: str = "") -> None:
+    """``--device {auto,cpu,cuda}`` with the same meaning in every command: ``auto`` = CUDA when
+    torch sees a GPU, else the CPU (:func:`resolve_device`)."""
+    note = f" (default: {default_note})" if default_note else ""
+    parser.add_argument("--device", default=default, choices=DEVICES,
+                        help=f"torch device of {what}: auto = CUDA when available, else cpu{note}")
+
+
+def resolve_device(device: Optional[str]) -> str:
+    """``'auto'`` (or None / '') -> ``'cuda'`` when torch sees a GPU, else ``'cpu'``; other values
+    unchanged. Imports torch only for ``auto``."""
+    if device in (None, "", "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
 def add_command(sub: argparse._SubParsersAction, name: str, *, help: str, description: str,
                 examples: Sequence[str], **kwargs) -> argparse.ArgumentParser:
     """Add subcommand ``name``: ``help`` is its line in the parent's list, ``description`` one

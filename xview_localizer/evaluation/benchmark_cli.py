@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..cli import add_command
+    from ..cli import add_command, add_device_option
 
     p = add_command(sub, "benchmark", help="default matcher vs dense-flow vs prior on held-out pair sets (status table)",
                     description="Run matchers (by default the packaged default and dense-flow) and the "
@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depth-kind", default="none", choices=["metric", "relative", "inverse", "none"],
                    help="what the sparse matcher gets (none = flat ground, the default node setting)")
     p.add_argument("--max-samples", type=int, default=None, help="pairs per set (unset: all)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="torch device")
+    add_device_option(p, "the matchers")
     p.add_argument("--seed", type=int, default=0, help="seed of the unknown-orientation prior yaws")
     p.add_argument("--out", default=None, help="JSON report (all figures and per-pair outcomes)")
     p.add_argument("--markdown", default=None, help="also write the table as Markdown here")
@@ -70,6 +70,7 @@ def _pairs(spec: str, what: str) -> tuple[str, str]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..cli import resolve_device
     from ..core.errors import ConfigError
     from ..matcher.factory import resolve_checkpoint_path
     from ..matcher.inference import load_matcher
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     for spec in specs:  # checkpoints first: a misspelt one fails before the sets are read
         name, ckpt = _pairs(spec, "matcher")
         paths[name] = resolve_checkpoint_path(ckpt, must_exist=True)
-        matchers[name] = load_matcher(str(paths[name]), args.device)
+        matchers[name] = load_matcher(str(paths[name]), resolve_device(args.device))
     for spec in args.runtime:
         name, runtime = _pairs(spec, "runtime")
         if name not in matchers:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..cli import add_command
+    from ..cli import add_command, add_device_option
 
     p = add_command(sub, "calibrate-covariance",
                     help="measure a checkpoint's covariance scale (NEES on held-out pairs) and store it",
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-samples", type=int, default=200, help="use at most this many pairs")
     p.add_argument("--out", default=None, help="JSON report path")
     p.add_argument("--write", action="store_true", help="store covariance_scale in the checkpoint")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="torch device")
+    add_device_option(p, "the matcher")
     p.add_argument("--depth-kind", default="metric", choices=["metric", "relative", "inverse", "none"],
                    help="sparse-depth checkpoints: the depth the matcher gets (the pairs' metric depth map, "
                         "used as is for relative/inverse; none = flat ground); ignored for dense-flow")
@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..cli import resolve_device
     from ..matcher.checkpoint import set_covariance_scale
     from ..matcher.factory import resolve_checkpoint_path
     from ..matcher.inference import load_matcher
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from .calibration import collect_nees, summarize_nees
 
     checkpoint = resolve_checkpoint_path(args.checkpoint, must_exist=True)  # '' / packaged name / path
-    matcher = load_matcher(checkpoint, args.device)
+    matcher = load_matcher(checkpoint, resolve_device(args.device))
     pairs = PairDataset(Path(args.dataset), load_depth=bool(getattr(matcher, "accepts_depth", False)))
     n = min(len(pairs), int(args.max_samples))
     samples = (pairs[i] for i in range(n))

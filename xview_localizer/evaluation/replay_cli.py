@@ -47,6 +47,8 @@ def _int_at_least(lowest: int):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..cli import add_device_option
+
     p.add_argument("bag", type=Path, help="rosbag2 directory (mcap or sqlite3) or a single .mcap/.db3 file")
     p.add_argument("--out", type=Path, required=True, help="report directory (must not exist unless --force)")
     p.add_argument("--force", action="store_true", help="replace an existing report directory")
@@ -58,8 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="matcher checkpoint: '' = checkpoint_path of the parameters, else the packaged default "
                         "(sparse_depth_compact.pt); a packaged name (sparse_depth, dense_flow, or its file name); "
                         "or a path to a .pt")
-    p.add_argument("--device", default="", choices=("", "auto", "cpu", "cuda"),
-                   help="torch device ('' = device of the parameters, auto)")
+    add_device_option(p, "the matcher", default=None, default_note="the device parameter of --params-file, else auto")
     p.add_argument("--params-file", type=Path, default=None,
                    help="node parameters YAML (config/localizer.yaml format) for the core's settings")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
@@ -175,6 +176,7 @@ def format_speed_summary(meta: dict) -> str:
 def cmd_replay(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from ..cli import resolve_device
     from ..pipeline.config import node_config_from_flat
     from ..tiles.cache import TileCache, TileCacheConfig
     from .replay import (
@@ -220,11 +222,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     with open_reader(args.bag) as reader:  # named / required topics before anything slow
         topics = detect_topics({c.topic: c.msgtype for c in reader.connections}, cfg, str(args.bag))
         detect_depth_topic(reader, cfg, topics.image, str(args.bag))
-    device = node.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(node.device)
     matcher = load_matcher_for_replay(node.checkpoint_path, device, node.matcher_factory, node.matcher_runtime)
     tiles = TileCache(tile_url, args.tile_cache_dir or (Path(node.tile_cache_dir) if node.tile_cache_dir else None),
                       TileCacheConfig(offline=node.tile_offline, timeout_s=node.tile_timeout_s,

@@ -205,8 +205,9 @@ class NodeConfig:
     """Parameters of the rclpy node (frames, topics, TF, tiles, matcher) plus the core's."""
 
     # --- tiles ---------------------------------------------------------------------------------
-    tile_url: str = _p("http://127.0.0.1:8080/{z}/{x}/{y}.png", "Tile source: http(s) URL template with "
-                       "{z}/{x}/{y}, file:///folder/{z}/{x}/{y}.png or mbtiles:///path.mbtiles.")
+    tile_url: str = _p("", "Tile source: http(s) URL template with {z}/{x}/{y}, file:///folder/{z}/{x}/{y}.png "
+                       "or mbtiles:///path.mbtiles. No default: '' at start-up is an error (see "
+                       "allow_degraded_start); replay takes a bag's sim.yaml or --tiles instead.")
     tile_cache_dir: str = _p("", "Disk cache of fetched tiles; '' = $XVIEW_TILE_CACHE or "
                              "~/.cache/xview_localizer/tiles.")
     tile_offline: bool = _p(False, "Never fetch: use cached tiles only.")
@@ -235,10 +236,12 @@ class NodeConfig:
                               "autocast on CPU (1.55x for dense-flow on a CPU with AVX512-BF16, its held-out "
                               "accuracy within 1 %; not for the sparse default, whose median error moved by up to "
                               "7 %; docs/realtime.md).", choices=("compile", "eager", "bf16"))
-    allow_degraded_start: bool = _p(False, "When the matcher cannot be loaded at start-up (missing or broken "
-                                    "checkpoint): false = the node exits with status 1 and one line naming the cause "
-                                    "(a launch supervisor sees the failure); true = it stays up degraded, reporting "
-                                    "ERROR 'matcher_unavailable' on /diagnostics and dropping every frame.")
+    allow_degraded_start: bool = _p(False, "When the matcher cannot be loaded (missing or broken checkpoint) or "
+                                    "the tile source is unusable (empty or malformed tile_url) at start-up: false = "
+                                    "the node exits with status 1 and one line naming the cause (a launch supervisor "
+                                    "sees the failure); true = it stays up degraded, reporting ERROR "
+                                    "'matcher_unavailable' / 'tiles_unconfigured' on /diagnostics and dropping "
+                                    "every frame.")
     matcher_factory: str = _p("", "Advanced: 'module:function' called as f(checkpoint_path, device) to build "
                               "a custom matcher; '' = xview_localizer.matcher.inference.load_matcher.")
     # --- frames and TF -------------------------------------------------------------------------

@@ -38,14 +38,13 @@ import os
 import sys
 import threading
 import time
-from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
 from rclpy.clock import Clock, ClockType
@@ -65,9 +64,6 @@ from ..core.errors import (
     ConfigError,
     ImageConversionError,
     LocalizationRejected,
-    TileError,
-    TileFetchError,
-    TileSourceError,
     XViewError,
 )
 from ..matcher.factory import apply_runtime, resolve_factory
@@ -75,7 +71,19 @@ from ..pipeline.config import NodeConfig, describe_unknown_parameters
 from ..pipeline.localizer import NS_PER_S, Frame, Localizer, StepResult
 from ..pipeline.timebase import StampReference
 from . import conversions as conv
-from .params import declare_parameters, parameter_help, read_config
+from .health import (  # noqa: F401 - LATENCY_WINDOW_FRAMES, Stats, latency_values re-exported for tests
+    ERROR_CAUSES,
+    LATENCY_WINDOW_FRAMES,
+    TILE_KIND_CAUSES,
+    Stats,
+    TileWatch,
+    UnavailableTiles,
+    diagnostics_array,
+    latency_values,
+    raised_in,
+)
+from .interface import NODE_NAME, TOPICS_IN, TOPICS_OUT, usage_text, wants_help  # noqa: F401 - re-exported
+from .params import declare_parameters, read_config
 
 try:  # optional: not on PyPI
     import tf2_ros  # type: ignore
@@ -86,12 +94,6 @@ try:  # optional: built by scripts/build_tf2_msgs.sh
 except ImportError:  # pragma: no cover - depends on the environment
     TFMessage = None
 
-NODE_NAME = "xview_localizer"
-#: Tile failures by kind (``TileFetchError.kind``) -> their diagnostic cause (besides ``tiles_unavailable``).
-TILE_KIND_CAUSES = {kind: f"tiles_{kind}" for kind in TileFetchError.KINDS}
-#: Causes whose diagnostic level is ERROR (the others are WARN).
-ERROR_CAUSES = {"matcher_unavailable", "tiles_unavailable", "tiles_unconfigured", "internal_error",
-                *TILE_KIND_CAUSES.values()}
 #: Tile-request back-off of the node (s): short, so that it never outlives an outage by long.
 TILE_BACKOFF_S, TILE_BACKOFF_MAX_S = 0.2, 1.0
 #: Longest the worker waits for the depth map of an image when no depth stamped at or after
@@ -100,100 +102,9 @@ DEPTH_WAIT_S = 0.05
 #: before the first depth map has arrived, frames in this many seconds after the first image
 #: also wait (up to DEPTH_WAIT_S) for it: at start-up the depth stream may trail the images
 DEPTH_STARTUP_S = 2.0
-#: Per-stage latency statistics on /diagnostics are over this many most recent samples.
-LATENCY_WINDOW_FRAMES = 100
-#: Topics of the node (name, type, when) for ``--help``; all names are remappable with ``-r``.
-TOPICS_IN = (
-    ("image", "sensor_msgs/msg/Image", "image_transport: raw"),
-    ("image/compressed", "sensor_msgs/msg/CompressedImage", "image_transport: compressed"),
-    ("camera_info", "sensor_msgs/msg/CameraInfo", ""),
-    ("fix", "sensor_msgs/msg/NavSatFix", ""),
-    ("odom", "nav_msgs/msg/Odometry", "use_odom: true"),
-    ("depth", "sensor_msgs/msg/Image (32FC1 m or 16UC1 mm)", "use_depth: true"),
-    ("/tf_static", "tf2_msgs/msg/TFMessage", "base_frame <- camera; else the camera_* parameters"),
-)
-TOPICS_OUT = (
-    ("pose", "geometry_msgs/msg/PoseWithCovarianceStamped", "frame map_frame, stamp = the image's"),
-    ("/tf", "tf2_msgs/msg/TFMessage", "publish_tf: true; map->odom with odometry, else map->base_link"),
-    ("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", "every diagnostics_period_s"),
-    ("debug_image", "sensor_msgs/msg/Image", "publish_debug_image: true"),
-)
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-class _UnavailableTiles:
-    """Stands in for a tile cache that could not be built: every patch request fails with the
-    construction error (so the cause shows on /diagnostics on every frame)."""
-
-    def __init__(self, detail: str) -> None:
-        self.detail = detail
-
-    def patch(self, lat_deg, lon_deg, size_px, m_per_px):
-        raise TileSourceError(self.detail)
-
-
-class _TileWatch:
-    """The node's view of the tile cache: times every patch (cause ``tiles_slow`` over
-    ``tile_slow_s``, with the measured latency), names each failure by its kind
-    (``tiles_http_status``, ``tiles_timeout``, ... besides the core's ``tiles_unavailable``) and
-    notices a cache directory that cannot be written (``tile_cache_not_writable``)."""
-
-    def __init__(self, cache: Any, node: "LocalizerNode") -> None:
-        self.cache = cache
-        self._node = node
-        self._latencies_s: deque = deque(maxlen=50)
-
-    def write_error(self) -> str:
-        store = getattr(self.cache, "store", None)
-        return "" if store is None or store.writable else str(store.write_error)
-
-    def patch(self, lat_deg, lon_deg, size_px, m_per_px):
-        node = self._node
-        t0 = time.monotonic()
-        try:
-            return self.cache.patch(lat_deg, lon_deg, size_px, m_per_px)
-        except TileError as exc:
-            key = TILE_KIND_CAUSES.get(getattr(exc, "kind", ""))
-            if key is not None:
-                node._report(key, str(exc))
-            raise
-        finally:
-            dt_s = time.monotonic() - t0
-            self._latencies_s.append(dt_s)
-            slow_s = node.cfg.tile_slow_s
-            if dt_s > slow_s:
-                node._report("tiles_slow", f"a satellite patch took {dt_s * 1e3:.0f} ms (tile_slow_s = {slow_s:g}; "
-                                           f"max of the last {len(self._latencies_s)}: "
-                                           f"{max(self._latencies_s) * 1e3:.0f} ms): the tile source is slow")
-            err = self.write_error()
-            if err:
-                node._cache_write_error = err
-
-    def close(self) -> None:
-        close = getattr(self.cache, "close", None)
-        if callable(close):
-            close()
-
-
-def _raised_in(exc: BaseException, obj: Any) -> bool:
-    """Whether the traceback of ``exc`` passes through the source file of ``obj``'s class or
-    through ``xview_localizer/matcher/`` (a matcher that raised something else than XViewError)."""
-    import inspect
-
-    files = {str(Path(__file__).resolve().parents[1] / "matcher")}
-    try:
-        files.add(str(Path(inspect.getfile(type(obj))).resolve()))
-    except (TypeError, OSError):
-        pass
-    tb = exc.__traceback__
-    while tb is not None:
-        fname = str(Path(tb.tb_frame.f_code.co_filename).resolve())
-        if any(fname == f or fname.startswith(f + os.sep) for f in files):
-            return True
-        tb = tb.tb_next
-    return False
 
 
 @dataclass
@@ -201,54 +112,6 @@ class _Pending:
     image: Any
     compressed: bool
     received_mono_s: float
-
-
-def latency_values(stages_s: dict[str, list[float]]) -> dict[str, str]:
-    """The ``latency`` status values: for each stage (sorted) with samples, ``<stage>_p50_ms``,
-    ``<stage>_p90_ms``, ``<stage>_mean_ms`` and ``<stage>_max_ms`` (milliseconds, 2 decimals)
-    over the samples given (the node keeps the last :data:`LATENCY_WINDOW_FRAMES` per stage)."""
-    out = {}
-    for stage, vals_s in sorted(stages_s.items()):
-        if not len(vals_s):
-            continue
-        ms = 1e3 * np.asarray(vals_s, dtype=float)
-        p50_ms, p90_ms = np.percentile(ms, [50.0, 90.0])
-        out[f"{stage}_p50_ms"] = f"{p50_ms:.2f}"
-        out[f"{stage}_p90_ms"] = f"{p90_ms:.2f}"
-        out[f"{stage}_mean_ms"] = f"{float(ms.mean()):.2f}"
-        out[f"{stage}_max_ms"] = f"{float(ms.max()):.2f}"
-    return out
-
-
-class _Stats:
-    """Counters and timings for /diagnostics (thread-safe)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.counts: dict[str, int] = defaultdict(int)       # totals per event
-        self.window: dict[str, int] = defaultdict(int)       # since the last diagnostics message
-        self.causes: dict[str, str] = {}                      # cause -> last detail
-        self.cause_counts: dict[str, int] = defaultdict(int)
-        self.cause_window: dict[str, int] = defaultdict(int)
-        self.stage_s: dict[str, deque] = defaultdict(lambda: deque(maxlen=LATENCY_WINDOW_FRAMES))
-
-    def event(self, name: str, n: int = 1) -> None:
-        with self.lock:
-            self.counts[name] += n
-            self.window[name] += n
-
-    def cause(self, key: str, detail: str) -> bool:
-        """Record one occurrence; True when this cause is new (log it once)."""
-        with self.lock:
-            new = key not in self.causes
-            self.causes[key] = detail
-            self.cause_counts[key] += 1
-            self.cause_window[key] += 1
-            return new
-
-    def timing(self, stage: str, seconds: float) -> None:
-        with self.lock:
-            self.stage_s[stage].append(seconds)
 
 
 class LocalizerNode(Node):
@@ -260,7 +123,7 @@ class LocalizerNode(Node):
         declare_parameters(self)
         self._warn_unknown_parameters()
         self.cfg: NodeConfig = read_config(self)
-        self.stats = _Stats()
+        self.stats = Stats()
         self._started_mono_s = time.monotonic()
         self._camera = None
         self._camera_frame = ""
@@ -271,7 +134,7 @@ class LocalizerNode(Node):
         #: set by the worker when the node must exit (the matcher did not load, no degraded start)
         self.fatal_error = ""
         # The matcher and the tile cache are attached by the worker (loading can take seconds).
-        self._localizer = Localizer(self.cfg.localizer, None, _UnavailableTiles("tile cache is starting"))
+        self._localizer = Localizer(self.cfg.localizer, None, UnavailableTiles("tile cache is starting"))
         self._logged: set[str] = set()
         self._stop = False
         self._depths = DepthBuffer(max_items=16)
@@ -280,7 +143,7 @@ class LocalizerNode(Node):
         self._stamps = StampReference()
         self._last_image_stamp_ns: Optional[int] = None
         self._depth_resize_logged = False
-        self._tiles: Optional[_TileWatch] = None
+        self._tiles: Optional[TileWatch] = None
         #: why the tile cache directory cannot be written ('' = it can): a lasting WARN
         self._cache_write_error = ""
 
@@ -327,6 +190,9 @@ class LocalizerNode(Node):
         # Steady clock: diagnostics keep coming with use_sim_time even when /clock stops.
         self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
+        # A fatal start-up error found by the worker ends the executor from the executor's own
+        # thread (shutting the context down from the worker could race the constructor or spin).
+        self.create_timer(0.05, self._end_if_fatal, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
         self._pending: Optional[_Pending] = None
         self._cv = threading.Condition()
@@ -462,15 +328,20 @@ class LocalizerNode(Node):
                                               backoff_max_s=TILE_BACKOFF_MAX_S,
                                               negative_ttl_s=cfg.tile_negative_ttl_s,
                                               max_concurrency=cfg.tile_max_in_flight))
-            self._tiles = _TileWatch(cache, self)
+            self._tiles = TileWatch(cache, self)
             self._cache_write_error = self._tiles.write_error()
             if self._cache_write_error:
                 self._report("tile_cache_not_writable", f"{self._cache_write_error}: tiles are served from memory "
                                                         "only, nothing persists for offline use")
             tiles = self._tiles
         except (XViewError, OSError) as exc:
+            if not cfg.allow_degraded_start:
+                self.fatal_error = (f"tile source unusable: {exc} (set allow_degraded_start:=true to keep the "
+                                    "node up without tiles)")
+                self._stop = True
+                return
             self._report("tiles_unconfigured", f"tile source {cfg.tile_url!r}: {exc}")
-            tiles = _UnavailableTiles(f"tile source {cfg.tile_url!r} unusable: {exc}")
+            tiles = UnavailableTiles(f"tile source {cfg.tile_url!r} unusable: {exc}")
         self._localizer.tile_cache = tiles
         try:
             matcher = resolve_factory(cfg.matcher_factory)(cfg.checkpoint_path, cfg.device)
@@ -487,9 +358,14 @@ class LocalizerNode(Node):
                 self.fatal_error = (f"{self._matcher_detail} (set allow_degraded_start:=true to keep the node up "
                                     "without a matcher)")
                 self._stop = True
-                self.context.try_shutdown()
                 return
             self._report("matcher_unavailable", self._matcher_detail)
+
+    def _end_if_fatal(self) -> None:
+        """Timer: once the worker has set :attr:`fatal_error`, shut the context down so that
+        ``rclpy.spin`` returns and :func:`main` prints the one line and exits 1."""
+        if self.fatal_error:
+            self.context.try_shutdown()
 
     def _work(self) -> None:
         """Build the localizer, then loop: take the pending (newest) frame, process it, repeat.
@@ -624,7 +500,7 @@ class LocalizerNode(Node):
         try:
             result = self._localizer.step(Frame(stamp_ns, rgb, camera, T_base_camera, depth))
         except Exception as exc:  # noqa: BLE001 - a matcher raising e.g. a torch RuntimeError
-            if not _raised_in(exc, self._localizer.matcher):
+            if not raised_in(exc, self._localizer.matcher):
                 raise
             self._report("matcher_failed", f"the matcher raised {type(exc).__name__}: {exc} (frame dropped)")
             return
@@ -723,63 +599,11 @@ class LocalizerNode(Node):
         if self._cache_write_error and "tile_cache_not_writable" not in self.stats.causes:  # found while serving
             self._report("tile_cache_not_writable", f"{self._cache_write_error}: tiles are served from memory only, "
                                                     "nothing persists for offline use")
-        period_s = self.cfg.diagnostics_period_s
-        st = self.stats
-        with st.lock:
-            window = dict(st.window)
-            st.window.clear()
-            cause_window = dict(st.cause_window)
-            st.cause_window.clear()
-            causes = dict(st.causes)
-            cause_counts = dict(st.cause_counts)
-            counts = dict(st.counts)
-            stages = {k: list(v) for k, v in st.stage_s.items()}
-        if self._matcher_state == "unavailable" and "matcher_unavailable" in causes:
-            # A lasting condition, not an event: stays ERROR every period, frames or not.
-            cause_window["matcher_unavailable"] = max(1, cause_window.get("matcher_unavailable", 0))
-        if self._cache_write_error and "tile_cache_not_writable" in causes:  # lasting too: WARN every period
-            cause_window["tile_cache_not_writable"] = max(1, cause_window.get("tile_cache_not_writable", 0))
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        hw = self.get_fully_qualified_name()
-
-        def status(name: str, level: int, message: str, values: dict) -> DiagnosticStatus:
-            return DiagnosticStatus(level=level, name=f"{NODE_NAME}: {name}", message=message, hardware_id=hw,
-                                    values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
-
-        rates = {f"{k}_per_s": f"{window.get(k, 0) / period_s:.2f}"
-                 for k in ("images", "camera_infos", "fixes", "fixes_valid", "odoms", "frames_processed", "poses")}
-        totals = {f"{k}_total": counts.get(k, 0)
-                  for k in ("images", "frames_processed", "frames_dropped", "poses", "fixes", "fixes_valid")}
-        recent_poses = window.get("poses", 0)
-        active = sorted(k for k in cause_window)
-        if recent_poses and not active:
-            level, message = DiagnosticStatus.OK, "localizing"
-        elif recent_poses:
-            level, message = DiagnosticStatus.WARN, "localizing; some frames rejected: " + ", ".join(active)
-        elif any(k in ERROR_CAUSES for k in active):
-            level, message = DiagnosticStatus.ERROR, "no pose: " + ", ".join(active)
-        else:
-            level = DiagnosticStatus.WARN
-            message = "no pose: " + (", ".join(active) if active else "no images processed")
-        if self.cfg.use_depth:
-            totals.update({f"{k}_total": counts.get(k, 0)
-                           for k in ("depths", "frames_with_depth", "frames_without_depth", "depth_resized")})
-        summary = {**rates, **totals, "frames_dropped_recent": window.get("frames_dropped", 0),
-                   "extrinsics_source": self._extrinsics_source or "none", "matcher": self._matcher_state}
-        arr.status.append(status("localization", level, message, summary))
-        arr.status.append(status("latency", DiagnosticStatus.OK,
-                                 f"per-stage latency (last {LATENCY_WINDOW_FRAMES} frames)", latency_values(stages)))
-        for key in sorted(causes):
-            recent = cause_window.get(key, 0)
-            if recent:
-                lvl = DiagnosticStatus.ERROR if key in ERROR_CAUSES else DiagnosticStatus.WARN
-                msg = causes[key]
-            else:
-                lvl, msg = DiagnosticStatus.OK, "no recent occurrence"
-                self._logged.discard(key)  # log again if it comes back
-            arr.status.append(status(key, lvl, msg, {"recent": recent, "total": cause_counts.get(key, 0),
-                                                     "last_detail": causes[key]}))
+        arr = diagnostics_array(self.stats, period_s=self.cfg.diagnostics_period_s,
+                                stamp=self.get_clock().now().to_msg(), hardware_id=self.get_fully_qualified_name(),
+                                matcher_state=self._matcher_state, cache_write_error=self._cache_write_error,
+                                use_depth=self.cfg.use_depth, extrinsics_source=self._extrinsics_source,
+                                logged=self._logged)
         self._publish_msg(self.diag_pub.publish, arr)
 
     # -- shutdown -----------------------------------------------------------------------------------
@@ -804,49 +628,13 @@ class LocalizerNode(Node):
         return finished
 
 
-def usage_text() -> str:
-    """What ``localizer_node --help`` prints: usage, topics in and out, every parameter (from
-    the typed config, :func:`xview_localizer.ros.params.parameter_help`)."""
-
-    def topics(rows):
-        width = max(len(name) for name, _, _ in rows)
-        return [f"  {name:<{width}}  {kind}" + (f"  [{when}]" if when else "") for name, kind, when in rows]
-
-    lines = [
-        "usage: localizer_node [-h] [--ros-args [--params-file FILE] [-p NAME:=VALUE ...] [-r FROM:=TO ...]]",
-        "",
-        f"ROS 2 node '{NODE_NAME}': localizes a camera against satellite tiles around the GNSS fix and publishes",
-        "the pose with its covariance for robot_localization. Parameters are read once at start-up (read-only).",
-        "",
-        "example:",
-        "  localizer_node --ros-args --params-file config/localizer.yaml -p tile_url:=file:///data/tiles/{z}/{x}/{y}.png",
-        "",
-        "options:",
-        "  -h, --help  show this help and exit (before anything of ROS starts)",
-        "",
-        "subscribed topics (sensor-data QoS):",
-        *topics(TOPICS_IN),
-        "",
-        "published topics:",
-        *topics(TOPICS_OUT),
-        parameter_help(),
-    ]
-    return "\n".join(lines)
-
-
-def _wants_help(argv: list[str]) -> bool:
-    """``-h`` / ``--help`` among the node's own arguments (those before ``--ros-args``)."""
-    own = argv[:argv.index("--ros-args")] if "--ros-args" in argv else argv
-    return "-h" in own or "--help" in own
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of ``localizer_node`` (``--ros-args`` are passed to rclpy; ``-h`` / ``--help``
     prints :func:`usage_text` and exits 0 without initialising rclpy)."""
     from rclpy.exceptions import InvalidParameterValueException
     from rclpy.executors import ExternalShutdownException
 
-    if _wants_help(list(sys.argv[1:] if argv is None else argv[1:])):
+    if wants_help(list(sys.argv[1:] if argv is None else argv[1:])):
         print(usage_text())
         return 0
     rclpy.init(args=argv)

@@ -15,7 +15,7 @@ import logging
 import time
 from pathlib import Path
 
-from ..cli import add_command
+from ..cli import add_command, add_device_option, resolve_device
 from ..core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def register(sub) -> None:
     d.add_argument("--rate-hz", type=float, default=10.0, help="camera / trajectory rate")
     d.add_argument("--gnss-rate-hz", type=float, default=5.0, help="GNSS rate (divides --rate-hz)")
     d.add_argument("--gnss-sigma-m", type=float, default=3.0, help="GNSS bias sigma per axis (m)")
-    d.add_argument("--device", default="cpu", help="torch device of the renderer")
+    add_device_option(d, "the renderer", default="cpu")
     d.set_defaults(handler=cmd_drive)
 
     s = add_command(simsub, "dataset", help="export training/evaluation pairs",
@@ -99,7 +99,7 @@ def register(sub) -> None:
     s.add_argument("--width", type=int, default=1024, help="ground image width (px)")
     s.add_argument("--height", type=int, default=256, help="ground image height (px)")
     s.add_argument("--seed", type=int, default=0, help="sampling seed")
-    s.add_argument("--device", default="cpu", help="torch device of the renderer")
+    add_device_option(s, "the renderer", default="cpu")
     s.add_argument("--preview", type=int, default=0, metavar="N",
                    help="also write N side-by-side PNGs (ground | satellite with truth and prior) to OUT/preview")
     s.set_defaults(handler=cmd_dataset)
@@ -155,7 +155,7 @@ def cmd_drive(args) -> int:
     bag = BagConfig(storage=args.storage, compressed=args.compressed, depth=args.depth, clock=not args.no_clock)
     t0 = time.perf_counter()
     out = record_drive(args.world, args.out, drive_config=drive, gnss_config=gnss, odom_config=odom,
-                       bag_config=bag, width_px=args.width, height_px=args.height, device=args.device)
+                       bag_config=bag, width_px=args.width, height_px=args.height, device=resolve_device(args.device))
     dt = time.perf_counter() - t0
     print(f"wrote {out} ({drive.n_samples} frames, {args.storage}) in {dt:.1f} s "
           f"({drive.n_samples / max(dt, 1e-9):.2f} frames/s)")
@@ -169,7 +169,7 @@ def cmd_dataset(args) -> int:
                         sat_size_px=args.sat_size, sat_m_per_px=args.sat_m_per_px, width_px=args.width,
                         height_px=args.height, seed=args.seed)
     t0 = time.perf_counter()
-    out = export_pairs(args.worlds, args.out, cfg, device=args.device)
+    out = export_pairs(args.worlds, args.out, cfg, device=resolve_device(args.device))
     dt = time.perf_counter() - t0
     print(f"wrote {args.pairs} pairs to {out} in {dt:.1f} s ({args.pairs / max(dt, 1e-9):.2f} pairs/s)")
     if args.preview > 0:

@@ -266,11 +266,18 @@ class MbtilesSource(TileSource):
             self._conn.close()
 
 
+#: How to give a tile source; there is no default (a default URL would quietly probe some server).
+NO_SOURCE_HELP = ("give one with the node's tile_url parameter (config/localizer.yaml, or "
+                  "-p tile_url:=URL), `--tiles URL` on the command line, or replay a bag written by "
+                  "`xview-localizer sim drive`, whose sim.yaml names its tiles; URL forms: "
+                  "http(s)://host/{z}/{x}/{y}.png, file:///folder/{z}/{x}/{y}.png, mbtiles:///file.mbtiles")
+
+
 def parse_source(url: str, subdomains: str = "abc") -> TileSource:
     """Parse a tile-source URL string into an :class:`HttpTemplate`, :class:`FolderSource` or
     :class:`MbtilesSource`. Raises :class:`TileSourceError` naming the URL and the cause."""
     if not isinstance(url, str) or not url.strip():
-        raise TileSourceError(f"tile source URL must be a non-empty string, got {url!r}")
+        raise TileSourceError(f"no tile source (got {url!r}): {NO_SOURCE_HELP}")
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("http", "https"):
         return HttpTemplate(url, subdomains=subdomains)

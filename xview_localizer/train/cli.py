@@ -47,7 +47,7 @@ def _add_depth_options(p: argparse.ArgumentParser, kinds: tuple[str, ...], defau
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..cli import add_command
+    from ..cli import add_command, add_device_option
 
     p = add_command(sub, "train", help="train a matcher, dense-flow or sparse-depth (CPU/CUDA, torchrun for DDP)",
                     description="Train a matcher network (dense-flow or depth-prior sparse) on pairs: a pair "
@@ -105,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--log-every", type=int, default=10, help="log a CSV row every N steps")
     p.add_argument("--save-every", type=int, default=200, help="write OUT/last.pt every N steps")
-    p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="torch device (unset: CUDA when available)")
+    add_device_option(p, "training")
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
@@ -134,13 +134,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", default=None, help="write the metrics as JSON here")
     e.add_argument("--batch-size", type=int, default=4, help="pairs per forward pass (memory vs speed; same results)")
     e.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N pairs (unset: all)")
-    e.add_argument("--device", default=None, choices=["cpu", "cuda"], help="torch device (unset: CUDA when available)")
+    add_device_option(e, "the model")
     e.add_argument("--seed", type=int, default=0, help="seed of the depth / orientation draws")
     _add_depth_options(e, DEPTH_KINDS, "metric")
     e.set_defaults(handler=run_evaluate)
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ..cli import resolve_device
     from ..core.errors import ConfigError
     from .losses import LossConfig
     from .losses_sparse import SparseLossConfig
@@ -202,7 +203,7 @@ def run_train(args: argparse.Namespace) -> int:
         unknown_orientation=args.unknown_orientation,
         mixed_orientation=args.mixed_orientation,
     )
-    metrics = train(tc, device=args.device)
+    metrics = train(tc, device=resolve_device(args.device))
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
     if "val" in metrics:
@@ -241,13 +242,13 @@ def evaluate_checkpoint(model, dataset_spec: str, *, device: str = "cpu", depth_
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    import torch
 
+    from ..cli import resolve_device
     from ..matcher.checkpoint import load_model
     from ..matcher.factory import resolve_checkpoint_path
     from .metrics import format_table
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     checkpoint = resolve_checkpoint_path(args.checkpoint, must_exist=True)  # '' / packaged name / path
     model, blob = load_model(checkpoint, device)
     model_name = blob.get("model", "dense-flow")
