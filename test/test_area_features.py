@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 import torch
 from localizer_doubles import write_tile_folder
+from tiny_models import tiny_dense, tiny_sparse
 
 from xview_localizer.core.geo import LocalEnu
 from xview_localizer.matcher.area import AreaFeatureProvider, SatelliteArea, area_supported
-from xview_localizer.matcher.dense_flow import DenseFlowConfig, DenseFlowMatcher
 from xview_localizer.matcher.inference import Matcher, SparseMatcher
 from xview_localizer.matcher.norms import FrozenNorm2d, calibrate_frozen_norms
-from xview_localizer.matcher.sparse_depth import SparseDepthConfig, SparseDepthMatcher
 from xview_localizer.tiles.cache import TileCache, TileCacheConfig
 from xview_localizer.tiles.patch import PatchGeoref
 
@@ -32,18 +31,11 @@ BORDER_CELLS = {"sparse": 6, "dense": 4}
 
 
 def _sparse(norm: str) -> SparseMatcher:
-    torch.manual_seed(0)
-    cfg = SparseDepthConfig(name="tiny", ground_size_px=(32, 64), sat_size_px=64, encoder_widths=(8, 12, 16),
-                            feature_dim=16, num_keypoints=16, sat_norm=norm)
-    return SparseMatcher(SparseDepthMatcher(cfg), "cpu")
+    return tiny_sparse(norm)
 
 
 def _dense(norm: str) -> Matcher:
-    torch.manual_seed(0)
-    cfg = DenseFlowConfig(name="tiny", ground_size_px=(32, 64), sat_size_px=128, encoder_widths=(8, 12, 16),
-                          feature_dim=16, hidden_dim=8, context_dim=8, corr_levels=2, corr_radius=1, iters=2,
-                          sat_norm=norm)
-    return Matcher(DenseFlowMatcher(cfg), "cpu")
+    return tiny_dense(norm, sat_size_px=128)
 
 
 def _calibrate(m) -> None:

@@ -8,14 +8,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 from localizer_doubles import write_tile_folder
+from tiny_models import tiny_dense, tiny_sparse
 
 from xview_localizer.core import procrustes
 from xview_localizer.core.camera import PinholeCamera, T_base_camera_from_xyz_rpy
-from xview_localizer.matcher.dense_flow import DenseFlowConfig, DenseFlowMatcher
 from xview_localizer.matcher.inference import Matcher, SparseMatcher
-from xview_localizer.matcher.sparse_depth import SparseDepthConfig, SparseDepthMatcher
 from xview_localizer.pipeline.config import LocalizerConfig
 from xview_localizer.pipeline.localizer import (
     NS_PER_S,
@@ -35,10 +33,7 @@ T_BASE_CAMERA = T_base_camera_from_xyz_rpy(1.0, 0.0, 1.6, 0.0, 0.05, 0.0)
 
 
 def _dense() -> Matcher:
-    torch.manual_seed(1)
-    cfg = DenseFlowConfig(name="tiny", ground_size_px=(32, 64), sat_size_px=64, encoder_widths=(8, 12, 16),
-                          feature_dim=16, hidden_dim=8, context_dim=8, corr_levels=2, corr_radius=1, iters=2)
-    return Matcher(DenseFlowMatcher(cfg), "cpu")
+    return tiny_dense(seed=1)
 
 
 def _inputs():
@@ -96,10 +91,7 @@ def test_batched_search_picks_the_same_best_hypothesis_as_sequential():
 
 
 def _sparse(norm: str) -> SparseMatcher:
-    torch.manual_seed(0)
-    cfg = SparseDepthConfig(name="tiny", ground_size_px=(32, 64), sat_size_px=64, encoder_widths=(8, 12, 16),
-                            feature_dim=16, num_keypoints=16, sat_norm=norm)
-    return SparseMatcher(SparseDepthMatcher(cfg), "cpu")
+    return tiny_sparse(norm)
 
 
 def _run_localizer(tmp_path, matcher, **cfg_kw):

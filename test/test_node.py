@@ -261,12 +261,9 @@ def test_out_of_range_parameter_refuses_to_start():
     assert "patch_size_px" in out and "Traceback" not in out
 
 
-def test_node_without_checkpoint_exits_non_zero_with_one_line(tmp_path):
-    """Issue 17: a launch supervisor must see that the node cannot work: exit status 1 and one
-    line naming the checkpoint, the packaged names and the parameter that keeps it up."""
-    proc = _start_node(220, {"checkpoint_path": str(tmp_path / "missing.pt"),
-                             "tile_url": "http://127.0.0.1:9/{z}/{x}/{y}.png",
-                             "tile_cache_dir": str(tmp_path / "cache")})
+def _exits_1_with_one_error_line(proc: subprocess.Popen) -> str:
+    """Wait for a node that must end by itself: exit status 1, no traceback, exactly one
+    ``localizer_node: error:`` line, which is returned."""
     try:
         out, _ = proc.communicate(timeout=30)
     finally:
@@ -275,25 +272,26 @@ def test_node_without_checkpoint_exits_non_zero_with_one_line(tmp_path):
     assert proc.returncode == 1, out
     errors = [ln for ln in out.splitlines() if ln.startswith("localizer_node: error:")]
     assert len(errors) == 1, out
-    assert "missing.pt" in errors[0] and "dense_flow" in errors[0] and "allow_degraded_start" in errors[0]
     assert "Traceback" not in out
+    return errors[0]
+
+
+def test_node_without_checkpoint_exits_non_zero_with_one_line(tmp_path):
+    """Issue 17: a launch supervisor must see that the node cannot work: exit status 1 and one
+    line naming the checkpoint, the packaged names and the parameter that keeps it up."""
+    line = _exits_1_with_one_error_line(_start_node(220, {"checkpoint_path": str(tmp_path / "missing.pt"),
+                                                          "tile_url": "http://127.0.0.1:9/{z}/{x}/{y}.png",
+                                                          "tile_cache_dir": str(tmp_path / "cache")}))
+    assert "missing.pt" in line and "dense_flow" in line and "allow_degraded_start" in line
 
 
 def test_node_without_tile_url_exits_non_zero_naming_the_ways_to_give_one(tmp_path):
     """Issue 17: there is no default tile_url (a default would quietly probe localhost): an empty
     one ends the node with exit 1 and one line naming tile_url, --tiles and a sim drive's sim.yaml."""
-    proc = _start_node(222, {"tile_cache_dir": str(tmp_path / "cache")})  # config/localizer.yaml: tile_url ""
-    try:
-        out, _ = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            _stop_node(proc)
-    assert proc.returncode == 1, out
-    errors = [ln for ln in out.splitlines() if ln.startswith("localizer_node: error:")]
-    assert len(errors) == 1, out
-    assert "no tile source" in errors[0] and "tile_url" in errors[0] and "--tiles" in errors[0]
-    assert "sim.yaml" in errors[0] and "allow_degraded_start" in errors[0]
-    assert "Traceback" not in out
+    # config/localizer.yaml has tile_url ""
+    line = _exits_1_with_one_error_line(_start_node(222, {"tile_cache_dir": str(tmp_path / "cache")}))
+    assert "no tile source" in line and "tile_url" in line and "--tiles" in line
+    assert "sim.yaml" in line and "allow_degraded_start" in line
 
 
 def test_unknown_parameters_are_warned_once_with_the_nearest_name(tmp_path):

@@ -10,12 +10,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_sparse
 
 from xview_localizer.core.camera import PinholeCamera, T_base_camera_from_xyz_rpy
 from xview_localizer.core.errors import ConfigError
 from xview_localizer.matcher.factory import apply_runtime
 from xview_localizer.matcher.inference import SparseMatcher, _CompiledOrEager
-from xview_localizer.matcher.sparse_depth import SparseDepthConfig, SparseDepthMatcher
 from xview_localizer.tiles.patch import PatchGeoref
 
 CAMERA = PinholeCamera.from_intrinsics(128, 64, 70.0, 70.0, 63.5, 31.5)
@@ -23,10 +23,7 @@ T_BASE_CAMERA = T_base_camera_from_xyz_rpy(1.0, 0.0, 1.6, 0.0, 0.05, 0.0)
 
 
 def _matcher() -> SparseMatcher:
-    torch.manual_seed(0)
-    cfg = SparseDepthConfig(name="tiny", ground_size_px=(32, 64), sat_size_px=64, encoder_widths=(8, 12, 16),
-                            feature_dim=16, num_keypoints=16)
-    return SparseMatcher(SparseDepthMatcher(cfg), "cpu")
+    return tiny_sparse()
 
 
 def _inputs():
