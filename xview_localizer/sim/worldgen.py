@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .world import (
+from .world_model import (
     GROUND_CLASSES,
     Box,
     Building,

@@ -82,7 +82,7 @@ class RoadNetwork:
     ground-class raster to check that manoeuvres stay on drivable ground."""
 
     def __init__(self, world, snap_tolerance_m: float = 3.0) -> None:
-        from ..world import GROUND_CLASSES
+        from ..world_model import GROUND_CLASSES
 
         self.world = world
         self.roads = {r.id: r for r in world.roads}
