@@ -212,4 +212,3 @@ class OdomConfig:
         if self.yaw_rate_bias_rad_s is not None:
             _finite_in("OdomConfig.yaw_rate_bias_rad_s", self.yaw_rate_bias_rad_s, -1.0, 1.0)
         object.__setattr__(self, "seed", _seed("OdomConfig.seed", self.seed))
-

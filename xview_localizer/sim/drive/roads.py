@@ -161,4 +161,3 @@ class RoadNetwork:
             if n.junction == junction_id:
                 return j
         raise DatasetError(f"road {road_id} does not pass junction {junction_id}")
-

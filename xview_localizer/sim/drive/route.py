@@ -289,4 +289,3 @@ def _build_path(net: RoadNetwork, cfg: DriveConfig, legs: list[_Leg], junctions:
         else:
             pieces.append(_PathPiece(pts, leg.cruise_m_s))
     return pieces
-

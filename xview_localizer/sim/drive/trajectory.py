@@ -181,4 +181,3 @@ def generate_trajectory(world, config: DriveConfig = DriveConfig()) -> Trajector
         rate_hz=float(config.rate_hz),
         distance_m=s_t,
     )
-
