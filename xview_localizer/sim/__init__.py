@@ -1,8 +1,9 @@
 """The synthetic world: seeded layouts and styles, aerial and ground rendering, drives, bags.
 
-Holds world generation (:mod:`.worldgen`, :mod:`.world`, :mod:`.style`), renderers
-(:mod:`.aerial`, :mod:`.ground`), drives with sensor models (:mod:`.drive`), rosbag2 writing
-(:mod:`.bag`, through rosbags), training-pair data sets (:mod:`.dataset`) and tile serving.
+Holds world generation (:mod:`.world` = the data model of :mod:`.world_model` plus the
+generator package :mod:`.worldgen`; :mod:`.style`), renderers (:mod:`.aerial`, :mod:`.ground`),
+drives with sensor models (the package :mod:`.drive`), rosbag2 writing (:mod:`.bag`, through
+rosbags), training-pair data sets (:mod:`.dataset`) and tile serving.
 
 May import: :mod:`..core`, :mod:`..tiles`, :mod:`..train` (only to read back pair data sets
 for previews). Never ROS message packages: bags are written with rosbags' types.

@@ -360,7 +360,7 @@ def load_scene_style(world_dir: Path) -> Optional[SceneStyle]:
 def _noise(rng: np.random.Generator, n: int, cells: int) -> np.ndarray:
     """Smooth zero-mean, unit-ish noise (n, n) float32 with ``cells`` (>= 2) lattice cells per
     side: the world generator's noise field, bicubic."""
-    from .worldgen import _noise_field
+    from .worldgen.rasters import _noise_field
 
     return _noise_field(rng, n, max(2, cells), cv2.INTER_CUBIC)
 
