@@ -1,6 +1,7 @@
-"""HTTP behaviour of the tile cache against a real tile server on 127.0.0.1 with injected
-faults: 404 (negative cache), 500 then success, 429 + Retry-After, no retry on 403, a slow
-server beyond the timeout, truncated PNGs, concurrency, User-Agent, and secrets."""
+"""HTTP behaviour of the tile cache against a real tile server on 127.0.0.1 (the runtime
+``TileServer``; faults injected by the test helper ``fault_tile_server.FaultInjectingTileServer``):
+404 (negative cache), 500 then success, 429 + Retry-After, no retry on 403, a slow server beyond
+the timeout, truncated PNGs, concurrency, User-Agent, and secrets."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from fault_tile_server import serve_directory_with_faults
 
 from xview_localizer.errors import TileFetchError, TileSourceError
 from xview_localizer.geo import latlon_to_tile
@@ -35,7 +37,7 @@ def pyramid(tmp_path_factory):
 
 @pytest.fixture
 def server(pyramid):
-    s = serve_directory(pyramid, port=0)
+    s = serve_directory_with_faults(pyramid, port=0)
     yield s
     s.shutdown()
 
