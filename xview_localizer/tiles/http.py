@@ -34,6 +34,7 @@ from typing import Callable, Iterator, Mapping, Optional
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import (
+    ClosedPoolError,
     ConnectTimeoutError,
     InvalidHeader,
     MaxRetryError,
@@ -117,7 +118,7 @@ class _TileRetry(Retry):
 
     def sleep(self, response=None) -> None:
         """As :meth:`Retry.sleep` (``Retry-After`` if there is one, else the back-off), but
-        the wait ends early when ``stop`` is set."""
+        when ``stop`` is set the wait ends and the request fails (no further attempt)."""
         delay = None
         if self.respect_retry_after_header and response is not None:
             delay = self.get_retry_after(response)
@@ -125,6 +126,8 @@ class _TileRetry(Retry):
             delay = self.get_backoff_time()
         if delay > 0:
             self.stop.wait(delay)
+        if self.stop.is_set():
+            raise ClosedPoolError(None, "the tile fetcher is closed")  # type: ignore[arg-type]
 
 
 #: Keyword arguments of the installed urllib3's Retry (``backoff_jitter`` and ``backoff_max``
@@ -212,8 +215,8 @@ class HttpFetcher:
         """Stop: requests not yet sent fail at once (no retries; a back-off or Retry-After
         sleep ends now); a response already arriving is still returned."""
         self._closed = True
-        self._stop.set()
         self.session.close()
+        self._stop.set()
 
     def _cause(self, exc: BaseException) -> str:
         return redact(f"{type(exc).__name__}: {exc}", self._secrets)
@@ -286,7 +289,10 @@ class HttpFetcher:
             log.debug("%s: %s (attempt %d of %d)", tile, cause, attempts, self.retries + 1)
             if attempts > self.retries:
                 break
-            self.retry.new(history=(_BODY_FAILURE,) * attempts).sleep()
+            try:
+                self.retry.new(history=(_BODY_FAILURE,) * attempts).sleep()
+            except ClosedPoolError:
+                pass  # close() during the back-off: the loop's first check says so
         raise TileFetchError(f"{tile}: {cause}; gave up after {attempts} attempt(s)", kind=kind)
 
     def _error_cause(self, exc: requests.RequestException) -> tuple[str, Optional[str]]:
