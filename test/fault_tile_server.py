@@ -1,7 +1,21 @@
-"""TEST-ONLY: an XYZ tile HTTP server on 127.0.0.1 that can be told to fail in each way a real
-tile source does (the runtime package's ``tiles.server.TileServer`` stays a plain server).
+"""TEST-ONLY: tile HTTP servers on 127.0.0.1 that can be told to fail in each way a real tile
+source does (the runtime package's ``tiles.server.TileServer`` stays a plain server).
 
-Every ``/{z}/{x}/{y}.png`` exists: a seeded random-texture PNG per tile, made on first request.
+:class:`FaultInjectingTileServer` is the runtime ``TileServer`` (a folder or MBTiles file) with
+faults added per request path: :meth:`~FaultInjectingTileServer.add_fault` applies a fault to
+requests whose path matches a glob, a number of times or forever:
+
+* ``status``: HTTP ``status`` (any), with ``Retry-After: retry_after`` when given;
+* ``delay``: sleep ``delay_s`` before answering (beyond a read timeout);
+* ``truncate``: 200 with the first ``keep_fraction`` of the body, Content-Length matching;
+* ``cut``: 200 announcing the whole body, the first ``keep_fraction`` of it, then the
+  connection closes (the response breaks off mid-body).
+
+    server = serve_directory_with_faults(Path("tiles"))
+    server.add_fault("status", "/19/*", times=2, status=500)         # 500 twice, then OK
+
+:class:`FaultTileServer` is a standalone server whose tiles are made up and whose
+:attr:`FaultTileServer.mode` switches what every request gets (the node's fault matrix). Every ``/{z}/{x}/{y}.png`` exists: a seeded random-texture PNG per tile, made on first request.
 :attr:`FaultTileServer.mode` switches what every request gets:
 
 * ``"ok"``: the tile;
@@ -17,16 +31,110 @@ HTTP/1.0 (one connection per request), so a mode change applies to the next requ
 
 from __future__ import annotations
 
+import fnmatch
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Optional
 
 import cv2
 import numpy as np
 
+from xview_localizer.tiles.server import TileServer
+
 MODES = ("ok", "status", "truncate", "garbage", "hang", "slow", "refused")
+FAULT_KINDS = ("status", "delay", "truncate", "cut")
+
+
+# -- the runtime TileServer with per-path faults -----------------------------------------------
+@dataclass
+class Fault:
+    """One injected fault; ``times`` None = forever."""
+
+    kind: str
+    path_glob: str = "*"
+    times: Optional[int] = 1
+    status: int = 500
+    retry_after: Optional[str] = None
+    delay_s: float = 0.0
+    keep_fraction: float = 0.5
+
+
+class _FaultHandler(TileServer.handler_class):
+    """The runtime handler; a request whose path has a fault gets the fault instead."""
+
+    _fault: Optional[Fault] = None
+
+    def _serve(self, owner: "FaultInjectingTileServer", path: str) -> None:
+        self._fault = fault = owner.take_fault(path)
+        if fault is not None and fault.kind == "delay":
+            time.sleep(fault.delay_s)
+        elif fault is not None and fault.kind == "status":
+            hdr = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+            self._send(fault.status, f"injected HTTP {fault.status}".encode(), hdr)
+            return
+        super()._serve(owner, path)
+
+    def _send(self, code: int, body: bytes = b"", headers: Optional[dict] = None) -> None:
+        fault = self._fault
+        if code != 200 or fault is None or fault.kind not in ("truncate", "cut"):
+            super()._send(code, body, headers)
+            return
+        kept = body[: max(1, int(len(body) * fault.keep_fraction))]
+        if fault.kind == "truncate":
+            super()._send(code, kept, headers)
+            return
+        self.send_response(code)  # "cut": the whole length announced, part of the body sent
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(kept)
+        self.close_connection = True
+
+
+class FaultInjectingTileServer(TileServer):
+    """:class:`TileServer` plus :meth:`add_fault` (see the module docstring)."""
+
+    handler_class = _FaultHandler
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._faults: list[Fault] = []
+        super().__init__(*args, **kwargs)
+
+    def add_fault(self, kind: str, path_glob: str = "*", times: Optional[int] = 1, **params) -> Fault:
+        """Inject a fault (``kind`` in :data:`FAULT_KINDS`) for matching request paths."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}")
+        fault = Fault(kind, path_glob, times, **params)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def take_fault(self, path: str) -> Optional[Fault]:
+        """The first fault left for ``path`` (counted down), or None."""
+        with self._lock:
+            for f in self._faults:
+                if fnmatch.fnmatchcase(path, f.path_glob) and (f.times is None or f.times > 0):
+                    if f.times is not None:
+                        f.times -= 1
+                    return f
+        return None
+
+
+def serve_directory_with_faults(root: Path, port: int = 0, latency_s: float = 0.0) -> FaultInjectingTileServer:
+    """Start serving ``root/{z}/{x}/{y}.<ext>`` on 127.0.0.1, faults injectable."""
+    return FaultInjectingTileServer(root=root, port=port, latency_s=latency_s).start()
+
+
+# -- a standalone server switched between failure modes ----------------------------------------
 
 
 class _Httpd(ThreadingHTTPServer):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fault_tile_server import serve_directory_with_faults
 
 from xview_localizer.core.errors import TileCacheError, TileFetchError, TileNotCachedError
 from xview_localizer.core.geo import latlon_to_tile
@@ -38,6 +39,14 @@ def pyramid(tmp_path_factory):
 @pytest.fixture
 def server(pyramid):
     s = serve_directory(pyramid, port=0)
+    yield s
+    s.shutdown()
+
+
+@pytest.fixture
+def fault_server(pyramid):
+    """The same server with faults injectable (the test helper's subclass)."""
+    s = serve_directory_with_faults(pyramid, port=0)
     yield s
     s.shutdown()
 
@@ -77,7 +86,8 @@ def test_offline_cold_cache_names_missing_tiles(server, tmp_path):
     assert server.requests == []
 
 
-def test_max_age_refresh_online_and_stale_served_offline(server, tmp_path, caplog):
+def test_max_age_refresh_online_and_stale_served_offline(fault_server, tmp_path, caplog):
+    server = fault_server
     cache_dir = tmp_path / "cache"
     with _cache(server, cache_dir, max_age_s=3600.0) as c:
         c.get_tile(19, TX, TY)

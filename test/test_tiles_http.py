@@ -1,20 +1,26 @@
-"""HTTP behaviour of the tile cache against a real tile server on 127.0.0.1 with injected
-faults: 404 (negative cache), 500 then success, 429 + Retry-After, no retry on 403, a slow
-server beyond the timeout, truncated PNGs, concurrency, User-Agent, and secrets."""
+"""HTTP behaviour of the tile cache against a real tile server on 127.0.0.1 (the runtime
+``TileServer``; faults injected by the test helper ``fault_tile_server.FaultInjectingTileServer``):
+404 (negative cache), 500 then success, 429 + Retry-After, no retry on 403, a slow server beyond
+the timeout, truncated PNGs, concurrency, User-Agent, and secrets."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+import threading
 import time
 
 import numpy as np
 import pytest
+from fault_tile_server import serve_directory_with_faults
+from urllib3.util.retry import RequestHistory, Retry
 
 from xview_localizer.core.errors import TileFetchError, TileSourceError
 from xview_localizer.core.geo import latlon_to_tile
 from xview_localizer.tiles.cache import TileCache, TileCacheConfig
 from xview_localizer.tiles.codec import decode_tile
+from xview_localizer.tiles.http import HttpFetcher
 from xview_localizer.tiles.server import serve_directory
 from xview_localizer.tiles.source import HttpTemplate
 from xview_localizer.tiles.synthetic import MarkerWorld, write_pyramid
@@ -35,7 +41,7 @@ def pyramid(tmp_path_factory):
 
 @pytest.fixture
 def server(pyramid):
-    s = serve_directory(pyramid, port=0)
+    s = serve_directory_with_faults(pyramid, port=0)
     yield s
     s.shutdown()
 
@@ -237,3 +243,105 @@ def test_fetch_errors_name_their_kind(server, tmp_path, free_port):
     with dead, pytest.raises(TileFetchError) as exc:
         dead.patch(49.01, 8.42, 64, 0.5)
     assert exc.value.kind == "connection_refused", str(exc.value)
+
+
+# -- the retry policy is urllib3's Retry (plus what it lacks): its edges -----------------------
+def test_503_retry_after_is_obeyed(server, tmp_path):
+    """Retry-After on a retried 5xx is waited for, as on a 429 (urllib3's rule since the
+    hand-written loop was replaced; before, a 503 always got the back-off)."""
+    server.add_fault("status", PATH, times=1, status=503, retry_after="1")
+    with _cache(server, tmp_path) as c:
+        t0 = time.monotonic()
+        c.get_tile(*TILE)
+        elapsed = time.monotonic() - t0
+    assert server.count(PATH) == 2
+    assert 0.9 <= elapsed < 2.5
+
+
+def test_unparseable_retry_after_falls_back_to_backoff(server, tmp_path):
+    """urllib3 raises InvalidHeader on a Retry-After that is neither seconds nor a date: here
+    it is ignored and the request retried after the back-off."""
+    server.add_fault("status", PATH, times=1, status=429, retry_after="soon")
+    with _cache(server, tmp_path) as c:
+        t0 = time.monotonic()
+        c.get_tile(*TILE)
+        assert time.monotonic() - t0 < 1.0
+    assert server.count(PATH) == 2
+
+
+def test_close_ends_a_retry_after_wait_at_once(server, tmp_path):
+    server.add_fault("status", PATH, times=None, status=429, retry_after="30")
+    errors: list[BaseException] = []
+    c = _cache(server, tmp_path, retry_after_max_s=30.0)
+
+    def fetch() -> None:
+        try:
+            c.get_tile(*TILE)
+        except TileFetchError as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=fetch)
+    worker.start()
+    deadline = time.monotonic() + 5.0
+    while server.count(PATH) < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # now in the 30 s Retry-After sleep
+    t0 = time.monotonic()
+    c.close()
+    worker.join(timeout=5.0)
+    assert not worker.is_alive() and time.monotonic() - t0 < 1.0
+    assert len(errors) == 1 and "closing" in str(errors[0]), errors
+    assert server.count(PATH) == 1  # not retried after close()
+
+
+def test_body_broken_off_mid_way_is_fetched_again(server, pyramid, tmp_path):
+    """A 200 whose body breaks off (urllib3 does not retry it: the body is read after its
+    retries) is fetched again by the fetcher, within the same attempt budget."""
+    server.add_fault("cut", PATH, times=1, keep_fraction=0.5)
+    with _cache(server, tmp_path) as c:
+        c.get_tile(*TILE)
+    assert server.count(PATH) == 2
+    (stored,) = _pngs(tmp_path / "cache")
+    assert open(stored, "rb").read() == (pyramid / PATH.lstrip("/")).read_bytes()
+    server.clear_faults()
+    server.add_fault("cut", PATH, times=None, keep_fraction=0.5)
+    with _cache(server, tmp_path / "c2", retries=1) as c, pytest.raises(TileFetchError) as exc:
+        c.get_tile(*TILE)
+    assert exc.value.kind == "connection_failed" and "gave up after 2 attempt(s)" in str(exc.value)
+    assert server.count(PATH) == 4
+
+
+def test_connection_retries_log_at_debug_not_warning(tmp_path, free_port, caplog):
+    """urllib3 logs each connection retry as a WARNING; here they are debug lines (the caller
+    reports the failure that remains)."""
+    cache = TileCache(f"http://127.0.0.1:{free_port}/{{z}}/{{x}}/{{y}}.png", tmp_path / "cache",
+                      TileCacheConfig(**FAST))
+    with caplog.at_level(logging.WARNING), cache, pytest.raises(TileFetchError, match="refused.*3 attempt"):
+        cache.get_tile(*TILE)
+    assert not [r for r in caplog.records if r.name.startswith("urllib3")], caplog.text
+    caplog.clear()
+    cache = TileCache(f"http://127.0.0.1:{free_port}/{{z}}/{{x}}/{{y}}.png", tmp_path / "cache",
+                      TileCacheConfig(**FAST))
+    with caplog.at_level(logging.DEBUG), cache, pytest.raises(TileFetchError):
+        cache.get_tile(*TILE)
+    retried = [r for r in caplog.records if r.getMessage().startswith("Retrying (")]
+    assert len(retried) == 2 and all(r.levelno == logging.DEBUG for r in retried)
+
+
+def test_backoff_schedule_is_urllib3s():
+    """No wait before the first retry, then backoff_s * 2**(n - 1) plus up to backoff_s of
+    jitter, at most backoff_max_s (urllib3's formula, with its jitter where it has one)."""
+    f = HttpFetcher(HttpTemplate("http://127.0.0.1:9/{z}/{x}/{y}.png"), timeout_s=1.0, retries=5, backoff_s=0.5,
+                    backoff_max_s=3.0, retry_after_max_s=10.0, user_agent="t", max_concurrency=1, headers={})
+    try:
+        failure = RequestHistory("GET", "/", None, 503, None)
+        waits = [[f.retry.new(history=(failure,) * n).get_backoff_time() for n in range(1, 6)] for _ in range(50)]
+    finally:
+        f.close()
+    jitter = "backoff_jitter" in inspect.signature(Retry.__init__).parameters
+    for w in waits:
+        assert w[0] == 0.0
+        for n, (wait, base) in enumerate(zip(w[1:], (1.0, 2.0, 4.0, 8.0)), start=2):
+            assert min(base, 3.0) <= wait <= min(base + (0.5 if jitter else 0.0), 3.0), (n, wait)
+    if jitter:
+        assert len({round(w[1], 6) for w in waits}) > 1  # jittered

@@ -4,13 +4,9 @@ world (``sim serve-tiles``). Not for production use.
 Serves ``/{z}/{x}/{y}.<ext>`` from a folder ``root/{z}/{x}/{y}.<ext>`` or from an MBTiles file
 (any extension; rows flipped from TMS), and ``/q/{quadkey}.<ext>`` (Bing quadkeys) for both.
 Query strings are ignored (so ``?key=...`` works) but recorded in :attr:`TileServer.requests`
-together with the request headers. ``If-Modified-Since`` is honoured (304).
-
-Fault injection (:meth:`TileServer.add_fault`), applied to requests whose path matches a glob,
-for a number of times or forever:
-``status`` (any HTTP status, optional ``Retry-After``), ``delay`` (sleep before answering),
-``truncate`` (send only the first ``keep_fraction`` of the body, with a matching
-Content-Length). ``latency_s`` adds a fixed delay to every request (to mimic a network).
+together with the request headers. ``If-Modified-Since`` is honoured (304). ``latency_s`` adds a
+fixed delay to every request (to mimic a network). It serves what it has and nothing else: the
+tests' fault injection is a subclass in the test code (``test/fault_tile_server.py``).
 
     server = serve_directory(Path("tiles"), port=0)   # started; server.port is the bound port
     ...
@@ -54,19 +50,6 @@ def quadkey_to_tile(quadkey: str) -> tuple[int, int, int]:
         if d & 2:
             y |= mask
     return z, x, y
-
-
-@dataclass
-class Fault:
-    """One injected fault; ``times`` None = forever."""
-
-    kind: str
-    path_glob: str = "*"
-    times: Optional[int] = 1
-    status: int = 500
-    retry_after: Optional[str] = None
-    delay_s: float = 0.0
-    keep_fraction: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -127,28 +110,18 @@ class _Handler(BaseHTTPRequestHandler):
             owner._in_flight += 1
             owner.max_in_flight = max(owner.max_in_flight, owner._in_flight)
         try:
-            self._serve(owner)
+            parts = urlsplit(self.path)
+            owner._record(RequestRecord(parts.path, parts.query, dict(self.headers.items())))
+            if owner.latency_s > 0:
+                time.sleep(owner.latency_s)
+            self._serve(owner, parts.path)
         finally:
             with owner._lock:
                 owner._in_flight -= 1
 
-    def _serve(self, owner: "TileServer") -> None:
-        parts = urlsplit(self.path)
-        owner._record(RequestRecord(parts.path, parts.query, dict(self.headers.items())))
-        if owner.latency_s > 0:
-            time.sleep(owner.latency_s)
-        fault = owner._take_fault(parts.path)
-        truncate: Optional[float] = None
-        if fault is not None:
-            if fault.kind == "delay":
-                time.sleep(fault.delay_s)
-            elif fault.kind == "status":
-                hdr = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
-                self._send(fault.status, f"injected HTTP {fault.status}".encode(), hdr)
-                return
-            elif fault.kind == "truncate":
-                truncate = fault.keep_fraction
-        found = owner._lookup(parts.path)
+    def _serve(self, owner: "TileServer", path: str) -> None:
+        """Answer a recorded request for ``path``: the tile, 304 or 404."""
+        found = owner._lookup(path)
         if found is None:
             self._send(404, b"no such tile")
             return
@@ -161,8 +134,6 @@ class _Handler(BaseHTTPRequestHandler):
                     return
             except (TypeError, ValueError):
                 pass
-        if truncate is not None:
-            data = data[: max(1, int(len(data) * truncate))]
         headers = {"Content-Type": _CONTENT_TYPES.get(ext, "application/octet-stream")}
         if mtime is not None:
             headers["Last-Modified"] = email.utils.formatdate(mtime, usegmt=True)
@@ -172,6 +143,9 @@ class _Handler(BaseHTTPRequestHandler):
 class TileServer:
     """Threaded static tile server (see the module docstring). ``port=0`` binds a free port;
     :attr:`port` reports it after :meth:`start`."""
+
+    #: The request handler class (a subclass may answer differently).
+    handler_class: type[BaseHTTPRequestHandler] = _Handler
 
     def __init__(
         self,
@@ -195,10 +169,9 @@ class TileServer:
         #: Most requests being answered at the same time so far.
         self.max_in_flight = 0
         self._in_flight = 0
-        self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self._local = threading.local()
-        self._httpd = _Httpd((host, port), _Handler, self)
+        self._httpd = _Httpd((host, port), self.handler_class, self)
         self.port: int = self._httpd.server_address[1]
         self._thread: Optional[threading.Thread] = None
 
@@ -237,19 +210,6 @@ class TileServer:
         """``http://127.0.0.1:PORT/{z}/{x}/{y}.<ext>``."""
         return f"{self.url}/{{z}}/{{x}}/{{y}}.{ext}"
 
-    def add_fault(self, kind: str, path_glob: str = "*", times: Optional[int] = 1, **params) -> Fault:
-        """Inject a fault (``kind`` in status / delay / truncate) for matching request paths."""
-        if kind not in ("status", "delay", "truncate"):
-            raise ValueError(f"unknown fault kind {kind!r}")
-        fault = Fault(kind, path_glob, times, **params)
-        with self._lock:
-            self._faults.append(fault)
-        return fault
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
     def count(self, path_glob: str = "*") -> int:
         """How many requests matched ``path_glob`` so far."""
         with self._lock:
@@ -259,15 +219,6 @@ class TileServer:
     def _record(self, rec: RequestRecord) -> None:
         with self._lock:
             self.requests.append(rec)
-
-    def _take_fault(self, path: str) -> Optional[Fault]:
-        with self._lock:
-            for f in self._faults:
-                if fnmatch.fnmatchcase(path, f.path_glob) and (f.times is None or f.times > 0):
-                    if f.times is not None:
-                        f.times -= 1
-                    return f
-        return None
 
     def _parse(self, path: str) -> Optional[tuple[int, int, int, str]]:
         segs = path.strip("/").split("/")
