@@ -1,10 +1,13 @@
 """Cross-view matchers: ground image + satellite patch -> weighted correspondences.
 
-Holds the protocol (:mod:`.base`, re-exporting :mod:`..core.correspondences`), the two models
-(:mod:`.sparse_depth` the default, :mod:`.dense_flow`), checkpoints (:mod:`.checkpoint`; the
-packaged ones and the naming rule :mod:`.packaged`), loading by name or path (:mod:`.factory`,
-:mod:`.inference`), satellite features per area (:mod:`.area`) and shared building blocks
-(:mod:`.norms`, :mod:`.grids`).
+Holds the protocol (:mod:`.base`), the two models (:mod:`.sparse_depth` the default,
+:mod:`.dense_flow`), checkpoints (:mod:`.checkpoint`), loading by name or path
+(:mod:`.factory`, :mod:`.inference`), satellite features per area (:mod:`.area`) and shared
+building blocks (:mod:`.norms`, :mod:`.grids`).
 
 May import: torch, :mod:`..core`, :mod:`..tiles` (patch georeferencing). Never ROS.
+
+The contract type itself lives in the core (:mod:`..core.correspondences`, re-exported by
+:mod:`.base`); the packaged checkpoints and the rule that resolves a checkpoint name in
+:mod:`.packaged` (re-exported by :mod:`.factory`).
 """
