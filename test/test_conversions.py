@@ -1,4 +1,5 @@
-"""Message conversions of xview_localizer.ros.conversions (real rclpy message classes, no DDS)."""
+"""Message conversions of xview_localizer.ros.conversions (real rclpy message classes, no DDS) and of
+the ROS-free decoders of xview_localizer.pipeline.messages it re-exports (also on rosbags' objects)."""
 
 from __future__ import annotations
 
@@ -264,3 +265,72 @@ def test_input_error_keys_name_the_cause():
     with pytest.raises(ImageConversionError) as exc:
         cv.image_to_rgb8(Image(height=0, width=0, encoding="rgb8", step=0))
     assert exc.value.key == "image_invalid"
+
+
+# ----------------------------------------------------------------------------------------------
+# The ROS-free decoders (pipeline.messages) behind the re-exports
+# ----------------------------------------------------------------------------------------------
+def test_decoders_are_the_ros_free_ones_and_constants_match_sensor_msgs():
+    from xview_localizer.pipeline import messages
+
+    for name in ("image_to_numpy", "image_to_rgb8", "compressed_to_rgb8", "depth_image_to_m", "navsat_to_fix",
+                 "odometry_to_sample", "camera_info_to_camera", "stamp_to_ns", "quaternion_to_yaw_rad",
+                 "transform_to_matrix", "matrix_to_se2", "covariance_6x6", "render_debug_image", "StaticTfTree"):
+        assert getattr(cv, name) is getattr(messages, name), name
+    assert messages.NAVSAT_STATUS_UNKNOWN == NavSatStatus.STATUS_UNKNOWN
+    assert messages.NAVSAT_STATUS_NO_FIX == NavSatStatus.STATUS_NO_FIX
+    assert messages.NAVSAT_STATUS_FIX == NavSatStatus.STATUS_FIX
+    assert messages.NAVSAT_STATUS_SBAS_FIX == NavSatStatus.STATUS_SBAS_FIX
+    assert messages.NAVSAT_STATUS_GBAS_FIX == NavSatStatus.STATUS_GBAS_FIX
+    assert messages.NAVSAT_COVARIANCE_TYPE_UNKNOWN == NavSatFix.COVARIANCE_TYPE_UNKNOWN
+    assert messages.NAVSAT_COVARIANCE_TYPE_APPROXIMATED == NavSatFix.COVARIANCE_TYPE_APPROXIMATED
+    assert messages.NAVSAT_COVARIANCE_TYPE_DIAGONAL_KNOWN == NavSatFix.COVARIANCE_TYPE_DIAGONAL_KNOWN
+    assert messages.NAVSAT_COVARIANCE_TYPE_KNOWN == NavSatFix.COVARIANCE_TYPE_KNOWN
+
+
+def test_rosbags_objects_decode_like_rclpy_messages():
+    """The same CDR bytes, once as an rclpy message and once as rosbags' deserialized object
+    (what the replay reads), give identical decoded values."""
+    from rclpy.serialization import serialize_message
+    from rosbags.typesys import Stores, get_typestore
+
+    from xview_localizer.pipeline import messages
+
+    ts = get_typestore(Stores.ROS2_KILTED)
+
+    def as_rosbags(msg, msgtype: str):
+        return ts.deserialize_cdr(serialize_message(msg), msgtype)
+
+    rgb = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    img = _image(rgb[:, :, ::-1], "bgr8", pad_bytes=3)
+    np.testing.assert_array_equal(messages.image_to_rgb8(as_rosbags(img, "sensor_msgs/msg/Image")), rgb)
+    depth = _image(np.array([[0, 1500], [2500, 65535]], np.uint16), "16UC1", bigendian=True)
+    np.testing.assert_array_equal(messages.depth_image_to_m(as_rosbags(depth, "sensor_msgs/msg/Image")),
+                                  cv.depth_image_to_m(depth))
+    comp = CompressedImage(format="png")
+    comp.data = cv2.imencode(".png", rgb[:, :, ::-1])[1].tobytes()
+    np.testing.assert_array_equal(messages.compressed_to_rgb8(as_rosbags(comp, "sensor_msgs/msg/CompressedImage")),
+                                  rgb)
+    fix = messages.navsat_to_fix(as_rosbags(_navsat(48.1, 11.5), "sensor_msgs/msg/NavSatFix"))
+    assert (fix.stamp_ns, fix.lat_deg, fix.lon_deg) == (12_000_000_500, 48.1, 11.5)
+    assert fix.cov_en_m2.tolist() == [[4.0, 0.5], [0.5, 9.0]]
+    with pytest.raises(LocalizationRejected) as exc:
+        messages.navsat_to_fix(as_rosbags(_navsat(48.1, 11.5, status=NavSatStatus.STATUS_NO_FIX),
+                                          "sensor_msgs/msg/NavSatFix"))
+    assert exc.value.reason == "fix_no_fix"
+    odom = Odometry()
+    odom.header.stamp.sec, odom.header.stamp.nanosec = 3, 9
+    odom.pose.pose.position.x, odom.pose.pose.position.y = 1.0, -2.0
+    odom.pose.pose.orientation = cv.yaw_to_quaternion(-2.5)
+    s = messages.odometry_to_sample(as_rosbags(odom, "nav_msgs/msg/Odometry"))
+    assert s.stamp_ns == 3_000_000_009
+    assert s.T_odom_base.to_xyyaw() == pytest.approx((1.0, -2.0, -2.5))
+    info = CameraInfo(width=640, height=480, distortion_model="plumb_bob")
+    info.k = [500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]
+    info.d = [0.1, -0.05, 0.0, 0.0, 0.0]
+    cam = messages.camera_info_to_camera(as_rosbags(info, "sensor_msgs/msg/CameraInfo"))
+    assert (cam.fx, cam.cx, cam.width_px, cam.d) == (500.0, 320.0, 640, cv.camera_info_to_camera(info).d)
+    tf = cv.se2_to_transform_stamped(SE2(3.0, 4.0, -1.0), "map", "odom", 5)
+    back = messages.matrix_to_se2(messages.transform_to_matrix(
+        as_rosbags(tf, "geometry_msgs/msg/TransformStamped").transform))
+    assert back.to_xyyaw() == pytest.approx((3.0, 4.0, -1.0))

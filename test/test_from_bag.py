@@ -43,7 +43,7 @@ def _gt_and_images(bag: Path) -> tuple[dict, dict]:
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
-    from xview_localizer.ros import conversions as conv
+    from xview_localizer.pipeline import messages as conv
 
     gt, imgs = {}, {}
     with AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_KILTED)) as r:

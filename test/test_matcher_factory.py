@@ -8,11 +8,11 @@ import sys
 import pytest
 
 from xview_localizer.core.errors import CheckpointError
-from xview_localizer.matcher import factory
+from xview_localizer.matcher import factory, packaged
 
 
 def test_default_checkpoint_is_pinned_by_name(tmp_path, monkeypatch):
-    monkeypatch.setattr(factory, "packaged_checkpoint_dir", lambda: tmp_path)
+    monkeypatch.setattr(packaged, "packaged_checkpoint_dir", lambda: tmp_path)
     (tmp_path / "aaa_other.pt").write_bytes(b"x")  # sorts first, must not be picked
     with pytest.raises(CheckpointError, match="aaa_other.pt"):
         factory.default_checkpoint_path()
@@ -23,7 +23,7 @@ def test_default_checkpoint_is_pinned_by_name(tmp_path, monkeypatch):
 def test_checkpoint_path_resolves_packaged_bare_names(tmp_path, monkeypatch):
     pkg = tmp_path / "pkg"
     pkg.mkdir()
-    monkeypatch.setattr(factory, "packaged_checkpoint_dir", lambda: pkg)
+    monkeypatch.setattr(packaged, "packaged_checkpoint_dir", lambda: pkg)
     monkeypatch.chdir(tmp_path)
     (pkg / factory.DENSE_FLOW_CHECKPOINT_NAME).write_bytes(b"x")
     (pkg / factory.SPARSE_CHECKPOINT_NAME).write_bytes(b"x")

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xview_localizer.core import procrustes as P
+from xview_localizer.core.correspondences import Correspondences
 from xview_localizer.core.errors import ConfigError, DegenerateInputError, GeometryError, XViewError
 from xview_localizer.core.se2 import SE2, Sim2
-from xview_localizer.matcher.base import Correspondences
 
 
 def _angle_err(a: float, b: float) -> float:

@@ -65,7 +65,7 @@ class TruthLookupMatcher:
     """TEST DOUBLE: image pixels -> the frame's ground truth -> noisy correspondences."""
 
     def __init__(self, bag: Path, truth_bag: Path) -> None:
-        from xview_localizer.ros import conversions as conv
+        from xview_localizer.pipeline import messages as conv
         from xview_localizer.sim.bag import read_sidecar
 
         side = read_sidecar(truth_bag)
@@ -428,7 +428,7 @@ class DepthRecordingMatcher(TruthLookupMatcher):
     accepts_depth = True
 
     def __init__(self, bag: Path, truth_bag: Path) -> None:
-        from xview_localizer.ros import conversions as conv
+        from xview_localizer.pipeline import messages as conv
 
         super().__init__(bag, truth_bag)
         self.stamp_by_hash = {}

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from ..matcher.base import Correspondences
+from .correspondences import Correspondences
 from .errors import ConfigError, DegenerateInputError, GeometryError
 from .se2 import SE2, Sim2
 

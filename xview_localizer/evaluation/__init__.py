@@ -4,6 +4,6 @@ Holds :mod:`.replay` (+ its CLI), :mod:`.report` (metrics, plots, HTML), :mod:`.
 (+ CLI) and :mod:`.benchmark` (+ CLI).
 
 May import: :mod:`..core`, :mod:`..pipeline`, :mod:`..matcher`, :mod:`..tiles`, :mod:`..sim`
-(bag sidecars), :mod:`..train` (pair data sets, metrics). Never rclpy or a ROS message package:
-bags are decoded through rosbags' types.
+(bag reading, sidecars), :mod:`..train` (pair data sets, metrics). Never rclpy or a ROS message
+package: bags are read with rosbags and decoded by the pipeline's ROS-free message decoders.
 """

@@ -5,9 +5,11 @@ The bag (mcap or sqlite3, any producer) is read with ``rosbags``' :class:`AnyRea
 messages are fed in log-time order, as a live node would receive them: ``/tf_static``
 (``base_link <- camera`` extrinsics, chains composed), ``camera_info``, GNSS fixes and
 odometry go into the localizer's buffers, and each image runs :meth:`Localizer.step` at once
-(later fixes are not yet known, exactly like on the vehicle). Messages are decoded by
-:mod:`xview_localizer.ros.conversions` (they only read attributes, so rosbags' message objects
-work as well as rclpy's).
+(later fixes are not yet known, exactly like on the vehicle). Messages are decoded by the
+ROS-free :mod:`xview_localizer.pipeline.messages` (the node's decoders: they only read fields,
+so rosbags' message objects work as well as rclpy's); no rclpy or ROS message package is
+imported. The bag is opened with :func:`xview_localizer.sim.bag.open_reader` (re-exported here
+with :func:`~xview_localizer.sim.bag.sidecar_of`).
 
 Topics are auto-detected by message type (and name hints) unless given:
 
@@ -54,15 +56,21 @@ from ..core.errors import (
     TileError,
     XViewError,
 )
+from ..pipeline import messages
 from ..pipeline.config import LocalizerConfig, NodeConfig
 from ..pipeline.localizer import Frame, Localizer, MapProjection
+from ..pipeline.messages import header_stamp_ns, quaternion_to_yaw_rad
 from ..pipeline.timebase import StampReference
+from ..sim.bag import open_reader, sidecar_of
 from .report import EvalData, FrameRecord, Track
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ReplayConfig", "BagTopics", "detect_topics", "detect_depth_topic", "replay_bag",
-           "load_matcher_for_replay", "IMAGE_TYPES", "GT_TYPES", "DEPTH_ENCODINGS"]
+           "load_matcher_for_replay", "node_config_for_bag", "probe_tiles", "IMAGE_TYPES", "GT_TYPES",
+           "DEPTH_ENCODINGS",
+           # re-exported from sim.bag (their home since the ROS-free split; keep this import path)
+           "open_reader", "sidecar_of"]
 
 NS_PER_S = 1_000_000_000
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -267,10 +275,6 @@ def load_matcher_for_replay(checkpoint: str, device: str, matcher_factory: str =
 # ----------------------------------------------------------------------------------------------
 # The replay
 # ----------------------------------------------------------------------------------------------
-def _stamp_ns(msg: Any) -> int:
-    return int(msg.header.stamp.sec) * NS_PER_S + int(msg.header.stamp.nanosec)
-
-
 class _DepthStream:
     """Depth maps of one topic from a second reader of the bag, read just far enough ahead of
     the images to pair each image with the nearest depth stamp within the tolerance.
@@ -279,9 +283,7 @@ class _DepthStream:
     (messages that do not decode as 32FC1 / 16UC1, skipped; ``last_invalid`` says why)."""
 
     def __init__(self, reader: Any, topic: str, tolerance_s: float) -> None:
-        from ..ros import conversions as conv
-
-        self._to_m = conv.depth_image_to_m
+        self._to_m = messages.depth_image_to_m
         self._reader = reader
         self._it = reader.messages(connections=[c for c in reader.connections if c.topic == topic])
         self._tol_s = float(tolerance_s)
@@ -302,7 +304,7 @@ class _DepthStream:
         self._read_up_to_ns = int(log_ns)
         try:
             msg = self._reader.deserialize(raw, c.msgtype)
-            self._read_up_to_ns = _stamp_ns(msg)
+            self._read_up_to_ns = header_stamp_ns(msg)
             depth_m = self._to_m(msg)
         except Exception as exc:  # noqa: BLE001 - bad CDR (rosbags) or ImageConversionError
             self.invalid += 1
@@ -333,46 +335,18 @@ class _DepthStream:
                 "last_invalid": self.last_invalid or None}
 
 
-def _yaw(q: Any) -> float:
-    return math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
-
-
 def _gt_sample(msg: Any, msgtype: str) -> Optional[tuple]:
     """('pose', stamp, x, y, yaw) or ('fix', stamp, lat, lon) or None (invalid)."""
-    s = _stamp_ns(msg)
+    s = header_stamp_ns(msg)
     if msgtype == "sensor_msgs/msg/NavSatFix":
-        if msg.status.status < 0 or not (math.isfinite(msg.latitude) and math.isfinite(msg.longitude)):
+        if msg.status.status < messages.NAVSAT_STATUS_FIX or not (math.isfinite(msg.latitude) and math.isfinite(msg.longitude)):
             return None
         return ("fix", s, float(msg.latitude), float(msg.longitude))
     pose = msg.pose if msgtype == "geometry_msgs/msg/PoseStamped" else msg.pose.pose
     p, q = pose.position, pose.orientation
     if not all(math.isfinite(v) for v in (p.x, p.y, q.x, q.y, q.z, q.w)):
         return None
-    return ("pose", s, float(p.x), float(p.y), _yaw(q))
-
-
-def open_reader(bag: Path):
-    """An opened-on-enter :class:`AnyReader` for ``bag`` (raises BagError if it is not a bag)."""
-    from rosbags.highlevel import AnyReader
-    from rosbags.typesys import Stores, get_typestore
-
-    bag = Path(bag)
-    if not bag.exists():
-        raise BagError(f"{bag}: no such bag (a rosbag2 directory, or an .mcap / .db3 file)")
-    try:
-        return AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_KILTED))
-    except Exception as exc:  # noqa: BLE001 - rosbags raises several types
-        raise BagError(f"{bag}: not a readable rosbag2: {exc}") from exc
-
-
-def sidecar_of(bag: Path) -> Optional[dict]:
-    """The ``sim.yaml`` of a bag written by ``sim drive``, or None."""
-    from ..sim.bag import read_sidecar
-
-    try:
-        return read_sidecar(Path(bag) if Path(bag).is_dir() else Path(bag).parent)
-    except BagError:
-        return None
+    return ("pose", s, float(p.x), float(p.y), quaternion_to_yaw_rad(q))
 
 
 def node_config_for_bag(bag: Path, node: NodeConfig, tile_url: str = "") -> tuple[NodeConfig, str]:
@@ -418,7 +392,6 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
         TileError: the tile source does not answer.
     """
     from ..core.camera import T_base_camera_from_xyz_rpy
-    from ..ros import conversions as conv
 
     node = cfg.node
     loc_cfg = node.localizer
@@ -451,7 +424,7 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
             # rate_noinv_fmt: always frames/s (tqdm switches to s/frame below 1 frame/s otherwise)
             bar = tqdm(total=n_to_localize, desc="replay", unit="frame",
                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]")
-        tf = conv.StaticTfTree()
+        tf = messages.StaticTfTree()
         camera, camera_frame, camera_key = None, "", None
         T_bc_parameters = None
         fixes: list[tuple[int, float, float]] = []
@@ -468,11 +441,11 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
         def localize(msg: Any, log_ns: int) -> FrameRecord:
             """One image through the core (as the node's worker does)."""
             nonlocal extrinsics_source, T_bc_parameters
-            stamp = _stamp_ns(msg)
+            stamp = header_stamp_ns(msg)
             stamps.observe(stamp, log_ns)
             t0 = time.perf_counter()
             try:
-                rgb = conv.compressed_to_rgb8(msg) if compressed else conv.image_to_rgb8(msg)
+                rgb = messages.compressed_to_rgb8(msg) if compressed else messages.image_to_rgb8(msg)
             except XViewError as exc:
                 counts["image_invalid"] += 1
                 return FrameRecord(stamp, False, "image_invalid", detail=str(exc))
@@ -535,15 +508,15 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
                     if key == camera_key:
                         continue  # the same camera again (the usual case): keep the converted one
                     try:
-                        camera, camera_frame = conv.camera_info_to_camera(msg), msg.header.frame_id
+                        camera, camera_frame = messages.camera_info_to_camera(msg), msg.header.frame_id
                         camera_key = key
                     except XViewError as exc:
                         log.warning("camera_info invalid: %s", exc)
                 elif topic == topics.fix:
                     # the bag's time (plus the stamps' recent offset from it) is the reference clock
-                    stamps.observe(_stamp_ns(msg), log_ns)
+                    stamps.observe(header_stamp_ns(msg), log_ns)
                     try:
-                        fix = conv.navsat_to_fix(msg)
+                        fix = messages.navsat_to_fix(msg)
                         localizer.add_fix(fix, now_ns=stamps.reference_ns(log_ns))
                     except LocalizationRejected as rej:
                         counts[rej.reason] = counts.get(rej.reason, 0) + 1
@@ -553,9 +526,9 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
                         probed = True
                         probe_tiles(tile_cache, fix.lat_deg, fix.lon_deg, loc_cfg, tile_url)
                 elif topic == topics.odom:
-                    stamps.observe(_stamp_ns(msg), log_ns)
+                    stamps.observe(header_stamp_ns(msg), log_ns)
                     try:
-                        sample = conv.odometry_to_sample(msg)
+                        sample = messages.odometry_to_sample(msg)
                     except XViewError:
                         counts["odom_invalid"] += 1
                         continue

@@ -7,4 +7,8 @@ Holds the protocol (:mod:`.base`), the two models (:mod:`.sparse_depth` the defa
 features per area (:mod:`.area`) and shared building blocks (:mod:`.norms`, :mod:`.grids`).
 
 May import: torch, :mod:`..core`, :mod:`..tiles` (patch georeferencing). Never ROS.
+
+The contract type itself lives in the core (:mod:`..core.correspondences`, re-exported by
+:mod:`.base`); the packaged checkpoints and the rule that resolves a checkpoint name in
+:mod:`.packaged` (re-exported by :mod:`.factory`).
 """

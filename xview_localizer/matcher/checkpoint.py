@@ -29,7 +29,7 @@ import torch
 
 from ..core.errors import CheckpointError, ConfigError
 from .dense_flow import PRESETS, DenseFlowConfig, DenseFlowMatcher
-from .factory import resolve_checkpoint_path
+from .packaged import resolve_checkpoint_path
 from .sparse_depth import SPARSE_PRESETS, SparseDepthConfig, SparseDepthMatcher
 
 __all__ = [

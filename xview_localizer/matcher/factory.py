@@ -5,7 +5,8 @@
   no depth topic, the depth map when it has one). It is the default because it is the more
   accurate one on worlds neither model saw (README, "Status"). Other packaged checkpoints are
   selected by bare file name or by matcher name (``checkpoint_path = 'dense_flow_compact.pt'`` or
-  ``'dense_flow'``: the dense-flow matcher), or by path (:func:`resolve_checkpoint_path`). This one
+  ``'dense_flow'``: the dense-flow matcher), or by path (:func:`resolve_checkpoint_path`; the
+  names and the rule live in :mod:`.packaged`, re-exported here). This one
   rule holds everywhere a checkpoint is named: the node's ``checkpoint_path``, ``--checkpoint`` of
   ``replay``, ``evaluate``, ``calibrate-covariance``, ``benchmark --matcher``, and the Python API
   (:func:`xview_localizer.matcher.inference.load_matcher`, ``matcher.checkpoint.load_model``); a
@@ -17,86 +18,23 @@
 from __future__ import annotations
 
 import importlib
-import os
-from pathlib import Path
 from typing import Any, Callable
 
 from ..core.errors import CheckpointError
+from .packaged import (
+    DEFAULT_CHECKPOINT_NAME,
+    DENSE_FLOW_CHECKPOINT_NAME,
+    MATCHER_NAMES,
+    SPARSE_CHECKPOINT_NAME,
+    default_checkpoint_path,
+    packaged_checkpoint_dir,
+    packaged_checkpoint_names,
+    resolve_checkpoint_path,
+)
 
 __all__ = ["DEFAULT_CHECKPOINT_NAME", "SPARSE_CHECKPOINT_NAME", "DENSE_FLOW_CHECKPOINT_NAME", "MATCHER_NAMES",
            "packaged_checkpoint_dir", "packaged_checkpoint_names", "default_checkpoint_path", "resolve_checkpoint_path",
-           "resolve_factory"]
-
-#: File name of the packaged depth-prior sparse matcher.
-SPARSE_CHECKPOINT_NAME = "sparse_depth_compact.pt"
-#: File name of the packaged dense-flow matcher (select it with ``checkpoint_path``).
-DENSE_FLOW_CHECKPOINT_NAME = "dense_flow_compact.pt"
-#: File name of the default matcher in the package's ``checkpoints/`` folder.
-DEFAULT_CHECKPOINT_NAME = SPARSE_CHECKPOINT_NAME
-#: Matcher names accepted as ``checkpoint_path`` for the packaged checkpoints.
-MATCHER_NAMES = {"sparse_depth": SPARSE_CHECKPOINT_NAME, "dense_flow": DENSE_FLOW_CHECKPOINT_NAME}
-
-
-def packaged_checkpoint_dir() -> Path:
-    """``xview_localizer/checkpoints`` of the installed package."""
-    return Path(__file__).resolve().parents[1] / "checkpoints"
-
-
-def packaged_checkpoint_names() -> list[str]:
-    """What names a packaged checkpoint: the matcher names, then the ``.pt`` files packaged."""
-    folder = packaged_checkpoint_dir()
-    files = sorted(p.name for p in folder.glob("*.pt")) if folder.is_dir() else []
-    return sorted(MATCHER_NAMES) + files
-
-
-def _not_found(checkpoint_path: str, path: Path) -> CheckpointError:
-    names = ", ".join(packaged_checkpoint_names()) or "none"
-    return CheckpointError(
-        f"checkpoint {checkpoint_path!r}: no such file ({path}); give '' for the packaged default "
-        f"({DEFAULT_CHECKPOINT_NAME}), a packaged name ({names}) or the path of a .pt file")
-
-
-def default_checkpoint_path() -> Path:
-    """The packaged default checkpoint (:data:`DEFAULT_CHECKPOINT_NAME`).
-
-    Raises:
-        CheckpointError: it is not packaged (names the folder and what is there).
-    """
-    folder = packaged_checkpoint_dir()
-    path = folder / DEFAULT_CHECKPOINT_NAME
-    if not path.is_file():
-        present = sorted(p.name for p in folder.glob("*.pt")) if folder.is_dir() else []
-        raise CheckpointError(
-            f"no packaged default checkpoint {path} (present: {present or 'none'}); "
-            "set the checkpoint_path parameter"
-        )
-    return path
-
-
-def resolve_checkpoint_path(checkpoint_path: str | os.PathLike, *, must_exist: bool = False) -> Path:
-    """``''`` -> the packaged default; an existing file -> itself; a matcher name of
-    :data:`MATCHER_NAMES` (``'dense_flow'``) or a bare file name that is not a file here but is
-    packaged (``'dense_flow_compact.pt'``) -> the packaged one; anything else unchanged.
-
-    Raises:
-        CheckpointError: with ``must_exist``, the result is not a file (the message lists the
-            packaged names); the packaged default is not packaged.
-    """
-    checkpoint_path = os.fspath(checkpoint_path)
-    if not checkpoint_path:
-        return default_checkpoint_path()
-    given = checkpoint_path
-    path = Path(checkpoint_path).expanduser()
-    if not path.exists() and checkpoint_path in MATCHER_NAMES:
-        checkpoint_path = MATCHER_NAMES[checkpoint_path]
-        path = Path(checkpoint_path)
-    if not path.exists() and path.name == checkpoint_path:
-        packaged = packaged_checkpoint_dir() / checkpoint_path
-        if packaged.is_file():
-            return packaged
-    if must_exist and not path.is_file():
-        raise _not_found(given, path)
-    return path
+           "resolve_factory", "apply_runtime"]
 
 
 def _builtin_matcher_factory(checkpoint_path: str, device: str) -> Any:

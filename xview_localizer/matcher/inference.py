@@ -44,8 +44,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.correspondences import Correspondences
 from ..core.errors import ConfigError, GeometryError
-from .base import Correspondences
 from .checkpoint import load_model, model_name_of
 from .dense_flow import DenseFlowMatcher, bev_grid_for_camera
 from .sparse_depth import (

@@ -1,6 +1,6 @@
-"""Write a synthetic drive as a rosbag2 (mcap or sqlite3) with ``rosbags`` (pure Python).
+"""rosbag2 I/O with ``rosbags`` (pure Python): write a synthetic drive (mcap or sqlite3), read any bag.
 
-Topics (all stamps simulated time; every message's bag log time equals its header stamp):
+Topics of a drive (all stamps simulated time; every message's bag log time equals its header stamp):
 
 =========================== ===================================== ============================
 topic                       type                                  notes
@@ -25,6 +25,10 @@ Beside the messages the bag directory holds ``sim.yaml`` (:data:`SIDECAR_NAME`):
 frame, tile URL, world directory and seed, drive/GNSS/odometry configs and seeds, the
 realised odometry drift, the camera. A few keys are also stored in the bag's
 ``custom_data`` (metadata.yaml) so ``ros2 bag info`` shows them.
+
+Reading bags back (any rosbag2, not only these; the replay and the bag data-set exporter):
+:func:`open_reader` (rosbags' ``AnyReader``) and :func:`sidecar_of` (the ``sim.yaml`` of a
+``sim drive`` bag, or None).
 """
 
 from __future__ import annotations
@@ -48,8 +52,10 @@ __all__ = [
     "FRAMES",
     "SIDECAR_NAME",
     "TOPICS",
+    "open_reader",
     "read_sidecar",
     "record_drive",
+    "sidecar_of",
     "write_drive_bag",
 ]
 
@@ -407,6 +413,38 @@ def read_sidecar(bag_dir: Path) -> dict:
     if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
         raise BagError(f"{path}: not a {SIDECAR_FORMAT} sidecar")
     return data
+
+
+# --------------------------------------------------------------------------------------
+# reading any rosbag2 (the replay, the bag data-set exporter)
+# --------------------------------------------------------------------------------------
+def open_reader(bag: Path):
+    """An opened-on-enter ``rosbags`` :class:`AnyReader` for ``bag`` (a rosbag2 directory, or
+    an ``.mcap`` / ``.db3`` file; any producer), with the ROS 2 Kilted type store as the
+    default for bags that carry no message definitions. Use as ``with open_reader(bag) as r:``.
+
+    Raises:
+        BagError: ``bag`` does not exist or is not a readable rosbag2.
+    """
+    from rosbags.highlevel import AnyReader
+
+    bag = Path(bag)
+    if not bag.exists():
+        raise BagError(f"{bag}: no such bag (a rosbag2 directory, or an .mcap / .db3 file)")
+    try:
+        return AnyReader([bag], default_typestore=_typestore())
+    except Exception as exc:  # noqa: BLE001 - rosbags raises several types
+        raise BagError(f"{bag}: not a readable rosbag2: {exc}") from exc
+
+
+def sidecar_of(bag: Path) -> Optional[dict]:
+    """The ``sim.yaml`` of a bag written by ``sim drive`` (``bag`` is its directory or a file
+    in it), or None when there is none or it is invalid."""
+    bag = Path(bag)
+    try:
+        return read_sidecar(bag if bag.is_dir() else bag.parent)
+    except BagError:
+        return None
 
 
 # --------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 accurate poses (RTK-grade or ground truth) and a tile source: ``xview-localizer dataset
 from-bag``.
 
-What is read (rosbags ``AnyReader``, mcap or sqlite3):
+What is read (rosbags ``AnyReader`` through :func:`xview_localizer.sim.bag.open_reader`, mcap or
+sqlite3; messages decoded by the ROS-free :mod:`xview_localizer.pipeline.messages`):
 
 * ``gt_topic``: ``geometry_msgs/PoseStamped``, ``PoseWithCovarianceStamped`` or
   ``nav_msgs/Odometry`` of ``base_link`` in the **map frame = the local ENU plane at the datum**
@@ -36,6 +37,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ...core.errors import BagError, ConfigError, TileError, XViewError
+from ...pipeline.messages import header_stamp_ns, quaternion_to_yaw_rad
 from ..pairs import PAIRS_FORMAT
 from ._common import offset_latlon, sample_rng
 
@@ -96,18 +98,13 @@ class FromBagConfig:
             raise ConfigError("FromBagConfig: give both ground_width_px and ground_height_px, or neither")
 
 
-def _stamp_ns(msg: Any) -> int:
-    return int(msg.header.stamp.sec) * _NS + int(msg.header.stamp.nanosec)
-
-
 def _pose_xy_yaw(msg: Any, msgtype: str) -> Optional[tuple[float, float, float]]:
     pose = msg.pose if msgtype == "geometry_msgs/msg/PoseStamped" else msg.pose.pose
     p, q = pose.position, pose.orientation
     vals = (p.x, p.y, q.x, q.y, q.z, q.w)
     if not all(math.isfinite(v) for v in vals):
         return None
-    yaw_rad = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
-    return float(p.x), float(p.y), yaw_rad
+    return float(p.x), float(p.y), quaternion_to_yaw_rad(q)
 
 
 class _GtTrack:
@@ -174,8 +171,8 @@ def export_pairs_from_bag(bag: str | Path, out: str | Path, tile_url: str, cfg: 
 
     from ...core.camera import PinholeCamera
     from ...core.geo import LocalEnu
-    from ...evaluation.replay import open_reader, sidecar_of
-    from ...ros import conversions as conv
+    from ...pipeline import messages
+    from ...sim.bag import open_reader, sidecar_of
     from ...tiles.cache import TileCache
 
     bag = Path(bag)
@@ -199,7 +196,7 @@ def export_pairs_from_bag(bag: str | Path, out: str | Path, tile_url: str, cfg: 
         compressed = conns[image_topic].endswith("CompressedImage")
         # pass 1: ground truth, camera_info, tf_static
         rows: list[tuple[int, float, float, float]] = []
-        tf = conv.StaticTfTree()
+        tf = messages.StaticTfTree()
         camera = None
         first = [c for c in reader.connections if c.topic in (gt_topic, info_topic, "/tf_static")]
         for c, _t, raw in reader.messages(connections=first):
@@ -207,11 +204,11 @@ def export_pairs_from_bag(bag: str | Path, out: str | Path, tile_url: str, cfg: 
             if c.topic == gt_topic:
                 p = _pose_xy_yaw(msg, c.msgtype)
                 if p is not None:
-                    rows.append((_stamp_ns(msg), *p))
+                    rows.append((header_stamp_ns(msg), *p))
             elif c.topic == info_topic:
                 if camera is None:
                     try:
-                        camera = conv.camera_info_to_camera(msg)
+                        camera = messages.camera_info_to_camera(msg)
                     except XViewError as exc:
                         raise BagError(f"{bag}: {info_topic}: invalid camera_info: {exc}") from exc
             else:
@@ -245,7 +242,7 @@ def export_pairs_from_bag(bag: str | Path, out: str | Path, tile_url: str, cfg: 
                 if cfg.max_pairs and len(records) >= cfg.max_pairs:
                     break
                 msg = reader.deserialize(raw, c.msgtype)
-                stamp = _stamp_ns(msg)
+                stamp = header_stamp_ns(msg)
                 pose = track.at(stamp)
                 if pose is None:
                     skipped["no_ground_truth"] = skipped.get("no_ground_truth", 0) + 1
@@ -258,7 +255,7 @@ def export_pairs_from_bag(bag: str | Path, out: str | Path, tile_url: str, cfg: 
                 if T_bc is None:
                     raise BagError(f"{bag}: /tf_static has no transform {cfg.base_frame} <- "
                                    f"{msg.header.frame_id!r} (the image frame)")
-                rgb = conv.compressed_to_rgb8(msg) if compressed else conv.image_to_rgb8(msg)
+                rgb = messages.compressed_to_rgb8(msg) if compressed else messages.image_to_rgb8(msg)
                 if (rgb.shape[1], rgb.shape[0]) != (camera.width_px, camera.height_px):
                     skipped["camera_info_mismatch"] = skipped.get("camera_info_mismatch", 0) + 1
                     continue
