@@ -48,7 +48,7 @@ import numpy as np
 from ..core.camera import PinholeCamera
 from ..core.errors import GeometryError, ImageConversionError, LocalizationRejected, XViewError
 from ..core.se2 import SE2
-from .localizer import NS_PER_S, FixSample, OdomSample, StepResult
+from .samples import NS_PER_S, FixSample, OdomSample, StepResult
 
 __all__ = [
     "FIX_COVARIANCE_REPAIRED",
