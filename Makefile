@@ -1,5 +1,6 @@
 # xview_localizer: one-command setup and test on a bare Debian / Python 3.11 machine.
-#   make setup   create .venv and install everything (stamp files make re-runs instant)
+#   make setup   create .venv and install everything, plus Debian's chromium for the report's
+#                browser test (stamp files make re-runs instant)
 #   make test    setup, then run the test suite
 #   make lint    ruff
 # CUDA users: make setup TORCH_SPEC="torch==2.13.0" TORCH_PIP_ARGS="--index-url <pytorch CUDA index>"
@@ -14,7 +15,7 @@ STAMPS        := $(VENV)/.stamps
 
 .PHONY: setup test lint clean-venv
 
-setup: $(STAMPS)/tf2_msgs
+setup: $(STAMPS)/tf2_msgs $(STAMPS)/chromium
 
 $(STAMPS)/venv:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,21 @@ $(STAMPS)/tf2_msgs: $(STAMPS)/deps scripts/build_tf2_msgs.sh
 	  echo "tf2_msgs already importable"; \
 	else \
 	  VENV=$(VENV) bash scripts/build_tf2_msgs.sh; \
+	fi
+	@touch $@
+
+# Headless Chromium for test/test_report_browser.py (the report page in a real browser): Debian's
+# package, installed only when no chromium is on PATH and apt-get exists (as root, else via sudo).
+$(STAMPS)/chromium:
+	@mkdir -p $(STAMPS)
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+	  echo "chromium already installed"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO="sudo"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; \
+	else \
+	  echo "no chromium and no apt-get: test_report_browser.py will fail (XVIEW_SKIP_BROWSER_TEST=1 skips it)"; \
 	fi
 	@touch $@
 

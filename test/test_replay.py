@@ -210,14 +210,29 @@ def _check_recomputed_errors(bag: Path, out: Path) -> dict:
 
 
 def _check_report_files(out: Path, with_gt: bool = True) -> None:
-    names = ["trajectory.png", "latency_cdf.png"] + (["errors_time.png", "error_cdf.png"] if with_gt
-                                                     else ["covariance_time.png"])
+    names = ["trajectory.png", "rejections_time.png", "latency_cdf.png"] + (
+        ["errors_time.png", "error_cdf.png"] if with_gt else ["covariance_time.png"])
     page = (out / "index.html").read_text()
     for n in names:
         _check_png(out / n)
         assert f"src='{n}'" in page
     for n in ("report.json", "frames.csv", "xview.tum", "gnss.tum"):
         assert (out / n).is_file()
+    # frame panels from the replay's snapshots: the worst frames first, each a real image
+    report = json.loads((out / "report.json").read_text())
+    panels = report["panels"]
+    assert report["snapshots"]["evicted"] == 0 and report["snapshots"]["kept"] >= report["frames"]["accepted"]
+    assert [p["kind"] for p in panels][:6] == ["worst"] * 6
+    worst = [p["err_xy_m"] if with_gt else None for p in panels if p["kind"] == "worst"]
+    if with_gt:
+        assert worst == sorted(worst, reverse=True)
+        with (out / "frames.csv").open() as fh:
+            errs = [float(r["err_xy_m"]) for r in csv.DictReader(fh) if r["accepted"] == "1" and r["err_xy_m"]]
+        assert worst[0] == pytest.approx(max(errs), abs=1e-3)
+    for p in panels:
+        _check_png(out / p["file"])
+        assert f"src='{p['file']}'" in page
+    assert page.index("id='summary'") < page.index("src='trajectory.png'") < page.index("src='panels/")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -63,6 +63,7 @@ from ..pipeline.messages import header_stamp_ns, quaternion_to_yaw_rad
 from ..pipeline.timebase import StampReference
 from ..sim.bag import open_reader, sidecar_of
 from .report import EvalData, FrameRecord, Track
+from .report_snapshots import DEFAULT_MAX_BYTES, SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ _NOT_CAMERA_HINTS = ("depth", "debug", "disparity", "mask", "seg")
 _DEPTH_HINTS = ("depth",)
 #: Encodings of a depth image the replay (and the node) decode: metres, millimetres.
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
+#: Default byte budget of the report's per-frame snapshots (MiB).
+DEFAULT_SNAPSHOT_MAX_MB = DEFAULT_MAX_BYTES / 2**20
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,9 @@ class ReplayConfig:
             images 1, N+1, ..., (max_frames-1)*N+1.
         node: node parameters (tile source, frames, fallback extrinsics, the core's config).
         progress: show a tqdm progress bar.
+        snapshot_max_mb: byte budget (MiB) of the per-frame snapshots the report's frame panels
+            are drawn from (:mod:`xview_localizer.evaluation.report_snapshots`: downsized JPEG
+            camera image and satellite patch, a subsample of the matches); 0 = keep none.
     """
 
     image_topic: str = ""
@@ -127,6 +133,7 @@ class ReplayConfig:
     max_frames: int = 0
     node: NodeConfig = field(default_factory=NodeConfig)
     progress: bool = True
+    snapshot_max_mb: float = DEFAULT_SNAPSHOT_MAX_MB
 
     def __post_init__(self) -> None:
         if isinstance(self.max_frames, bool) or not isinstance(self.max_frames, int) or self.max_frames < 0:
@@ -136,6 +143,9 @@ class ReplayConfig:
         tol = self.depth_tolerance_s
         if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
             raise GeometryError(f"ReplayConfig.depth_tolerance_s must be a finite number >= 0, got {tol!r}")
+        mb = self.snapshot_max_mb
+        if isinstance(mb, bool) or not isinstance(mb, (int, float)) or not math.isfinite(mb) or mb < 0:
+            raise GeometryError(f"ReplayConfig.snapshot_max_mb must be a finite number >= 0, got {mb!r}")
 
 
 def _has_hint(topic: str, hints: tuple[str, ...]) -> bool:
@@ -435,6 +445,9 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
         probed = False
         n_images_seen = n_skipped = n_accepted = 0
         stamps = StampReference()
+        snapshots = (SnapshotStore(max_bytes=int(cfg.snapshot_max_mb * 2**20),
+                                   score_fn=lambda st: _known_errors_m(st, frames, gt_rows, localizer.projection))
+                     if cfg.snapshot_max_mb > 0 else None)
         t_wall0 = time.perf_counter()
         compressed = topics.image_type.endswith("CompressedImage")
 
@@ -471,6 +484,8 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
             latency = result.timings_s.get("total", float("nan")) + t_convert
             if on_frame is not None:
                 on_frame(stamp, result)
+            if snapshots is not None:
+                snapshots.add_step(stamp, rgb, result)
             est = result.estimate
             if est is not None:
                 return FrameRecord(stamp, True, "", est.T_map_base.x_m, est.T_map_base.y_m, est.T_map_base.yaw_rad,
@@ -574,7 +589,25 @@ def replay_bag(bag: Path, cfg: ReplayConfig, matcher: Any, tile_cache: Any, tile
                     datum_lon_deg=proj.datum_lon_deg, tile_url=tile_url, meta=info, skipped_frames=n_skipped,
                     latency_label="core step incl. image decoding (tiles + matcher + solver)",
                     fix_max_age_s=loc_cfg.fix_max_age_s, course_min_baseline_m=loc_cfg.course_min_baseline_m,
-                    course_max_window_s=loc_cfg.course_max_window_s)
+                    course_max_window_s=loc_cfg.course_max_window_s, snapshots=snapshots)
+
+
+def _known_errors_m(stamps_ns: np.ndarray, frames: list[FrameRecord], gt_rows: list[tuple],
+                    proj: Optional[MapProjection]) -> np.ndarray:
+    """(N,) position errors (m) of the accepted frames at ``stamps_ns`` against the ground truth
+    read so far (NaN: rejected, not yet known or no ground truth): what the snapshot store keeps
+    when it has to thin itself."""
+    out = np.full(len(stamps_ns), np.nan)
+    if proj is None or not gt_rows:
+        return out
+    gt = _gt_track(gt_rows, proj)
+    est = {f.stamp_ns: (f.x_m, f.y_m) for f in frames if f.accepted}
+    truth = gt.at(np.asarray(stamps_ns, np.int64), 0.5)
+    for k, s in enumerate(stamps_ns):
+        p = est.get(int(s))
+        if p is not None:
+            out[k] = float(np.hypot(p[0] - truth[k, 0], p[1] - truth[k, 1]))
+    return out
 
 
 def _gt_track(rows: list[tuple], proj: MapProjection) -> Track:
