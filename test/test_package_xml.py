@@ -21,6 +21,7 @@ PYTHON_KEYS = {
     "cv2": "python3-opencv",
     "hypothesis": "python3-hypothesis",
     "matplotlib": "python3-matplotlib",
+    "mpl_toolkits": "python3-matplotlib",  # ships with matplotlib
     "numpy": "python3-numpy",
     "pyproj": "python3-pyproj",
     "pytest": "python3-pytest",

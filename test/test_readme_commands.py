@@ -216,3 +216,18 @@ def test_the_check_catches_a_wrong_command(bad):
 def test_cli_args_placeholders():
     tokens, elided = _cli_args(["replay", "b", "[--checkpoint", "dense_flow]", "..."])
     assert tokens == ["replay", "b", "--checkpoint", "dense_flow"] and elided
+
+
+DOCS = [README, *sorted((REPO / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_paths_and_links_in_the_docs_exist(doc):
+    """Every repository path a document names (``xview_localizer/...py``, ``test/...``,
+    ``scripts/...``) and every relative Markdown link exists (after the layout change)."""
+    text = doc.read_text()
+    paths = set(re.findall(r"\b((?:xview_localizer|test|scripts)/[\w/]+\.(?:py|sh))\b", text))
+    missing = sorted(p for p in paths if not (REPO / p).exists())
+    links = {m for m in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text) if not re.match(r"[a-z]+:", m)}
+    broken = sorted(m for m in links if not (doc.parent / m).exists())
+    assert not missing and not broken, f"{doc.name}: missing paths {missing}, broken links {broken}"
