@@ -319,6 +319,20 @@ def test_dead_tile_source_fails_clearly(bags, tmp_path, free_port, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_bag_without_sidecar_and_without_tiles_names_the_ways_to_give_a_source(bags, tmp_path, capsys):
+    """Issue 17: there is no default tile URL (it would quietly probe localhost): a bag without a
+    sim.yaml replayed without --tiles fails with one clear line, and writes nothing."""
+    bag = tmp_path / "real_bag"
+    shutil.copytree(bags["mcap"], bag)
+    (bag / "sim.yaml").unlink()
+    rc = replay_main([str(bag), "--out", str(tmp_path / "r"), "--no-progress", "--device", "cpu"])  # packaged default
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "no tile source" in err and "--tiles" in err and "sim.yaml" in err and "tile_url" in err
+    assert "127.0.0.1" not in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_bad_checkpoint_fails_clearly(bags, tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
