@@ -24,8 +24,9 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseWithCovarianceStamped, Quaternion, TransformStamped
 
 from ..core.se2 import SE2
+from ..pipeline import messages as _messages
 from ..pipeline.localizer import NS_PER_S, Estimate
-from ..pipeline.messages import (
+from ..pipeline.messages import (  # noqa: F401 - re-exported (see __all__)
     FIX_COVARIANCE_REPAIRED,
     IMAGE_ENCODINGS,
     MIN_VARIANCE,
@@ -52,25 +53,8 @@ __all__ = [
     "yaw_to_quaternion",
     "estimate_to_pose_msg",
     "se2_to_transform_stamped",
-    # re-exported from pipeline.messages
-    "FIX_COVARIANCE_REPAIRED",
-    "IMAGE_ENCODINGS",
-    "MIN_VARIANCE",
-    "UNUSED_VARIANCE",
-    "StaticTfTree",
-    "camera_info_to_camera",
-    "compressed_to_rgb8",
-    "covariance_6x6",
-    "depth_image_to_m",
-    "image_to_numpy",
-    "image_to_rgb8",
-    "matrix_to_se2",
-    "navsat_to_fix",
-    "odometry_to_sample",
-    "quaternion_to_yaw_rad",
-    "render_debug_image",
-    "stamp_to_ns",
-    "transform_to_matrix",
+    # re-exported: the ROS-free decoders of pipeline.messages
+    *(name for name in _messages.__all__ if name != "header_stamp_ns"),
 ]
 
 
