@@ -389,3 +389,26 @@ def test_merged_pair_sets_keep_the_camera_models(lens_pairs, tmp_path):
     assert json.loads((merged / "meta.json").read_text())["camera_models"] == {k: 2 * v for k, v in meta.items()}
     a, b = PairDataset(out), PairDataset(merged)
     assert [repr(b[i].camera) for i in range(len(b))] == [repr(a[i % len(a)].camera) for i in range(len(b))]
+
+
+def test_a_batch_of_mixed_lenses_trains_the_sparse_matcher(lens_pairs):
+    """Pinhole, fisheye and panoramic pairs of one data set collate into one batch (same image
+    size, per-sample rays) and give a finite loss and finite gradients."""
+    import torch
+    from tiny_models import tiny_sparse
+    from torch.utils.data import DataLoader
+
+    from xview_localizer.train.losses_sparse import sparse_depth_loss
+    from xview_localizer.train.sparse_data import SparsePairTensorDataset
+    from xview_localizer.train.trainer import _forward
+
+    _w, out, _st = lens_pairs
+    net = tiny_sparse().model.train()
+    batch = next(iter(DataLoader(SparsePairTensorDataset(out, net.cfg), batch_size=8)))
+    for kind in ("metric", "none"):  # depth = optical z or range per sample; flat ground
+        net.zero_grad()
+        res = _forward(net, batch, kind)
+        loss = sparse_depth_loss(res, batch["T_patch_base"]).total
+        loss.backward()
+        assert torch.isfinite(loss) and res.src_valid.any(dim=1).all(), kind
+        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in net.parameters())
