@@ -206,3 +206,44 @@ def test_sidecar_and_metadata(world, world_dir, tmp_path):
         read_sidecar(tmp_path)
     with pytest.raises(ConfigError, match="storage"):
         BagConfig(storage="rosbag1")
+
+
+def test_a_distorted_camera_is_rendered_and_announced(world, world_dir, tmp_path):
+    """A lens given to ``record_drive`` (or ``sim drive --distortion-model``) is what the images
+    are rendered through and what every CameraInfo says; a panorama has no CameraInfo model."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import CameraInfo
+
+    from xview_localizer.cli import main
+    from xview_localizer.core.camera_pano import EquirectangularCamera
+
+    k = PinholeCamera.kitti_like(W_PX, H_PX).k
+    cam = PinholeCamera(W_PX, H_PX, k, (-0.12, 0.01, 0.001, -0.001, 0.0), "plumb_bob")
+    bag = record_drive(world_dir, tmp_path / "lens", drive_config=DriveConfig(seconds=0.5, seed=7),
+                       gnss_config=GnssConfig(seed=7, nofix_rate_per_min=0.0), odom_config=OdomConfig(seed=7),
+                       bag_config=BagConfig(compressed=False, depth=False), world=world, progress=False, camera=cam)
+    msgs = _read_all(bag)
+    infos = [deserialize_message(raw, CameraInfo) for _l, raw, _m in msgs[TOPICS["camera_info"]]]
+    assert len(infos) == 5
+    for info in infos:
+        assert info.distortion_model == "plumb_bob" and list(info.d) == list(cam.d)
+        np.testing.assert_allclose(np.asarray(info.k), cam.k)
+    side = read_sidecar(bag)["camera"]
+    assert side["distortion_model"] == "plumb_bob" and side["d"] == list(cam.d)
+    traj = generate_trajectory(world, DriveConfig(seconds=0.5, seed=7))
+    rgb = msgs[TOPICS["image"]][0][2].data.reshape(H_PX, W_PX, 3)
+    T = kitti_like_T_base_camera(1.65)
+    assert np.array_equal(rgb, GroundRenderer(world, cam, T).render(traj.T_map_base(0)).rgb)
+    assert not np.array_equal(rgb, GroundRenderer(world, PinholeCamera(W_PX, H_PX, k), T).render(traj.T_map_base(0)).rgb)
+    with pytest.raises(BagError, match="CameraInfo"):
+        record_drive(world_dir, tmp_path / "pano", drive_config=DriveConfig(seconds=0.5, seed=7),
+                     gnss_config=GnssConfig(seed=7), odom_config=OdomConfig(seed=7), world=world, progress=False,
+                     camera=EquirectangularCamera(64, 32))
+    # the CLI: a fisheye for the KITTI-like camera
+    out = tmp_path / "cli"
+    assert main(["sim", "drive", "--world", str(world_dir), "--seconds", "0.3", "--out", str(out), "--width", "64",
+                 "--height", "24", "--distortion-model", "equidistant", "--distortion", "0.01", "0", "0", "0"]) == 0
+    info = deserialize_message(_read_all(out)[TOPICS["camera_info"]][0][1], CameraInfo)
+    assert info.distortion_model == "equidistant" and list(info.d) == [0.01, 0.0, 0.0, 0.0]
+    assert main(["sim", "drive", "--world", str(world_dir), "--seconds", "0.3", "--out", str(tmp_path / "bad"),
+                 "--distortion-model", "plumb_bob", "--distortion", "0.1"]) == 1

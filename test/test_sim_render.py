@@ -270,9 +270,16 @@ def test_ground_render_is_deterministic(world, pyramid):
 
 def test_ground_renderer_rejects_bad_inputs(world):
     cam = PinholeCamera.kitti_like(64, 32)
+    # a distorted PinholeCamera is rendered through its lens (test_sim_cameras.py); an object
+    # with distortion coefficients but no model to invert them is not
     distorted = PinholeCamera(64, 32, cam.k, (0.1, 0, 0, 0, 0), "plumb_bob")
+    assert GroundRenderer(world, distorted, kitti_like_T_base_camera()).camera_kind == "distorted"
+
+    class NoModel:
+        K, D, width_px, height_px = cam.K, np.array([0.1, 0, 0, 0, 0]), 64, 32
+
     with pytest.raises(CameraModelError, match="distortion"):
-        GroundRenderer(world, distorted, kitti_like_T_base_camera())
+        GroundRenderer(world, NoModel(), kitti_like_T_base_camera())
     below = kitti_like_T_base_camera()
     below[2, 3] = -0.5
     with pytest.raises(GeometryError, match="above the ground"):

@@ -7,7 +7,10 @@ topic                       type                                  notes
 =========================== ===================================== ============================
 /camera/image_raw           sensor_msgs/msg/Image                 rgb8, every trajectory sample
 /camera/image_raw/compressed sensor_msgs/msg/CompressedImage      JPEG, only with ``compressed``
-/camera/camera_info         sensor_msgs/msg/CameraInfo            with every image
+/camera/camera_info         sensor_msgs/msg/CameraInfo            with every image; the camera's
+                                                                  distortion_model and d
+                                                                  (plumb_bob, zeros when
+                                                                  undistorted)
 /camera/depth               sensor_msgs/msg/Image                 32FC1 metres (optical z), NaN
                                                                   = no return (REP 118); only
                                                                   with ``depth``
@@ -470,22 +473,37 @@ def record_drive(
     progress: bool = True,
     world=None,
     renderer_factory: Optional[Callable] = None,
+    camera=None,
 ) -> Path:
     """Load the world in ``world_dir``, simulate a drive and write it to ``out_path``.
 
-    The camera is the KITTI-like one resized to ``width_px`` x ``height_px``
-    (``PinholeCamera.kitti_like``), ``camera_height_m`` above base_link, looking forward.
-    ``world`` may pass an already loaded World; ``renderer_factory(world, camera,
-    T_base_camera, device)`` replaces the default ``GroundRenderer``.
+    The camera is ``camera`` (a :class:`~xview_localizer.core.camera.PinholeCamera` with any
+    distortion model; ``width_px`` / ``height_px`` are then ignored) or by default the KITTI-like
+    one resized to ``width_px`` x ``height_px`` (``PinholeCamera.kitti_like``), in both cases
+    ``camera_height_m`` above base_link, looking forward. The images are rendered through the
+    camera's lens and every CameraInfo carries its ``distortion_model`` and ``d``. A panorama
+    has no CameraInfo model: ``EquirectangularCamera`` raises BagError. ``world`` may pass an
+    already loaded World; ``renderer_factory(world, camera, T_base_camera, device)`` replaces
+    the default ``GroundRenderer``.
     """
     from ..core.camera import PinholeCamera, kitti_like_T_base_camera
     from .drive import generate_trajectory, simulate_gnss, simulate_odometry
     from .world import World
 
+    if camera is None:
+        camera = PinholeCamera.kitti_like(width_px, height_px)
+    elif not isinstance(camera, PinholeCamera):
+        raise BagError(f"record_drive: camera must be a PinholeCamera (CameraInfo has no model for a "
+                       f"{type(camera).__name__}), got {camera!r}")
+    else:
+        from .lens import covers_image
+
+        if not covers_image(camera):
+            log.warning("camera %s: its distortion is not invertible over the whole image; pixels without "
+                        "a ray are rendered black", camera)
     world_dir = Path(world_dir)
     if world is None:
         world = World.load(world_dir)
-    camera = PinholeCamera.kitti_like(width_px, height_px)
     T_base_camera = kitti_like_T_base_camera(camera_height_m)
     trajectory = generate_trajectory(world, drive_config)
     gnss = simulate_gnss(world, trajectory, gnss_config)

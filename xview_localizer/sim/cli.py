@@ -77,6 +77,10 @@ def register(sub) -> None:
     d.add_argument("--no-clock", action="store_true", help="do not write /clock")
     d.add_argument("--width", type=int, default=1242, help="image width (px)")
     d.add_argument("--height", type=int, default=375, help="image height (px)")
+    d.add_argument("--distortion-model", choices=("none", "plumb_bob", "rational_polynomial", "equidistant"),
+                   default="none", help="lens of the KITTI-like camera (rendered through it; written to camera_info)")
+    d.add_argument("--distortion", type=float, nargs="+", default=[], metavar="D",
+                   help="distortion coefficients in ROS order (plumb_bob: k1 k2 p1 p2 k3; equidistant: k1-k4)")
     d.add_argument("--rate-hz", type=float, default=10.0, help="camera / trajectory rate")
     d.add_argument("--gnss-rate-hz", type=float, default=5.0, help="GNSS rate (divides --rate-hz)")
     d.add_argument("--gnss-sigma-m", type=float, default=3.0, help="GNSS bias sigma per axis (m)")
@@ -153,9 +157,16 @@ def cmd_drive(args) -> int:
     gnss = GnssConfig(rate_hz=args.gnss_rate_hz, bias_sigma_m=args.gnss_sigma_m, seed=args.seed)
     odom = OdomConfig(seed=args.seed)
     bag = BagConfig(storage=args.storage, compressed=args.compressed, depth=args.depth, clock=not args.no_clock)
+    camera = None
+    if args.distortion_model != "none" or args.distortion:
+        from ..core.camera import PinholeCamera
+
+        base = PinholeCamera.kitti_like(args.width, args.height)
+        camera = PinholeCamera(base.width_px, base.height_px, base.k, tuple(args.distortion), args.distortion_model)
     t0 = time.perf_counter()
     out = record_drive(args.world, args.out, drive_config=drive, gnss_config=gnss, odom_config=odom,
-                       bag_config=bag, width_px=args.width, height_px=args.height, device=resolve_device(args.device))
+                       bag_config=bag, width_px=args.width, height_px=args.height, device=resolve_device(args.device),
+                       camera=camera)
     dt = time.perf_counter() - t0
     print(f"wrote {out} ({drive.n_samples} frames, {args.storage}) in {dt:.1f} s "
           f"({drive.n_samples / max(dt, 1e-9):.2f} frames/s)")

@@ -13,6 +13,13 @@ is exactly what the node sees. The prior yaw is the true yaw plus uniform noise 
 Ground truth ``T_patch_base`` = the pose of ``base_link`` in the patch frame (ENU tangent
 plane about the patch centre, x east, y north; docs/conventions.md), computed through WGS84
 so it is exact for the patch georeference (:class:`~xview_localizer.tiles.patch.PatchGeoref`).
+
+Cameras: the KITTI-like pinhole for classic worlds; for styled worlds one drawn per image
+(:func:`~xview_localizer.sim.style.draw_ground_camera`: height, pitch, roll and field of view
+from the pair's stream, the lens — undistorted, plumb_bob, fisheye or a 360-degree panorama of
+the same image size — from a stream of its own, seeded by ``(seed, world seed, pair, 47)``).
+Each record stores its camera model (:func:`~xview_localizer.train.pairs.camera_record`);
+depth PNGs hold optical z for pinhole cameras and the range along the ray for panoramas.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import json
 import logging
 import math
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -170,7 +178,9 @@ def export_pairs(
     and ``tiles/{z}/{x}/{y}.png`` (``sim world`` writes both)."""
     from ..core.camera import PinholeCamera, kitti_like_T_base_camera
     from ..tiles.cache import TileCache
+    from ..train.pairs import camera_record
     from .bag import world_tile_url
+    from .lens import lens_kind
     from .world import World
 
     if not world_dirs:
@@ -223,8 +233,8 @@ def export_pairs(
         from tqdm import tqdm
 
         it = tqdm(it, desc="exporting pairs", unit="pair")
-    K = camera.K.reshape(-1).tolist()
     T_bc = T_base_camera.reshape(-1).tolist()
+    kinds: Counter = Counter()
     yaw_range = math.radians(config.yaw_range_deg)
     try:
         with open(out / "pairs.jsonl", "w") as fh:
@@ -240,12 +250,16 @@ def export_pairs(
                 gt_lat, gt_lon = world.enu.inverse(T_map_base.x_m, T_map_base.y_m)
                 prior_yaw = T_patch_base.yaw_rad + float(rng.uniform(-yaw_range, yaw_range))
                 prior_yaw = (prior_yaw + math.pi) % (2 * math.pi) - math.pi
-                rend, K_i, T_bc_i = renderer, K, T_bc
+                rend, cam_i, T_bc_i = renderer, camera, T_bc
                 if style is not None and hasattr(renderer, "with_camera"):
-                    # styled worlds: a camera drawn per image (height, pitch, roll, field of view)
-                    cam_i, T_i = draw_ground_camera(style.camera, config.width_px, config.height_px, rng)
+                    # styled worlds: a camera drawn per image (height, pitch, roll, field of view),
+                    # its lens from a stream of its own (the pair's stream draws as without lenses)
+                    lens_rng = np.random.default_rng([config.seed, world.config.seed, i, 47])
+                    cam_i, T_i = draw_ground_camera(style.camera, config.width_px, config.height_px, rng, lens_rng)
                     rend = renderer.with_camera(cam_i, T_i)
-                    K_i, T_bc_i = cam_i.K.reshape(-1).tolist(), T_i.reshape(-1).tolist()
+                    T_bc_i = T_i.reshape(-1).tolist()
+                cam_fields = camera_record(cam_i)
+                kinds[lens_kind(cam_i)] += 1
                 frame = rend.render(T_map_base)
                 rgb = np.asarray(frame.rgb, np.uint8)
                 if style is not None:
@@ -260,9 +274,12 @@ def export_pairs(
                     "ground": f"ground/{name}.png",
                     "depth": f"depth/{name}.png",
                     "sat": f"sat/{name}.png",
-                    "K": K_i,
+                    "K": cam_fields["K"],
                     "width_px": camera.width_px,
                     "height_px": camera.height_px,
+                    "camera_model": cam_fields["camera_model"],
+                    "distortion_model": cam_fields["distortion_model"],
+                    "d": cam_fields["d"],
                     "T_base_camera": T_bc_i,
                     "style_family": style.family if style is not None else "classic",
                     "sat_m_per_px": config.sat_m_per_px,
@@ -294,7 +311,9 @@ def export_pairs(
         "ground_height_px": config.height_px,
         "camera_height_m": config.camera_height_m,
         "depth_encoding": "png16_mm",
-        "depth_definition": "optical-frame z in millimetres (uint16 PNG), 0 = invalid",
+        "depth_definition": "optical-frame z (pinhole cameras) or range along the ray (camera_model "
+                            "equirectangular) in millimetres (uint16 PNG), 0 = invalid",
+        "camera_models": dict(sorted(kinds.items())),
         "seed": config.seed,
         "frames": "T_patch_base: base_link in the patch frame (ENU about the patch centre); "
                   "T_map_base: base_link in the world's ENU frame about its datum",

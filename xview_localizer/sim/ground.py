@@ -10,18 +10,35 @@ is analytic (slab test, quadratic), so depth is exact up to float64 rounding.
 
 Camera
 ------
-``camera`` is an undistorted pinhole (:class:`xview_localizer.core.camera.PinholeCamera`, or any
-object with ``K`` (3x3), ``width_px``, ``height_px``). ``T_base_camera`` (4x4) maps camera-optical
-points (z forward, x right, y down) into ``base_link`` (x forward, y left, z up);
-``T_map_base`` (:class:`xview_localizer.core.se2.SE2`) places base_link on the ground (z = 0) of
-the world ENU frame. Pixel (u, v) (integer = pixel centre) looks along
-``K^-1 [u, v, 1]`` in the optical frame; its depth is the optical z of the hit, in metres.
+``camera`` is one of
+
+* an undistorted pinhole (:class:`xview_localizer.core.camera.PinholeCamera` with distortion
+  ``none`` or all-zero coefficients, or any object with ``K`` (3x3), ``width_px``, ``height_px``):
+  pixel (u, v) (integer = pixel centre) looks along ``K^-1 [u, v, 1]`` in the optical frame;
+* a distorted pinhole (a ``PinholeCamera`` with ``plumb_bob``, ``rational_polynomial`` or
+  ``equidistant`` coefficients): pixel (u, v) looks along ``(x_n, y_n, 1)``, its undistorted
+  normalized coordinates from :meth:`PinholeCamera.undistort_checked`, so a world point lands
+  on the pixel :meth:`PinholeCamera.project` gives. Pixels the model cannot undistort (outside
+  its invertible region) are black with depth 0 (id -1);
+* an equirectangular 360 x 180 degree panorama
+  (:class:`xview_localizer.core.camera_pano.EquirectangularCamera`): pixel (u, v) looks along
+  :meth:`EquirectangularCamera.pixel_to_ray` (a unit ray; the image wraps around at u = -0.5 /
+  W - 0.5).
+
+``T_base_camera`` (4x4) maps camera-optical points (z forward, x right, y down) into
+``base_link`` (x forward, y left, z up); ``T_map_base`` (:class:`xview_localizer.core.se2.SE2`)
+places base_link on the ground (z = 0) of the world ENU frame. Depth is the **optical z** of the
+hit for pinhole cameras (distorted or not, as ROS depth images) and the **range along the ray**
+for a panorama (the only depth a panorama has, as :func:`camera_pano.lift_depth` and the sparse
+matcher's panoramic rays expect), in metres.
 
 Speed
 -----
 Two passes: visibility (depth test per primitive, restricted to the primitive's projected
 screen rectangle; primitives outside ``max_range_m`` or behind the camera are culled with a
-coarse spatial grid) and shading (vectorised per primitive kind). Ground texture is sampled
+coarse spatial grid; for distorted and panoramic cameras the rectangles come from 16 x 16 pixel
+tiles whose ray cones meet the primitive's bounding sphere, two rectangles where a panorama's
+seam splits one) and shading (vectorised per primitive kind). Ground texture is sampled
 from a mip pyramid (level by pixel footprint) to avoid aliasing. numpy + OpenCV on the CPU;
 deterministic: the same world, camera and pose give byte-identical images.
 
@@ -34,12 +51,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import cv2
 import numpy as np
 
 from ..core.errors import CameraModelError, ConfigError, GeometryError
 from ..core.se2 import SE2
+from .ground_rays import CameraRays, camera_rays, sphere_bounds, tile_rects
 from .world import World
 
 _KIND_BOX, _KIND_ELLIPSOID, _KIND_CYLINDER = 0, 1, 2
@@ -91,8 +110,9 @@ class GroundStyle:
 class GroundFrame:
     """One rendered camera frame.
 
-    rgb: (H, W, 3) uint8. depth_m: (H, W) float32, optical z of the first hit in metres;
-    0.0 where the ray sees sky or nothing within ``max_range_m``.
+    rgb: (H, W, 3) uint8. depth_m: (H, W) float32, optical z of the first hit in metres
+    (pinhole cameras) or its range along the ray (panorama); 0.0 where the ray sees sky or
+    nothing within ``max_range_m``, or the pixel has no ray.
     """
 
     rgb: np.ndarray
@@ -199,9 +219,26 @@ def _ray_dirs(K: np.ndarray, w: int, h: int) -> np.ndarray:
     return np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(K).T
 
 
-def _checked_camera(camera, T_base_camera: np.ndarray) -> tuple[np.ndarray, int, int, np.ndarray]:
-    """``(K (3, 3), width_px, height_px, T_base_camera (4, 4))`` of an undistorted pinhole camera
-    above the ground, or a :class:`CameraModelError` / :class:`GeometryError` naming the problem."""
+def _camera_kind(camera) -> str:
+    """``'pinhole'`` (undistorted), ``'distorted'`` (a PinholeCamera with non-zero distortion)
+    or ``'equirectangular'``; CameraModelError for distortion the renderer cannot invert."""
+    from ..core.camera_pano import EquirectangularCamera
+
+    if isinstance(camera, EquirectangularCamera):
+        return "equirectangular"
+    d = np.asarray(getattr(camera, "D", np.zeros(0)), float)
+    if not (d.size and np.any(d != 0)):
+        return "pinhole"
+    if not (hasattr(camera, "undistort_checked") and getattr(camera, "distortion_model", "none") != "none"):
+        raise CameraModelError("GroundRenderer: a camera with distortion must be a PinholeCamera (distortion_model "
+                               f"and undistort_checked), got {type(camera).__name__} with D={d.tolist()}")
+    return "distorted"
+
+
+def _checked_camera(camera, T_base_camera: np.ndarray) -> tuple[np.ndarray, int, int, np.ndarray, str]:
+    """``(K (3, 3), width_px, height_px, T_base_camera (4, 4), kind)`` of a camera above the
+    ground (``kind`` from :func:`_camera_kind`; K is the pseudo intrinsics of a panorama), or a
+    :class:`CameraModelError` / :class:`GeometryError` naming the problem."""
     try:
         K = np.asarray(camera.K, float)
         w, h = int(camera.width_px), int(camera.height_px)
@@ -209,10 +246,7 @@ def _checked_camera(camera, T_base_camera: np.ndarray) -> tuple[np.ndarray, int,
         raise CameraModelError(f"GroundRenderer: camera needs K, width_px, height_px ({exc})") from exc
     if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise CameraModelError(f"GroundRenderer: camera K must be a finite 3x3 with fx, fy > 0, got {K!r}")
-    d = np.asarray(getattr(camera, "D", np.zeros(0)), float)
-    if d.size and np.any(d != 0):
-        raise CameraModelError("GroundRenderer renders ideal pinhole images; camera distortion must be zero, "
-                               f"got D={d.tolist()}")
+    kind = _camera_kind(camera)
     T = np.asarray(T_base_camera, float)
     if T.shape != (4, 4) or not np.all(np.isfinite(T)):
         raise GeometryError(f"GroundRenderer: T_base_camera must be a finite 4x4, got shape {T.shape}")
@@ -221,14 +255,24 @@ def _checked_camera(camera, T_base_camera: np.ndarray) -> tuple[np.ndarray, int,
         raise GeometryError("GroundRenderer: T_base_camera's 3x3 block is not a rotation")
     if T[2, 3] <= 0.0:
         raise GeometryError(f"GroundRenderer: camera must be above the ground, z = {T[2, 3]} m")
-    return K, w, h, T
+    return K, w, h, T, kind
+
+
+def _ray_table(camera, K: np.ndarray, w: int, h: int, kind: str) -> tuple[np.ndarray, Optional[CameraRays]]:
+    """``(dirs_cam (H, W, 3), table)``: the undistorted pinhole's ``K^-1 [u, v, 1]`` rays and no
+    table, or the rays and :class:`CameraRays` of a distorted / panoramic camera."""
+    if kind == "pinhole":
+        return _ray_dirs(K, w, h), None
+    table = camera_rays(camera, kind)
+    return table.dirs_cam, table
 
 
 class GroundRenderer:
     """Renders :class:`GroundFrame` s of ``world`` from a vehicle camera.
 
-    world: the :class:`World`. camera: undistorted pinhole (``K``, ``width_px``, ``height_px``;
-    non-zero distortion raises CameraModelError: images are rendered ideal-pinhole).
+    world: the :class:`World`. camera: an undistorted pinhole (``K``, ``width_px``,
+    ``height_px``), a distorted :class:`~xview_localizer.core.camera.PinholeCamera` or an
+    :class:`~xview_localizer.core.camera_pano.EquirectangularCamera` (module docstring).
     T_base_camera: (4, 4) optical -> base_link. device: accepted for interface symmetry with
     the torch code; rendering runs in numpy/OpenCV on the CPU for any value.
     style: :class:`GroundStyle`. threads: column bands rendered in parallel (default 2).
@@ -238,9 +282,10 @@ class GroundRenderer:
                  style: GroundStyle = GroundStyle(), threads: int = 2) -> None:
         if not isinstance(world, World):
             raise ConfigError(f"GroundRenderer: world must be a World, got {type(world).__name__}")
-        K, w, h, T = _checked_camera(camera, T_base_camera)
+        K, w, h, T, kind = _checked_camera(camera, T_base_camera)
         self.world = world
         self.K = K
+        self.camera_kind = kind
         self.width_px, self.height_px = w, h
         self.T_base_camera = T.copy()
         self.device = device
@@ -249,7 +294,7 @@ class GroundRenderer:
         self.threads = threads
         self.style = style
         self.prims = _Primitives(world)
-        self._dirs_cam = _ray_dirs(K, w, h)
+        self._dirs_cam, self._rays = _ray_table(camera, K, w, h, kind)
         # albedo mip pyramid (level l has m_per_px * 2**l)
         levels = [world.albedo_rgb]
         while levels[-1].shape[0] > 64 and len(levels) < 8:
@@ -259,15 +304,16 @@ class GroundRenderer:
         self._sun = style.sun_dir_enu()
 
     def with_camera(self, camera, T_base_camera: np.ndarray) -> "GroundRenderer":
-        """A renderer of the same world and style with another camera (undistorted pinhole, the
-        same checks as the constructor), sharing this one's primitives and albedo mip pyramid
-        (cheap: per-image camera variation)."""
+        """A renderer of the same world and style with another camera (any model the constructor
+        takes, the same checks), sharing this one's primitives and albedo mip pyramid (cheap:
+        per-image camera variation)."""
         import copy
 
-        K, w, h, T = _checked_camera(camera, T_base_camera)
+        K, w, h, T, kind = _checked_camera(camera, T_base_camera)
         other = copy.copy(self)
         other.K, other.width_px, other.height_px, other.T_base_camera = K, w, h, T.copy()
-        other._dirs_cam = _ray_dirs(K, w, h)
+        other.camera_kind = kind
+        other._dirs_cam, other._rays = _ray_table(camera, K, w, h, kind)
         return other
 
     # -- geometry ------------------------------------------------------------------------
@@ -372,8 +418,13 @@ class GroundRenderer:
         _H, W = self.height_px, self.width_px
         P = self.prims
         cand = P.near(o[:2], self.style.max_range_m)
-        rects, ok = self._screen_rects(cand, R, o)
-        cand, rects = cand[ok], rects[ok]
+        if self._rays is None:
+            rects, ok = self._screen_rects(cand, R, o)
+            cand, rects = cand[ok], rects[ok]
+        else:
+            centres, radii = sphere_bounds(P.cxy[cand], P.radius[cand], P.zr[cand])
+            which, rects = tile_rects(self._rays, centres, radii, R, o, _NEAR_M)
+            cand = cand[which]
         n = max(1, min(self.threads, W // 64))
         edges = [round(k * W / n) for k in range(n + 1)]
         bands = list(zip(edges[:-1], edges[1:]))
@@ -393,7 +444,8 @@ class GroundRenderer:
 
     def _render_band(self, D_full: np.ndarray, o: np.ndarray, cand: np.ndarray, rects: np.ndarray,
                      ub0: int, ub1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Visibility and shading of image columns [ub0, ub1): (rgb, depth_m, ids)."""
+        """Visibility and shading of image columns [ub0, ub1): (rgb, depth_m, ids). Pixels
+        without a ray (distorted cameras) come out black, depth 0, id -1."""
         st = self.style
         P = self.prims
         D = np.ascontiguousarray(D_full[:, ub0:ub1])
@@ -420,7 +472,14 @@ class GroundRenderer:
         far = np.isfinite(depth) & (depth * np.sqrt(np.einsum("hwc,hwc->hw", D, D)) > st.max_range_m)
         ids[far] = _ID_NONE
         depth[far] = np.inf
-        rgb = self._shade(D, o, depth, ids)
+        if self._rays is None:
+            rgb = self._shade(D, o, depth, ids)
+        else:
+            no_ray = ~self._rays.ok[:, ub0:ub1]
+            ids[no_ray] = _ID_NONE
+            depth[no_ray] = np.inf
+            rgb = self._shade(D, o, depth, ids, np.ascontiguousarray(self._rays.pix_rad[:, ub0:ub1]))
+            rgb[no_ray] = 0
         return rgb, np.where(np.isfinite(depth), depth, 0.0).astype(np.float32), ids
 
     def _sample_ground(self, xy: np.ndarray, level: np.ndarray) -> np.ndarray:
@@ -444,7 +503,10 @@ class GroundRenderer:
             out[sel] = smp.reshape(-1, 3)[:m].astype(np.float64) / 255.0
         return out
 
-    def _shade(self, D: np.ndarray, o: np.ndarray, depth: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    def _shade(self, D: np.ndarray, o: np.ndarray, depth: np.ndarray, ids: np.ndarray,
+               pix_rad: Optional[np.ndarray] = None) -> np.ndarray:
+        """Colours (H, W, 3) uint8 of a band. ``pix_rad`` (H, W): angular pixel size for the
+        texture level of detail (None: the undistorted pinhole's ``1 / fx``)."""
         st = self.style
         H, W = ids.shape
         sun = self._sun.astype(np.float32)
@@ -466,7 +528,10 @@ class GroundRenderer:
             Dg = Df[gi]
             xy = o[:2] + t[:, None].astype(np.float64) * Dg[:, :2]
             dn = dnorm[gi]
-            lateral = t * dn / np.float32(self.K[0, 0])
+            if pix_rad is None:
+                lateral = t * dn / np.float32(self.K[0, 0])
+            else:
+                lateral = t * dn * pix_rad.reshape(-1)[gi]
             along = lateral * dn / np.maximum(-Dg[:, 2], np.float32(1e-6))
             foot = np.sqrt(lateral * along) / np.float32(self.world.georef.m_per_px)
             level = np.clip(np.round(np.log2(np.maximum(foot, 1e-6))), 0, len(self._mips) - 1).astype(int)

@@ -17,8 +17,9 @@ different sensors. A style family (:data:`STYLE_FAMILIES`) is a distribution ove
   camera sees (:func:`ground_capture_world`).
 * Sensors differ: exposure, white balance, gamma, haze, noise, blur, JPEG (:func:`degrade`);
   the aerial one adds building lean (off-nadir), a coarser native resolution and leaf-off
-  crowns, the ground one a camera drawn per image (height, pitch, roll, field of view,
-  :func:`draw_ground_camera`).
+  crowns, the ground one a camera drawn per image (height, pitch, roll, field of view and lens:
+  undistorted pinhole, radial distortion, fisheye or 360-degree panorama, :func:`draw_ground_camera`
+  and :mod:`.lens`).
 
 Held-out families (:data:`HELDOUT_FAMILIES`) are never used for training; evaluation reports
 them separately (docs/styles.md).
@@ -38,6 +39,7 @@ import cv2
 import numpy as np
 
 from ..core.errors import ConfigError, DatasetError
+from .lens import LensRanges, draw_lens
 from .world import GROUND_CLASSES, World, WorldStyle
 
 __all__ = ["Materials", "Capture", "GroundCameraRanges", "SceneStyle", "STYLE_FAMILIES", "TRAINING_FAMILIES",
@@ -153,14 +155,19 @@ class Capture:
 class GroundCameraRanges:
     """Ranges (min, max) the ground camera of each image is drawn from: height above the ground
     (m), pitch (deg, + = down, REP-103 sign of :func:`~xview_localizer.core.camera.kitti_like_T_base_camera`),
-    roll (deg), horizontal field of view (deg; the KITTI camera's is 81.2)."""
+    roll (deg), horizontal field of view (deg; the KITTI camera's is 81.2); ``lens``: the
+    shares of distorted, fisheye and panoramic images (:class:`~xview_localizer.sim.lens.LensRanges`;
+    the default, and a style file written before lenses existed, has none)."""
 
     height_m: tuple[float, float] = (1.65, 1.65)
     pitch_deg: tuple[float, float] = (0.0, 0.0)
     roll_deg: tuple[float, float] = (0.0, 0.0)
     hfov_deg: tuple[float, float] = (81.2, 81.2)
+    lens: LensRanges = field(default_factory=LensRanges)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.lens, LensRanges):
+            raise ConfigError(f"GroundCameraRanges.lens must be a LensRanges, got {type(self.lens).__name__}")
         for name, lo, hi in (("height_m", 0.5, 4.0), ("pitch_deg", -15.0, 15.0), ("roll_deg", -10.0, 10.0),
                              ("hfov_deg", 40.0, 120.0)):
             pair = tuple(float(v) for v in getattr(self, name))
@@ -196,10 +203,12 @@ class SceneStyle:
                 return {k: (tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v)
                         for k, v in d.items()}
 
+            camera = dict(data["camera"])
+            lens = LensRanges(**tup(camera.pop("lens", None) or {}))
             return cls(family=str(data["family"]), seed=int(data["seed"]),
                        layout=WorldStyle.from_dict(data["layout"]),
                        materials=Materials(**tup(data["materials"])), aerial=Capture(**tup(data["aerial"])),
-                       ground=Capture(**tup(data["ground"])), camera=GroundCameraRanges(**tup(data["camera"])))
+                       ground=Capture(**tup(data["ground"])), camera=GroundCameraRanges(**tup(camera), lens=lens))
         except (KeyError, TypeError, ValueError) as exc:
             raise DatasetError(f"scene style: malformed ({exc})") from exc
 
@@ -282,6 +291,20 @@ _FAMILY_SPECS: dict[str, dict] = {
         sun_elevation=(55.0, 80.0)),
 }
 
+#: Per family: the shares of ground images with a radial (plumb_bob) lens, a fisheye and a
+#: 360-degree panorama (:class:`~xview_localizer.sim.lens.LensRanges`, its default coefficient
+#: ranges). Constants, not draws: a family's style draws are those it had before lenses.
+_FAMILY_LENSES: dict[str, dict] = {
+    "town_grid": dict(plumb_bob_share=0.25),
+    "suburb_curved": dict(plumb_bob_share=0.2, fisheye_share=0.1),
+    "rural_roads": dict(plumb_bob_share=0.2, panorama_share=0.15),
+    "arterial_industrial": dict(plumb_bob_share=0.3),
+    "autumn_town": dict(plumb_bob_share=0.2, panorama_share=0.15),
+    "mediterranean_dry": dict(plumb_bob_share=0.2, fisheye_share=0.1),
+    "winter_snow": dict(plumb_bob_share=0.3, fisheye_share=0.1, panorama_share=0.15),
+    "arid_sprawl": dict(plumb_bob_share=0.2, fisheye_share=0.1, panorama_share=0.2),
+}
+
 #: Every style family.
 STYLE_FAMILIES: tuple[str, ...] = tuple(_FAMILY_SPECS)
 #: Families never used for training (evaluation only).
@@ -329,7 +352,8 @@ def draw_scene_style(family: str, seed: int) -> SceneStyle:
         car_rgbs=((235, 235, 235), (20, 20, 22), (160, 162, 166), (100, 102, 108), (30, 50, 110), (150, 20, 20),
                   (20, 70, 50), (210, 180, 60)))
     layout = WorldStyle(**spec["layout"], texture_noise=mats.texture_noise)
-    cam = GroundCameraRanges(height_m=(1.4, 2.2), pitch_deg=(-3.0, 5.0), roll_deg=(-2.0, 2.0), hfov_deg=(60.0, 100.0))
+    cam = GroundCameraRanges(height_m=(1.4, 2.2), pitch_deg=(-3.0, 5.0), roll_deg=(-2.0, 2.0), hfov_deg=(60.0, 100.0),
+                             lens=LensRanges(**_FAMILY_LENSES[family]))
     return SceneStyle(family=family, seed=int(seed), layout=layout, materials=mats, aerial=_capture(rng, spec, True),
                       ground=_capture(rng, spec, False), camera=cam)
 
@@ -528,9 +552,17 @@ def degrade(rgb: np.ndarray, capture: Capture, rng: np.random.Generator, *, colo
     return out
 
 
-def draw_ground_camera(ranges: GroundCameraRanges, width_px: int, height_px: int, rng: np.random.Generator):
-    """A ground camera drawn from ``ranges``: ``(PinholeCamera, T_base_camera (4, 4))``; the
-    principal point is the image centre, fx = fy from the field of view."""
+def draw_ground_camera(ranges: GroundCameraRanges, width_px: int, height_px: int, rng: np.random.Generator,
+                       lens_rng: Optional[np.random.Generator] = None):
+    """A ground camera drawn from ``ranges``: ``(camera, T_base_camera (4, 4))``; the principal
+    point is the image centre, fx = fy from the field of view.
+
+    ``rng`` draws the field of view, height, roll and pitch (four numbers, always). Without
+    ``lens_rng`` the camera is the undistorted ``PinholeCamera``; with it, ``ranges.lens``
+    may replace it by a distorted ``PinholeCamera`` (plumb_bob keeping the field of view, or an
+    equidistant fisheye) or an ``EquirectangularCamera`` of the image size, drawn from
+    ``lens_rng`` alone (:func:`~xview_localizer.sim.lens.draw_lens`): the pose draws and every
+    later draw from ``rng`` are the same with or without lenses."""
     from ..core.camera import PinholeCamera, T_base_camera_from_xyz_rpy
 
     hfov = math.radians(_u(rng, *ranges.hfov_deg))
@@ -538,6 +570,10 @@ def draw_ground_camera(ranges: GroundCameraRanges, width_px: int, height_px: int
     cam = PinholeCamera.from_intrinsics(width_px, height_px, f_px, f_px, 0.5 * width_px - 0.5, 0.5 * height_px - 0.5)
     T = T_base_camera_from_xyz_rpy(0.0, 0.0, _u(rng, *ranges.height_m), math.radians(_u(rng, *ranges.roll_deg)),
                                    math.radians(_u(rng, *ranges.pitch_deg)), 0.0)
+    if lens_rng is not None:
+        lens_cam = draw_lens(ranges.lens, width_px, height_px, hfov, lens_rng)
+        if lens_cam is not None:
+            cam = lens_cam
     return cam, T
 
 

@@ -57,6 +57,12 @@ def merge_pair_dirs(parts: Sequence[Path], out: Path, *, move: bool = True) -> P
     meta["count"] = n
     meta["worlds"] = sorted({int(w) for m in metas for w in m.get("worlds", [])})
     meta["seed"] = [m.get("seed") for m in metas]
+    if any("camera_models" in m for m in metas):  # lens counts of `sim dataset`, summed
+        kinds: dict[str, int] = {}
+        for m in metas:
+            for k, c in m.get("camera_models", {}).items():
+                kinds[k] = kinds.get(k, 0) + int(c)
+        meta["camera_models"] = dict(sorted(kinds.items()))
     meta["merged_from"] = [str(Path(p).resolve()) for p in parts]
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     return out

@@ -5,6 +5,13 @@ dataset`` (layout and conventions: docs/sim_drives.md).
 metric depth, the north-up satellite patch centred on the (perturbed) prior, the camera
 intrinsics and extrinsics and the ground-truth pose ``T_patch_base`` of ``base_link`` in the
 patch frame (ENU about the patch centre: x east, y north, metres; yaw 0 = east, CCW).
+
+Camera model of a record (optional fields; a record without them is an undistorted pinhole):
+``camera_model`` ``"pinhole"`` (``K`` + ``distortion_model`` + ``d``, the ROS CameraInfo
+fields, :class:`~xview_localizer.core.camera.PinholeCamera`) or ``"equirectangular"``
+(:class:`~xview_localizer.core.camera_pano.EquirectangularCamera`, ``K`` its pseudo
+intrinsics). :func:`camera_record` writes them, :attr:`PairSample.camera` builds the camera.
+Depth is optical z for pinhole records and the range along the ray for panoramas.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import numpy as np
 from ..core.errors import DatasetError
 from ..core.se2 import SE2
 
-__all__ = ["PAIRS_FORMAT", "PairDataset", "PairSample", "check_disjoint_worlds"]
+__all__ = ["PAIRS_FORMAT", "CAMERA_MODELS", "PairDataset", "PairSample", "camera_record", "check_disjoint_worlds"]
 
 PAIRS_FORMAT = "xview-pairs/1"
 
@@ -42,6 +49,8 @@ _REQUIRED = {
     "gt_lat_deg": (int, float),
     "gt_lon_deg": (int, float),
 }
+#: Values of a record's ``camera_model``.
+CAMERA_MODELS = ("pinhole", "equirectangular")
 _META_REQUIRED = ("format", "count", "worlds", "offset_range_m", "yaw_range_deg", "sat_size_px",
                   "sat_m_per_px", "ground_width_px", "ground_height_px")
 
@@ -54,6 +63,8 @@ class PairSample:
     sat_rgb (S, S, 3) uint8 north-up; K (3, 3); T_base_camera (4, 4) optical -> base_link;
     T_patch_base (3,) ``[x_m, y_m, yaw_rad]``; prior_yaw_rad: noisy yaw prior in the patch
     frame; sat_center_*: the patch centre (= the prior position); gt_*: the true position.
+    camera_model / distortion_model / d: the lens (module docstring; default: undistorted
+    pinhole); :attr:`camera` builds it.
     """
 
     id: str
@@ -70,6 +81,9 @@ class PairSample:
     prior_yaw_rad: float
     gt_lat_deg: float
     gt_lon_deg: float
+    camera_model: str = "pinhole"
+    distortion_model: str = "none"
+    d: tuple[float, ...] = ()
 
     @property
     def T_patch_base_se2(self) -> SE2:
@@ -85,11 +99,42 @@ class PairSample:
 
     @property
     def camera(self):
-        """:class:`~xview_localizer.core.camera.PinholeCamera` of ``ground_rgb``."""
-        from ..core.camera import PinholeCamera
-
+        """The camera of ``ground_rgb``: a :class:`~xview_localizer.core.camera.PinholeCamera`
+        (with this record's distortion) or an
+        :class:`~xview_localizer.core.camera_pano.EquirectangularCamera`."""
         h, w = self.ground_rgb.shape[:2]
-        return PinholeCamera(w, h, tuple(self.K.reshape(-1)))
+        return _camera_of(self.camera_model, w, h, self.K, self.distortion_model, self.d)
+
+
+def _camera_of(camera_model: str, width_px: int, height_px: int, K, distortion_model: str, d):
+    """The camera a record's fields describe (CameraModelError when they do not fit)."""
+    from ..core.camera import PinholeCamera
+    from ..core.camera_pano import EquirectangularCamera
+    from ..core.errors import CameraModelError
+
+    if camera_model == "equirectangular":
+        if distortion_model not in ("", "none") or len(d):
+            raise CameraModelError("an equirectangular camera has no distortion coefficients")
+        return EquirectangularCamera.from_K(width_px, height_px, np.asarray(K, float).reshape(3, 3))
+    if camera_model != "pinhole":
+        raise CameraModelError(f"camera_model must be one of {CAMERA_MODELS}, got {camera_model!r}")
+    return PinholeCamera(width_px, height_px, tuple(np.asarray(K, float).reshape(-1)), tuple(d), distortion_model)
+
+
+def camera_record(camera) -> dict:
+    """The record fields of a camera: ``K`` (9 numbers, row-major), ``width_px``,
+    ``height_px``, ``camera_model``, ``distortion_model`` and ``d`` (module docstring)."""
+    from ..core.camera_pano import EquirectangularCamera
+
+    pano = isinstance(camera, EquirectangularCamera)
+    return {
+        "K": np.asarray(camera.K, float).reshape(-1).tolist(),
+        "width_px": int(camera.width_px),
+        "height_px": int(camera.height_px),
+        "camera_model": "equirectangular" if pano else "pinhole",
+        "distortion_model": "none" if pano else str(camera.distortion_model),
+        "d": [] if pano else [float(x) for x in camera.d],
+    }
 
 
 def _read_image(path: Path, flags: int) -> np.ndarray:
@@ -120,7 +165,25 @@ def _check_record(rec: object, where: str) -> dict:
         p = Path(rec[key])
         if p.is_absolute() or ".." in p.parts:
             raise DatasetError(f"{where}: field {key!r} must be a relative path inside the data set")
+    _check_camera_fields(rec, where)
     return rec
+
+
+def _check_camera_fields(rec: dict, where: str) -> None:
+    """The optional camera-model fields: right types, and a camera they describe."""
+    from ..core.errors import CameraModelError
+
+    for key, typ in (("camera_model", str), ("distortion_model", str), ("d", list)):
+        if key in rec and not isinstance(rec[key], typ):
+            raise DatasetError(f"{where}: field {key!r} has type {type(rec[key]).__name__}")
+    d = rec.get("d", [])
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in d):
+        raise DatasetError(f"{where}: field 'd' must hold finite numbers")
+    try:
+        _camera_of(rec.get("camera_model", "pinhole"), rec["width_px"], rec["height_px"], rec["K"],
+                   rec.get("distortion_model", "none"), d)
+    except CameraModelError as exc:
+        raise DatasetError(f"{where}: camera fields do not describe a camera: {exc}") from exc
 
 
 class PairDataset:
@@ -215,6 +278,9 @@ class PairDataset:
             prior_yaw_rad=float(rec["prior_yaw_rad"]),
             gt_lat_deg=float(rec["gt_lat_deg"]),
             gt_lon_deg=float(rec["gt_lon_deg"]),
+            camera_model=str(rec.get("camera_model", "pinhole")),
+            distortion_model=str(rec.get("distortion_model", "none")),
+            d=tuple(float(x) for x in rec.get("d", ())),
         )
 
 
