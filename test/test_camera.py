@@ -11,18 +11,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xview_localizer.core.camera import (
-    BevGrid,
     PinholeCamera,
     T_base_camera_from_xyz_rpy,
+    camera_xy_base_m,
+    kitti_like_T_base_camera,
+)
+from xview_localizer.core.errors import CameraModelError, GeometryError, XViewError
+from xview_localizer.core.lifting import (
+    BevGrid,
     T_patch_base_from_camera_centred,
     bev_sampling_grid,
     bev_sampling_grid_to_torch,
-    camera_xy_base_m,
-    kitti_like_T_base_camera,
     lift_depth,
     lift_flat_ground,
 )
-from xview_localizer.core.errors import CameraModelError, GeometryError, XViewError
 from xview_localizer.core.se2 import SE2, Sim2
 
 KITTI_K = [721.5377, 0.0, 609.5593, 0.0, 721.5377, 172.854, 0.0, 0.0, 1.0]

@@ -9,13 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xview_localizer.core.camera import (
-    BevGrid,
-    PinholeCamera,
-    T_base_camera_from_xyz_rpy,
-    bev_sampling_grid,
-    bev_sampling_grid_to_torch,
-)
+from xview_localizer.core.camera import PinholeCamera, T_base_camera_from_xyz_rpy
 from xview_localizer.core.camera_pano import (
     EquirectangularCamera,
     bev_sampling_grid_any,
@@ -24,6 +18,7 @@ from xview_localizer.core.camera_pano import (
 )
 from xview_localizer.core.camera_pano import bev_sampling_grid as pano_grid
 from xview_localizer.core.errors import CameraModelError, GeometryError
+from xview_localizer.core.lifting import BevGrid, bev_sampling_grid, bev_sampling_grid_to_torch
 
 CAM = EquirectangularCamera(2048, 1024)
 T_LEVEL = T_base_camera_from_xyz_rpy(0.5, 0.2, 2.5, 0.0, 0.0, 0.0)

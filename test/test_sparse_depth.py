@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from xview_localizer.core import camera as cam_mod
+from xview_localizer.core import lifting as lifting_mod
 from xview_localizer.core.errors import ConfigError, GeometryError
 from xview_localizer.core.procrustes import solve
 from xview_localizer.matcher.base import Correspondences
@@ -90,7 +91,7 @@ def _render_sample(cfg, camera, T, pose, sat_m_per_px, seed, extent_m=60.0):
     w, h = camera.width_px, camera.height_px
     vv, uu = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     uv = np.column_stack((uu.ravel(), vv.ravel())).astype(float)
-    xy, ok = cam_mod.lift_flat_ground(camera, T, uv, max_range_m=extent_m)
+    xy, ok = lifting_mod.lift_flat_ground(camera, T, uv, max_range_m=extent_m)
     x, y, yaw = pose
     c, sn = math.cos(yaw), math.sin(yaw)
     e = c * xy[:, 0] - sn * xy[:, 1] + x
@@ -189,9 +190,9 @@ def test_torch_lifting_matches_camera_py(kind):
             torch.from_numpy(kr.cam_xyz_base_m)[None])
     xy, valid = lift_keypoints(*args, torch.from_numpy(d).float()[None], kind, max_range_m=1e4)
     if kind == "none":
-        ref, ref_valid = cam_mod.lift_flat_ground(camera, T, kr.uv_px, max_range_m=1e4)
+        ref, ref_valid = lifting_mod.lift_flat_ground(camera, T, kr.uv_px, max_range_m=1e4)
     else:
-        ref, ref_valid = cam_mod.lift_depth(camera, T, kr.uv_px, d, kind=kind)
+        ref, ref_valid = lifting_mod.lift_depth(camera, T, kr.uv_px, d, kind=kind)
     assert np.array_equal(valid[0].numpy(), ref_valid)
     assert torch.isfinite(xy).all()
     np.testing.assert_allclose(xy[0].numpy(), ref, atol=2e-3, rtol=1e-5)
@@ -237,7 +238,7 @@ def test_relative_depth_scale_recovered_by_solver(s_true):
     dst_bad = dst.copy()
     dst_bad[:30] += rng.uniform(-20, 20, (30, 2))
     res = solve(Correspondences(xy_cc[0].numpy(), dst_bad, np.ones(200), scale_known=False))
-    T_pb, s_est = cam_mod.T_patch_base_from_camera_centred(res.transform, cam_mod.camera_xy_base_m(T))
+    T_pb, s_est = lifting_mod.T_patch_base_from_camera_centred(res.transform, cam_mod.camera_xy_base_m(T))
     assert abs(s_est / s_true - 1.0) < 0.02
     assert math.hypot(T_pb.x_m - x, T_pb.y_m - y) < 0.2
 

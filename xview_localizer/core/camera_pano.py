@@ -18,9 +18,9 @@ This equals ``u = fx * phi + cx``, ``v = -fy * theta + cy`` with the "pseudo int
 (:attr:`EquirectangularCamera.K`), which is what VIGOR samples store in ``PairSample.K``.
 
 Plugging into the dense-flow matcher: ``matcher.dense_flow.bev_grid_for_camera`` calls
-``camera.bev_sampling_grid(camera, T, bev, ground_z_m=...)``; replace that call with
+``lifting.bev_sampling_grid(camera, T, bev, ground_z_m=...)``; replace that call with
 :func:`bev_sampling_grid_any` (same arguments, dispatches on the camera type). The output of
-:func:`bev_sampling_grid` is converted by ``camera.bev_sampling_grid_to_torch`` unchanged. Depth
+:func:`bev_sampling_grid` is converted by ``lifting.bev_sampling_grid_to_torch`` unchanged. Depth
 for :func:`lift_depth` is the **range along the ray** (a panorama has no optical z).
 """
 
@@ -31,9 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .camera import BevGrid, PinholeCamera, _check_camera_above_ground, _check_T, _rotate
-from .camera import bev_sampling_grid as _pinhole_bev_sampling_grid
+from .camera import PinholeCamera, _check_camera_above_ground, _check_T, _rotate
 from .errors import CameraModelError, GeometryError
+from .lifting import BevGrid
+from .lifting import bev_sampling_grid as _pinhole_bev_sampling_grid
 
 __all__ = [
     "EquirectangularCamera",
@@ -128,7 +129,7 @@ def lift_flat_ground(camera: EquirectangularCamera, T_base_camera: np.ndarray, u
                      max_range_m: float = 100.0, ground_z_m: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Intersect the rays of panorama pixels with the plane ``z = ground_z_m`` of base_link.
 
-    Same contract as :func:`camera.lift_flat_ground`: ``xy_base_m (N, 2)``, ``valid (N,)``;
+    Same contract as :func:`lifting.lift_flat_ground`: ``xy_base_m (N, 2)``, ``valid (N,)``;
     pixels at or above the horizon or beyond ``max_range_m`` are invalid with xy = 0.
     """
     if not (math.isfinite(max_range_m) and max_range_m > 0.0):
@@ -165,7 +166,7 @@ def lift_depth(camera: EquirectangularCamera, T_base_camera: np.ndarray, uv_px: 
 
 def bev_sampling_grid(camera: EquirectangularCamera, T_base_camera: np.ndarray, bev: BevGrid,
                       ground_z_m: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Same contract as :func:`camera.bev_sampling_grid`: for each BEV cell centre on the
+    """Same contract as :func:`lifting.bev_sampling_grid`: for each BEV cell centre on the
     ground, its panorama pixel ``uv_px (H, W, 2)`` float32 and ``valid (H, W)``. Every ground
     point except the camera's own foot point is seen by a full panorama, so cells are invalid
     only there. (grid_sample does not wrap around the seam: the last half column blends with
@@ -177,5 +178,5 @@ def bev_sampling_grid(camera: EquirectangularCamera, T_base_camera: np.ndarray, 
 def bev_sampling_grid_any(camera: PinholeCamera | EquirectangularCamera, T_base_camera: np.ndarray,
                           bev: BevGrid, ground_z_m: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The BEV sampling grid of a pinhole or a panoramic camera (both provide ``project`` and
-    ``in_image``, which is all :func:`camera.bev_sampling_grid` uses)."""
+    ``in_image``, which is all :func:`lifting.bev_sampling_grid` uses)."""
     return _pinhole_bev_sampling_grid(camera, T_base_camera, bev, ground_z_m)

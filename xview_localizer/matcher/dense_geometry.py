@@ -118,7 +118,7 @@ def bev_grid_for_camera(
     """Sampling grid of the north-up, prior-rotated BEV for one camera (numpy, per sample).
 
     The BEV of the matcher is laid out like the patch (x east / y north, north up) and centred on
-    the vehicle; camera.py's :class:`BevGrid` is forward-up in ``base_link``. A virtual body frame
+    the vehicle; lifting.py's :class:`BevGrid` is forward-up in ``base_link``. A virtual body frame
     ``B''`` with x = north, y = west makes camera.py's forward-up grid north-up:
     ``T_B''_base = Rz(prior_yaw - pi/2)``, so ``T_B''_camera = Rz(prior_yaw - pi/2) @ T_base_camera``.
 
@@ -130,15 +130,15 @@ def bev_grid_for_camera(
     """
     import numpy as np
 
-    from ..core import camera as cam_mod
     from ..core import camera_pano
+    from ..core import lifting as lifting_mod
 
     a = float(prior_yaw_rad) - math.pi / 2.0
     rz = np.eye(4)
     rz[:2, :2] = [[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]
     T = rz @ np.asarray(T_base_camera, dtype=np.float64)
-    bev = cam_mod.BevGrid(size_px=(cells, cells), m_per_px=float(m_per_cell))
+    bev = lifting_mod.BevGrid(size_px=(cells, cells), m_per_px=float(m_per_cell))
     uv_px, valid = camera_pano.bev_sampling_grid_any(camera, T, bev, ground_z_m=ground_z_m)
-    grid = cam_mod.bev_sampling_grid_to_torch(uv_px, valid, camera.width_px, camera.height_px).numpy()
+    grid = lifting_mod.bev_sampling_grid_to_torch(uv_px, valid, camera.width_px, camera.height_px).numpy()
     return grid, np.asarray(valid, dtype=np.float32)
 

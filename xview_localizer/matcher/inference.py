@@ -24,7 +24,7 @@ keywords (``accepts_depth = True``, ``needs_yaw_prior = False``): ``depth_m`` (H
 with the camera image (any resolution; <= 0 / NaN / inf = holes), ``depth_kind`` one of
 metric | relative | inverse (| none); no depth -> flat-ground lifting. With relative or inverse
 depth ``src_xy_m`` are **camera-centred** relative units and ``scale_known`` is False: solve
-Sim(2) and convert with :func:`xview_localizer.core.camera.T_patch_base_from_camera_centred`
+Sim(2) and convert with :func:`xview_localizer.core.lifting.T_patch_base_from_camera_centred`
 (the localizer does). ``prior_yaw_rad`` is accepted for the common signature and not used.
 """
 

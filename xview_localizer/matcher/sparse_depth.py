@@ -104,7 +104,7 @@ def pose_from_correspondences(
 
     ``scale_known=True`` (metric depth / flat ground): ``src_xy`` in base_link, rigid fit.
     ``scale_known=False`` (relative / inverse depth): ``src_xy`` camera-centred, Sim(2) fit
-    ``dst = s R src + t``, then (as :func:`camera.T_patch_base_from_camera_centred`)
+    ``dst = s R src + t``, then (as :func:`lifting.T_patch_base_from_camera_centred`)
     ``T_patch_base = (t - R c, yaw)`` with ``c = cam_xy_base_m``.
 
     Returns ``(T_patch_base (B, 3) = (x_m, y_m, yaw_rad), scale (B,))`` (scale 1 when known).

@@ -11,8 +11,8 @@ Conventions (docs/conventions.md, docs/camera.md, docs/sparse_depth.md):
   cached per camera by the caller), rotated into base_link axes: ``ray = R_base_camera @
   (x_n, y_n, 1)`` (optical z = 1, so ``depth * ray`` is the point for an optical-z depth).
   Candidates are in row-major cell order, ``N = Hf * Wf``.
-* Lifting (:func:`lift_keypoints`) is the torch twin of :func:`camera.lift_depth` /
-  :func:`camera.lift_flat_ground` (tested to agree): ``metric`` -> base_link metres;
+* Lifting (:func:`lift_keypoints`) is the torch twin of :func:`lifting.lift_depth` /
+  :func:`lifting.lift_flat_ground` (tested to agree): ``metric`` -> base_link metres;
   ``relative`` / ``inverse`` -> **camera-centred** points (base_link axes, origin at the camera,
   relative units); ``none`` -> flat ground ``z = ground_z_m`` in base_link. Depth <= 0, NaN or
   inf, pixels outside the invertible distortion region, rays at/above the horizon (flat ground)
@@ -150,7 +150,7 @@ def lift_keypoints(
     ground_z_m: float = 0.0,
     max_range_m: float = 100.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lift keypoints to BEV: the torch twin of :func:`camera.lift_depth` / :func:`camera.lift_flat_ground`.
+    """Lift keypoints to BEV: the torch twin of :func:`lifting.lift_depth` / :func:`lifting.lift_flat_ground`.
 
     Args:
         rays_base: (B, N, 3) ``R_base_camera @ (x_n, y_n, 1)``.

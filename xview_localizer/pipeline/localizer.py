@@ -23,7 +23,7 @@ One frame (:meth:`Localizer.step`):
 4. **Procrustes** (:func:`xview_localizer.core.procrustes.solve`) on the confident
    correspondences -> ``T_patch_base`` and its 3x3 covariance. Correspondences with
    ``scale_known`` False (relative depth) are camera-centred: the Sim(2) solution is turned
-   into ``T_patch_base`` with :func:`camera.T_patch_base_from_camera_centred` (covariance
+   into ``T_patch_base`` with :func:`lifting.T_patch_base_from_camera_centred` (covariance
    propagated through that map).
 5. **Map frame.** ``T_patch_base`` -> WGS84 -> map (UTM grid of the datum's zone with the
    origin at the datum, or the local ENU plane at the datum). Yaw gets the meridian

@@ -94,10 +94,11 @@ def accepts_depth(matcher: Any) -> bool:
 
 def solution_from_camera_centred(sol: procrustes.ProcrustesResult, T_base_camera: np.ndarray) -> procrustes.ProcrustesResult:
     """A Sim(2) solution on camera-centred relative-depth points -> the result with
-    ``T_patch_base`` of base_link (``camera.T_patch_base_from_camera_centred``) and its
+    ``T_patch_base`` of base_link (``lifting.T_patch_base_from_camera_centred``) and its
     covariance propagated through ``(x, y, yaw) -> (x - R(yaw) c, yaw)``. The returned result's
     ``scale`` is still the depth scale, so its ``transform`` no longer maps ``src`` to ``dst``."""
-    from ..core.camera import T_patch_base_from_camera_centred, camera_xy_base_m
+    from ..core.camera import camera_xy_base_m
+    from ..core.lifting import T_patch_base_from_camera_centred
 
     c = camera_xy_base_m(T_base_camera)
     T_patch_base, _ = T_patch_base_from_camera_centred(sol.transform, c)
