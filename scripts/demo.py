@@ -30,6 +30,7 @@ never faked.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import socket
@@ -412,7 +413,7 @@ def main(argv=None) -> int:
                         "(the default sparse_depth_compact.pt) with use_depth; `make demo-depth`")
     p.add_argument("--no-panels", action="store_true",
                    help="skip the offline replay of the drive that gives the report its frame panels (the node's "
-                        "published poses carry no matches); saves ~15-30 s on 2 CPU cores")
+                        "published poses carry no matches); saves ~13 s on 2 idle CPU cores, minutes on a busy machine")
     args = p.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -513,8 +514,13 @@ def main(argv=None) -> int:
             log(f"no frame panels: the offline replay failed: {exc}")
             meta["frame_panels"] = f"none (the offline replay failed: {exc})"
         else:
+            import numpy as np
+
             n_acc = sum(f.accepted for f in replayed.frames)
-            log(f"offline replay: {n_acc} of {len(replayed.frames)} frames accepted in {panels_s:.1f} s")
+            step_ms = np.array([1e3 * f.latency_s for f in replayed.frames if math.isfinite(f.latency_s)])
+            log(f"offline replay: {n_acc} of {len(replayed.frames)} frames accepted in {panels_s:.1f} s"
+                + (f" (core step p50 / p90 {np.percentile(step_ms, 50):.0f} / {np.percentile(step_ms, 90):.0f} ms)"
+                   if step_ms.size else ""))
             panels_from = PanelSource(replayed, "offline replay", PANELS_NOTE, "node (DDS)")
             meta["frame_panels"] = ("offline replay of the same bag (in-process) with the same matcher and node "
                                     f"parameters ({panels_s:.1f} s; the node's published poses carry no matches)")
