@@ -11,8 +11,12 @@
 4. Plays the drive through DDS with rclpy publishers (``/clock`` + every topic, at ``--rate``
    times real time) and records the node's ``/xview/pose`` into ``run/recorded`` (mcap), plus
    the last ``/diagnostics`` (rejection causes, latency).
-5. Writes the same report as ``xview-localizer replay`` (``report/index.html``) from the recorded
-   poses and the drive's ground truth and GNSS, and prints a short table.
+5. Replays the same drive offline, in-process (``replay_bag``: the node's core without DDS), with
+   the same matcher and the same node parameters, for the report's frame panels: the poses the
+   node published carry no matches or satellite patches (``--no-panels`` skips it).
+6. Writes the same report as ``xview-localizer replay`` (``report/index.html``) from the recorded
+   poses and the drive's ground truth and GNSS (summary, trajectory, plots: the node's results),
+   with the frame panels of step 5 (labelled as the offline replay's), and prints a short table.
 
 Every process it starts is stopped with SIGINT. The matcher is whatever checkpoint exists:
 ``--checkpoint`` / ``$XVIEW_DEMO_CHECKPOINT``, else the packaged default (the depth-prior sparse
@@ -26,6 +30,7 @@ never faked.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import socket
@@ -262,8 +267,78 @@ def play_and_record(msgs, types, domain_id: int, rate: float, recorded_dir: Path
     return published, received, diags
 
 
+#: Parameters the demo gives localizer_node that belong to ROS, not to the localizer's config.
+ROS_ONLY_PARAMS = ("use_sim_time",)
+
+
+def node_params_flat(params_file: Path, overrides: dict[str, str]) -> dict:
+    """The parameters localizer_node ran with, as flat ``{name: value}``: ``params_file``
+    (``xview_localizer: ros__parameters:``), then the ``-p NAME:=VALUE`` overrides parsed as YAML
+    values (as ROS parses them; an empty value is ''), less :data:`ROS_ONLY_PARAMS`."""
+    import yaml
+
+    flat = dict(yaml.safe_load(params_file.read_text())["xview_localizer"]["ros__parameters"])
+    flat.update({k: (yaml.safe_load(v) if v.strip() else "") for k, v in overrides.items()})
+    for name in ROS_ONLY_PARAMS:
+        flat.pop(name, None)
+    return flat
+
+
+def replay_for_panels(drive_dir: Path, node_params: dict[str, str], world_tile_url: str) -> tuple:
+    """Replay ``drive_dir`` offline in-process (:func:`replay_bag`, the node's core, no DDS) with
+    the node's parameters (``config/localizer.yaml`` + ``node_params``, the ``-p`` overrides the
+    node got) and matcher, for the report's frame panels. The node's HTTP tile server is gone by
+    now: tiles come from the world's folder (``world_tile_url``, the same pixels). Depth and
+    odometry are used as the node used them (``use_depth``, ``use_odom``).
+
+    Returns (EvalData with snapshots, wall seconds incl. loading the matcher).
+
+    Raises:
+        XViewError: the matcher does not load, the tiles do not answer, ...
+    """
+    from xview_localizer.cli import resolve_device
+    from xview_localizer.evaluation.replay import (
+        ReplayConfig,
+        load_matcher_for_replay,
+        node_config_for_bag,
+        replay_bag,
+    )
+    from xview_localizer.pipeline.config import node_config_from_flat
+    from xview_localizer.tiles.cache import TileCache, TileCacheConfig
+
+    t0 = time.perf_counter()
+    flat = node_params_flat(REPO / "config" / "localizer.yaml", node_params)
+    flat["tile_url"] = world_tile_url
+    node, tile_url = node_config_for_bag(drive_dir, node_config_from_flat(flat), world_tile_url)
+    cfg = ReplayConfig(node=node, depth_topic="" if node.use_depth else "none",
+                       odom_topic="" if node.use_odom else "none", progress=sys.stderr.isatty())
+    device = resolve_device(node.device)
+    matcher = load_matcher_for_replay(node.checkpoint_path, device, node.matcher_factory, node.matcher_runtime)
+    meta = {"estimates": "offline in-process replay of the same bag (replay_bag), for the frame panels",
+            "checkpoint": node.checkpoint_path, "matcher": node.matcher_factory or type(matcher).__name__,
+            "device": device, "matcher_runtime": node.matcher_runtime}
+    with TileCache(tile_url, Path(node.tile_cache_dir) if node.tile_cache_dir else None,
+                   TileCacheConfig(offline=node.tile_offline, timeout_s=node.tile_timeout_s,
+                                   retries=node.tile_retries)) as tiles:
+        data = replay_bag(drive_dir, cfg, matcher, tiles, tile_url, meta=meta)
+    return data, time.perf_counter() - t0
+
+
+#: What the report says above the panels when they come from the offline replay.
+PANELS_NOTE = ("These frame panels come from an offline replay of the same bag, run in-process after the node "
+               "(replay_bag: the node's Localizer core without DDS) with the same matcher checkpoint and the same "
+               "node parameters, because the poses the node published over DDS carry no matches or satellite "
+               "patches. Each panel shows that replay's estimate, errors and outcome for its frame (its caption "
+               "adds what the node published for it). The summary table, the trajectory and the other plots "
+               "above are the node's (DDS) results. The two can differ frame by frame: the replay runs every "
+               "image with every message logged before it, the live node skips images that arrive while it is "
+               "busy and sees its inputs with DDS timing.")
+
+
 def build_report(drive_dir: Path, recorded_dir: Path, out_dir: Path, published, received, diags, tile_url: str,
-                 meta: dict) -> dict:
+                 meta: dict, panels_from=None) -> dict:
+    """The report of the node's recorded poses; ``panels_from`` (a
+    :class:`~xview_localizer.evaluation.report.PanelSource`, or None) supplies the frame panels."""
     import math
 
     from xview_localizer.core.geo import LocalEnu
@@ -308,7 +383,7 @@ def build_report(drive_dir: Path, recorded_dir: Path, out_dir: Path, published, 
     data = EvalData(frames=frames, gnss=Track.from_rows(fix_rows), gt=Track.from_rows(gt_rows), map_projection="enu",
                     datum_lat_deg=lat0, datum_lon_deg=lon0, tile_url=tile_url, meta=meta,
                     latency_label="end to end: player publishes the image -> the pose arrives (DDS)",
-                    course_min_baseline_m=10.0)
+                    course_min_baseline_m=10.0, panels_from=panels_from)
     with TileCache(tile_url, None, TileCacheConfig()) as tiles:
         return write_report(data, out_dir, tile_cache=tiles)
 
@@ -336,6 +411,9 @@ def main(argv=None) -> int:
     p.add_argument("--depth", action="store_true",
                    help="record the drive with /camera/depth (metric) and run the depth-prior sparse matcher "
                         "(the default sparse_depth_compact.pt) with use_depth; `make demo-depth`")
+    p.add_argument("--no-panels", action="store_true",
+                   help="skip the offline replay of the drive that gives the report its frame panels (the node's "
+                        "published poses carry no matches); saves ~13 s on 2 idle CPU cores, minutes on a busy machine")
     args = p.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -419,9 +497,37 @@ def main(argv=None) -> int:
     meta = {"demo": "synthetic world + drive played through DDS into localizer_node", "drive": str(drive_dir),
             "checkpoint": checkpoint or "(none found)", "matcher_factory": args.matcher_factory or None, "playback_rate": args.rate,
             "estimates": f"recorded {POSE_TOPIC} (run/recorded)", "map_frame_id": "map"}
-    # The tile server is stopped by now: the report's background map reads the world's tiles directly.
+    panels_from, panels_s = None, None
+    if args.no_panels:
+        meta["frame_panels"] = "none (--no-panels)"
+    elif not (checkpoint or args.matcher_factory):
+        meta["frame_panels"] = "none (no matcher checkpoint)"
+    else:
+        from xview_localizer.core.errors import XViewError
+        from xview_localizer.evaluation.report import PanelSource
+
+        log("replaying the drive offline (in-process, same matcher and parameters) for the report's frame panels ...")
+        try:
+            # The tile server is stopped by now: the replay reads the world's tiles directly.
+            replayed, panels_s = replay_for_panels(drive_dir, params, side["tile_url"])
+        except XViewError as exc:
+            log(f"no frame panels: the offline replay failed: {exc}")
+            meta["frame_panels"] = f"none (the offline replay failed: {exc})"
+        else:
+            import numpy as np
+
+            n_acc = sum(f.accepted for f in replayed.frames)
+            step_ms = np.array([1e3 * f.latency_s for f in replayed.frames if math.isfinite(f.latency_s)])
+            log(f"offline replay: {n_acc} of {len(replayed.frames)} frames accepted in {panels_s:.1f} s"
+                + (f" (core step p50 / p90 {np.percentile(step_ms, 50):.0f} / {np.percentile(step_ms, 90):.0f} ms)"
+                   if step_ms.size else ""))
+            panels_from = PanelSource(replayed, "offline replay", PANELS_NOTE, "node (DDS)")
+            meta["frame_panels"] = ("offline replay of the same bag (in-process) with the same matcher and node "
+                                    f"parameters ({panels_s:.1f} s; the node's published poses carry no matches)")
+    t_panels = time.perf_counter()
+    # The report's background map reads the world's tiles directly, too.
     report = build_report(drive_dir, run_dir / "recorded", work / "report", published, received, diags,
-                          side["tile_url"], meta)
+                          side["tile_url"], meta, panels_from)
     from xview_localizer.evaluation.report import format_summary
 
     t_end = time.perf_counter()
@@ -430,8 +536,13 @@ def main(argv=None) -> int:
     causes = report["meta"].get("node_rejection_causes_total") or {}
     if causes:
         print("node-reported causes (totals): " + ", ".join(f"{k}={v}" for k, v in causes.items()))
-    print(f"\ntimings: data {t_data - t_start:.0f} s, node + playback {t_play - t_data:.0f} s, report "
-          f"{t_end - t_play:.0f} s, total {t_end - t_start:.0f} s")
+    if report.get("panels_from"):
+        print(f"frame panels: {len(report['panels'])}, from the offline replay of the same bag "
+              f"({report['panels_from']['run']['accepted']} of {report['panels_from']['run']['frames']} frames "
+              "accepted there)")
+    print(f"\ntimings: data {t_data - t_start:.0f} s, node + playback {t_play - t_data:.0f} s, panels replay "
+          + (f"{t_panels - t_play:.0f} s" if panels_s is not None else "skipped")
+          + f", report {t_end - t_panels:.0f} s, total {t_end - t_start:.0f} s")
     print(f"report: {work / 'report' / 'index.html'}")
     return 0
 

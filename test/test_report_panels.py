@@ -152,6 +152,54 @@ def test_report_writes_panels_and_lists_them(tmp_path):
     assert not (tmp_path / "no_snap" / "panels").exists()
 
 
+def test_panels_from_another_run_show_that_run_and_the_rest_stays_the_reports(tmp_path):
+    """``EvalData.panels_from`` (``make demo``: an offline replay of the bag the node ran on):
+    the panels are selected from and numbered with the OTHER run's frames (its errors: 6.0 m for
+    the worst), each caption adds the report's own outcome for that frame, the page says where
+    the panels come from, and the summary stays the report's own estimates (every 4th frame
+    not published, the others 1.00 m east of the truth)."""
+    from xview_localizer.evaluation.report import PanelSource
+
+    replay, errors = rf.synthetic_eval(tmp_path)
+    own = write_report(replay, tmp_path / "replay_report")
+    gt = replay.gt
+    frames = [FrameRecord(int(s), True, "", float(x) + 1.0, float(y), float(yaw), np.diag([0.5, 0.5, 1e-3]))
+              if k % 4 else FrameRecord(int(s), False, "not_published")
+              for k, (s, x, y, yaw) in enumerate(zip(gt.stamp_ns, gt.x_m, gt.y_m, gt.yaw_rad))]
+    note = "NOTE: these panels come from an offline replay of the same bag."
+    node = EvalData(frames=frames, gnss=replay.gnss, gt=gt, map_projection=replay.map_projection,
+                    datum_lat_deg=replay.datum_lat_deg, datum_lon_deg=replay.datum_lon_deg, tile_url=replay.tile_url,
+                    meta={"estimates": "recorded /xview/pose"},
+                    panels_from=PanelSource(replay, "offline replay", note, "node (DDS)"))
+    out = tmp_path / "node_report"
+    report = write_report(node, out)
+
+    assert report["metrics"]["xview"]["xy_err_median_m"] == pytest.approx(1.0, abs=1e-6)  # the node's
+    assert report["rejected_by_reason"] == {"not_published": 10}
+    # the same frames as the replay's own report, with the replay's numbers
+    assert [(p["kind"], p["stamp_ns"]) for p in report["panels"]] == [(p["kind"], p["stamp_ns"]) for p in own["panels"]]
+    assert report["panels"][0]["err_xy_m"] == pytest.approx(6.0, abs=1e-6) and report["panels"][0]["index"] == 20
+    for p in report["panels"]:
+        k = p["index"]
+        assert p["accepted"] == (rf.frame_outcome(k) == "") and p["reason"] == rf.frame_outcome(k)
+        if p["accepted"]:
+            assert p["err_xy_m"] == pytest.approx(errors[k], abs=1e-6)
+        assert p["main_accepted"] == bool(k % 4) and p["main_reason"] == ("" if k % 4 else "not_published")
+        assert "(offline replay)" in p["caption"]
+        assert p["caption"].endswith("node (DDS): accepted, position error 1.00 m" if k % 4
+                                     else "node (DDS): rejected (not_published)"), p["caption"]
+        assert (out / p["file"]).stat().st_size > 1000
+    src = report["panels_from"]
+    assert src["run"]["accepted"] == len(errors) and src["main"]["accepted"] == 30
+    assert src["run"]["xy_err_median_m"] == pytest.approx(float(np.median(list(errors.values()))), abs=1e-6)
+    page = (out / "index.html").read_text()
+    assert page.index("id='summary'") < page.index("id='panels-source'") < page.index("src='panels/")
+    assert note in page and f"Frames accepted: offline replay: {len(errors)} of 40 " in page
+    assert "; node (DDS): 30 of 40 (75.0 %), median / mean position error 1.00 / 1.00 m." in page
+    assert "frame panels below are from the offline replay" in page
+    assert json.loads((out / "report.json").read_text())["panels_from"]["label"] == "offline replay"
+
+
 def _step_result(k: int, rng: np.random.Generator, ground_hw=(128, 512), patch_px: int = 512):
     """A StepResult with incompressible (noise) images: the worst case for JPEG sizes."""
     from xview_localizer.matcher.base import Correspondences

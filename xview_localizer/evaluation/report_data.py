@@ -1,6 +1,7 @@
 """What the evaluation report reads: one :class:`FrameRecord` per image frame, the ground-truth
 and GNSS :class:`Track` s, and the :class:`EvalData` that holds them (plus, from an in-process
-replay, the bounded per-frame snapshots the frame panels are drawn from).
+replay, the bounded per-frame snapshots the frame panels are drawn from, or a
+:class:`PanelSource`: another run over the same drive that the panels come from).
 
 Frames: the map frame of the localizer (x east-ish, y north-ish, metres, origin at the map
 datum; yaw about +z from +x, radians). Stamps are integer nanoseconds.
@@ -19,7 +20,7 @@ from ..core.errors import GeometryError
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .report_snapshots import SnapshotStore
 
-__all__ = ["NS_PER_S", "FrameRecord", "Track", "EvalData", "wrap_rad"]
+__all__ = ["NS_PER_S", "FrameRecord", "Track", "EvalData", "PanelSource", "wrap_rad"]
 
 NS_PER_S = 1_000_000_000
 
@@ -140,6 +141,9 @@ class EvalData:
         snapshots: per-frame thumbnails and matches for the frame panels
             (:class:`~xview_localizer.evaluation.report_snapshots.SnapshotStore`, bounded in
             bytes), or None (e.g. estimates from a recorded pose topic: no panels).
+        panels_from: draw the frame panels from this other run over the same drive instead
+            of from ``frames`` / ``snapshots`` (``make demo``: the node's recorded poses carry
+            no matches, an offline replay of the same bag does); None = from this data.
     """
 
     frames: list[FrameRecord]
@@ -157,3 +161,29 @@ class EvalData:
     course_max_window_s: float = 5.0
     skipped_frames: int = 0
     snapshots: Optional["SnapshotStore"] = None
+    panels_from: Optional["PanelSource"] = None
+
+
+@dataclass(frozen=True, eq=False)
+class PanelSource:
+    """Where a report's frame panels come from when not from its own frames.
+
+    The panels (selection, images, numbers) then describe ``data``: its frames (estimate,
+    acceptance, rejection reason), its ground truth and GNSS, its snapshots. The report's
+    summary table, plots and detailed tables stay those of the :class:`EvalData` that holds
+    this source. ``data`` must cover the same drive (the same image stamps) in the same map
+    frame; its own ``panels_from`` is ignored.
+
+    Attributes:
+        data: the other run, with ``snapshots`` (e.g. an in-process replay of the same bag).
+        label: short name of that run for captions and panel titles, e.g. "offline replay".
+        note: sentences shown above the panels saying what that run is and how it relates to
+            the report's own estimates.
+        main_label: short name of the report's own estimates, for the per-panel comparison
+            in the captions, e.g. "node (DDS)".
+    """
+
+    data: EvalData
+    label: str
+    note: str
+    main_label: str = "report's estimates"

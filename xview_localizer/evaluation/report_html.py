@@ -1,10 +1,12 @@
 """The report's ``index.html`` and the console summary table.
 
 Page order: the summary table (GNSS-only vs xview_localizer) first, then the plots, then the
-frame panels (worst, typical, rejected examples), then the detailed tables (paper metrics,
-NEES, rejections by reason, latency, reported uncertainty) and the provenance. Images are
-referenced by relative paths (``src='trajectory.png'``, ``src='panels/...png'``), so the
-folder can be moved or served as it is.
+frame panels (worst, typical, rejected examples; when they come from another run,
+``report['panels_from']``, a highlighted note above them says which and compares the two
+runs), then the detailed tables (paper metrics, NEES, rejections by reason, latency, reported
+uncertainty) and the provenance. Images are referenced by relative paths
+(``src='trajectory.png'``, ``src='panels/...png'``), so the folder can be moved or served as it
+is.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ _STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1400px;color:#222}"
           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
           "th{background:#eee}td:first-child{text-align:left}img{max-width:100%;border:1px solid #ddd;margin:0.3em 0}"
           "figure{margin:1em 0}figcaption{color:#555;font-size:0.9em}.note{color:#555}"
-          "table.summary td,table.summary th{font-size:1.05em;padding:4px 12px}")
+          "table.summary td,table.summary th{font-size:1.05em;padding:4px 12px}"
+          ".source{background:#fff8e1;border-left:4px solid #f0a000;padding:0.5em 1em}")
 _PANEL_HEADINGS = (("worst", "Worst frames"), ("typical", "Typical frames (near the median)"),
                    ("rejected", "Rejected frames (one per frequent reason)"))
 
@@ -112,10 +115,26 @@ def _detail_tables(report: dict) -> list[str]:
     return parts
 
 
+def _runs_compared(src: dict) -> str:
+    """One sentence comparing the panels' run with the report's own (``report['panels_from']``)."""
+    def run(name: str, r: dict) -> str:
+        if not r or not r["frames"]:
+            return f"{name}: no frames"
+        text = f"{name}: {r['accepted']} of {r['frames']} ({100.0 * r['availability']:.1f} %)"
+        if r["xy_err_median_m"] is not None:
+            text += f", median / mean position error {r['xy_err_median_m']:.2f} / {r['xy_err_mean_m']:.2f} m"
+        return text
+
+    return f"Frames accepted: {run(src['label'], src['run'])}; {run(src['main_label'], src['main'])}."
+
+
 def _panels(report: dict) -> list[str]:
     esc = html.escape
     panels = report.get("panels") or []
     parts = ["<h2 id='panels'>Frames</h2>"]
+    src = report.get("panels_from")
+    if src:
+        parts.append(f"<p class='source' id='panels-source'>{esc(src['note'])} {esc(_runs_compared(src))}</p>")
     note = report.get("panels_note")
     if note:
         parts.append(f"<p class='note'>{esc(note)}</p>")
@@ -138,6 +157,7 @@ def write_html(report: dict, path: Path) -> None:
              f"<style>{_STYLE}</style></head><body><h1>xview_localizer evaluation</h1>"]
     fr = report["frames"]
     source = (report.get("meta") or {}).get("estimates", "")
+    src = report.get("panels_from")  # the panels' run, when not these estimates
     parts.append("<h2>Summary</h2><table class='summary' id='summary'><tr><th></th><th>GNSS-only</th>"
                  "<th>xview_localizer</th></tr>")
     parts += [f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td>{esc(c)}</td></tr>" for a, b, c in summary_rows(report)]
@@ -145,10 +165,15 @@ def write_html(report: dict, path: Path) -> None:
     parts.append(f"<p>{fr['total']} frames over {fr['duration_s']:.1f} s; accepted {fr['accepted']} "
                  f"(availability {100 * report['availability']:.1f} %); with ground truth {fr['with_ground_truth']}"
                  + (f"; {fr['skipped']} more skipped (not localized: replay --every)" if fr.get("skipped") else "")
-                 + (f". Estimates: {esc(str(source))}" if source else "") + ".</p>")
+                 + (f". Estimates: {esc(str(source))}" if source else "")
+                 + (f". The frame panels below are from the {esc(src['label'])}, not from these estimates "
+                    "(<a href='#panels-source'>why</a>)" if src else "") + ".</p>")
     parts.append("<h2>Plots</h2>")
     for name in report.get("plots", []):
         caption = PLOT_CAPTIONS.get(name, "")
+        if src and name == "trajectory.png":
+            caption += (f" The marked frames' panels are from the {src['label']}; the estimates drawn here are "
+                        f"the {src['main_label']}'s.")
         parts.append(f"<figure><img src='{esc(name)}' alt='{esc(name)}'><figcaption>{esc(caption)}</figcaption>"
                      "</figure>")
     parts += _panels(report)

@@ -7,7 +7,10 @@ Selection (:func:`select_panel_frames`), among frames with a snapshot
 against ground truth (without ground truth: the largest reported sigma xy), then the
 ``n_typical`` accepted frames whose value is nearest the median of ALL accepted frames, then
 for the most frequent rejection reasons the middle (in time) frame of that reason, up to
-``n_rejected``.
+``n_rejected``. The table and the snapshots are those of one run: the report's own, or the
+other run of ``EvalData.panels_from`` (:class:`~.report_data.PanelSource`; ``make demo``: an
+offline replay of the bag the node ran on), whose estimate, errors and outcome each panel then
+shows.
 
 Patch panel frame: metres east / north of the patch centre (true north up), the frame the
 matcher's ``dst_xy_m`` live in. Map-frame poses (prior, truth) are carried into it exactly
@@ -188,7 +191,8 @@ def _draw_patch(ax: Any, snap: FrameSnapshot, t: FrameTable, i: int, proj: Any) 
     return sc
 
 
-def _render(path: Path, snap: FrameSnapshot, t: FrameTable, choice: PanelChoice, proj: Any) -> None:
+def _render(path: Path, snap: FrameSnapshot, t: FrameTable, choice: PanelChoice, proj: Any,
+            source_label: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -211,15 +215,19 @@ def _render(path: Path, snap: FrameSnapshot, t: FrameTable, choice: PanelChoice,
               fontsize=8.5, transform=ax_t.transAxes)
     what = {"worst": "worst", "typical": "typical", "rejected": "rejected example"}[choice.kind]
     fig.suptitle(f"{choice.label}: {what} #{choice.rank}" + (f" — {choice.key_name} {choice.key_value:.2f} m"
-                 if math.isfinite(choice.key_value) else ""), fontsize=11)
+                 if math.isfinite(choice.key_value) else "") + (f" ({source_label})" if source_label else ""),
+                 fontsize=11)
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
-def write_panels(t: FrameTable, data: EvalData, out: Path, choices: list[PanelChoice]) -> list[dict]:
+def write_panels(t: FrameTable, data: EvalData, out: Path, choices: list[PanelChoice],
+                 source_label: str = "") -> list[dict]:
     """Render ``choices`` into ``out/panels/``; returns one entry per panel (``file`` relative to
     ``out``, ``kind``, ``label``, ``index``, ``stamp_ns``, ``t_s``, ``accepted``, ``reason``,
-    errors, ``caption``) for report.json and the page."""
+    errors, ``caption``) for report.json and the page. ``t`` is the table of ``data`` (whose
+    snapshots are drawn); ``source_label`` (e.g. "offline replay") names that run in each panel's
+    title and caption ('' = the report's own run, not named)."""
     from ..pipeline.localizer import MapProjection
 
     if data.snapshots is None or not choices:
@@ -232,7 +240,7 @@ def write_panels(t: FrameTable, data: EvalData, out: Path, choices: list[PanelCh
         if snap is None:
             continue
         name = f"panels/{k:02d}_{c.kind}_{c.stamp_ns}.png"
-        _render(out / name, snap, t, c, proj)
+        _render(out / name, snap, t, c, proj, source_label)
         i = c.index
         t_s = (int(t.stamp_ns[i]) - int(t.stamp_ns[0])) / NS_PER_S
 
@@ -240,7 +248,8 @@ def write_panels(t: FrameTable, data: EvalData, out: Path, choices: list[PanelCh
             return float(v) if math.isfinite(v) else None
 
         err = num(t.err["xy_m"][i])
-        caption = (f"{c.label} at t = {t_s:.2f} s: " + ("accepted" if t.accepted[i] else f"rejected ({t.reasons[i]})")
+        caption = (f"{c.label} at t = {t_s:.2f} s" + (f" ({source_label})" if source_label else "") + ": "
+                   + ("accepted" if t.accepted[i] else f"rejected ({t.reasons[i]})")
                    + (f", position error {err:.2f} m" if err is not None else ""))
         entries.append({"file": name, "kind": c.kind, "label": c.label, "rank": c.rank, "index": i,
                         "stamp_ns": int(t.stamp_ns[i]), "t_s": t_s, "accepted": bool(t.accepted[i]),
