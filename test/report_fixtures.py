@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+from html.parser import HTMLParser
 from pathlib import Path
 
 import cv2
@@ -139,3 +140,20 @@ def synthetic_eval(tmp: Path, n: int = 40, projection: str = "enu", snapshots: b
                     map_projection=projection, datum_lat_deg=DATUM_LAT_DEG, datum_lon_deg=DATUM_LON_DEG,
                     tile_url=url, meta={"estimates": "synthetic (report tests)"}, snapshots=store)
     return data, errors
+
+
+class _ImageSources(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.srcs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.srcs.append(dict(attrs)["src"])
+
+
+def image_sources(page_html: str) -> list[str]:
+    """The ``src`` of every ``<img>`` of an HTML page, in page order."""
+    parser = _ImageSources()
+    parser.feed(page_html)
+    return parser.srcs

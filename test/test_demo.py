@@ -14,24 +14,14 @@ import os
 import re
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from report_fixtures import image_sources
 
 pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs not built (scripts/build_tf2_msgs.sh)")
 pytestmark = pytest.mark.ros
 REPO = Path(__file__).resolve().parents[1]
-
-
-class _Images(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.srcs: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "img":
-            self.srcs.append(dict(attrs)["src"])
 
 
 def test_demo_pipeline_at_toy_size(tmp_path):
@@ -64,10 +54,9 @@ def test_demo_pipeline_at_toy_size(tmp_path):
     # replay's numbers beside the node's outcome for the frame.
     rep = tmp_path / "demo" / "report"
     page = (rep / "index.html").read_text()
-    parser = _Images()
-    parser.feed(page)
-    panels = [s for s in parser.srcs if s.startswith("panels/")]
-    assert panels and panels == [p["file"] for p in report["panels"]], (parser.srcs, report["panels_note"])
+    srcs = image_sources(page)
+    panels = [s for s in srcs if s.startswith("panels/")]
+    assert panels and panels == [p["file"] for p in report["panels"]], (srcs, report["panels_note"])
     for src in panels:
         assert (rep / src).is_file() and (rep / src).stat().st_size > 5000, src
     assert "id='panels-source'" in page and "offline replay of the same bag" in page

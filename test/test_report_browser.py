@@ -13,13 +13,13 @@ import os
 import re
 import shutil
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import report_fixtures as rf
+from report_fixtures import image_sources
 
 from xview_localizer.evaluation.report import write_report
 
@@ -76,16 +76,6 @@ def _run(browser: str, profile: Path, *args: str) -> str:
     return out.stdout
 
 
-class _Images(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.srcs: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "img":
-            self.srcs.append(dict(attrs)["src"])
-
-
 @pytest.fixture(autouse=True)
 def _tile_cache_env(tmp_path, monkeypatch):
     monkeypatch.setenv("XVIEW_TILE_CACHE", str(tmp_path / "tile_cache"))
@@ -99,10 +89,9 @@ def test_report_page_loads_in_headless_chromium(tmp_path):
     page = (out / "index.html").read_text()
 
     # every <img> names an existing, decodable, non-empty image file
-    parser = _Images()
-    parser.feed(page)
-    assert len(parser.srcs) == len(report["plots"]) + len(report["panels"]) >= 10
-    for src in parser.srcs:
+    srcs = image_sources(page)
+    assert len(srcs) == len(report["plots"]) + len(report["panels"]) >= 10
+    for src in srcs:
         f = out / src
         assert f.is_file() and f.stat().st_size > 0, src
         img = cv2.imread(str(f), cv2.IMREAD_COLOR)
@@ -123,7 +112,7 @@ def test_report_page_loads_in_headless_chromium(tmp_path):
     m = re.search(r'<pre id="xview-img-check">(.*?)</pre>', dom, re.S)
     assert m, "the check script did not run"
     states = json.loads(html.unescape(m.group(1)))
-    assert [s["src"] for s in states] == parser.srcs
+    assert [s["src"] for s in states] == srcs
     for s in states:
         f = cv2.imread(str(out / s["src"]))
         assert s["complete"] and (s["w"], s["h"]) == (f.shape[1], f.shape[0]), s
