@@ -143,10 +143,13 @@ def _numbers(t: FrameTable, i: int, snap: FrameSnapshot) -> list[str]:
     return lines
 
 
-def _arrow(ax: Any, e: float, n: float, yaw: float, colour: str, label: str, length_m: float) -> None:
-    ax.plot([e], [n], "o", ms=7, mfc="none", mec=colour, mew=2, label=label, zorder=5)
-    if math.isfinite(yaw):
-        ax.annotate("", (e + length_m * math.cos(yaw), n + length_m * math.sin(yaw)), (e, n), zorder=5,
+def _arrow(ax: Any, e_m: float, n_m: float, yaw_patch_rad: float, colour: str, label: str, length_m: float) -> None:
+    """A pose on the patch axes: a circle at (east, north) metres and, when the yaw (CCW from
+    east, patch frame) is finite, an arrow ``length_m`` long along it."""
+    ax.plot([e_m], [n_m], "o", ms=7, mfc="none", mec=colour, mew=2, label=label, zorder=5)
+    if math.isfinite(yaw_patch_rad):
+        ax.annotate("", (e_m + length_m * math.cos(yaw_patch_rad), n_m + length_m * math.sin(yaw_patch_rad)),
+                    (e_m, n_m), zorder=5,
                     arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 2})
 
 
@@ -165,10 +168,10 @@ def _draw_patch(ax: Any, snap: FrameSnapshot, t: FrameTable, i: int, proj: Any) 
     if len(snap.weight):
         d, w, inl = snap.dst_xy_m, snap.weight, snap.inlier
         if snap.T_patch_base is not None and snap.scale_known:
-            x, y, yaw = snap.T_patch_base
-            c, s = math.cos(yaw), math.sin(yaw)
-            p = np.column_stack([x + c * snap.src_xy_m[:, 0] - s * snap.src_xy_m[:, 1],
-                                 y + s * snap.src_xy_m[:, 0] + c * snap.src_xy_m[:, 1]])
+            x_m, y_m, yaw_patch_base_rad = snap.T_patch_base
+            c, s = math.cos(yaw_patch_base_rad), math.sin(yaw_patch_base_rad)
+            p = np.column_stack([x_m + c * snap.src_xy_m[:, 0] - s * snap.src_xy_m[:, 1],
+                                 y_m + s * snap.src_xy_m[:, 0] + c * snap.src_xy_m[:, 1]])
             ax.plot(p[:, 0], p[:, 1], ".", color="white", ms=2, alpha=0.7, label="ground points projected")
         sc = ax.scatter(d[inl, 0], d[inl, 1], c=w[inl], cmap="viridis", vmin=0.0, vmax=1.0, s=12, marker="o",
                         linewidths=0, label="matches (solver inliers)")
