@@ -31,13 +31,12 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 import pytest
-import rclpy
+from dds_harness import DdsHarness
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from fault_tile_server import FaultTileServer
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from localizer_doubles import MATCHER_FAULT_MARKER
 from nav_msgs.msg import Odometry
-from rclpy.executors import SingleThreadedExecutor
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix, NavSatStatus
 
@@ -132,15 +131,14 @@ class Result:
     blocks: bool = True
 
 
-class Harness:
+class Harness(DdsHarness):
     """Test-side rclpy node: publishes one tick of every input, records poses and diagnostics."""
 
+    node_name = "xview_matrix_harness"
+    spin_step_s = 0.01
+
     def __init__(self, domain_id: int, compressed: bool) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node("xview_matrix_harness", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        super().__init__(domain_id)
         n = self.node
         self.compressed = compressed
         self.pub_clock = n.create_publisher(Clock, "/clock", 10)
@@ -151,7 +149,6 @@ class Harness:
         self.pub_odom = n.create_publisher(Odometry, "odom", 10)
         self.pub_depth = n.create_publisher(Image, "depth", 10)
         self.poses: list[tuple[float, PoseWithCovarianceStamped]] = []
-        self.diags: list[tuple[float, DiagnosticArray]] = []
         n.create_subscription(PoseWithCovarianceStamped, "pose", lambda m: self.poses.append((time.monotonic(), m)), 50)
         n.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self.diags.append((time.monotonic(), m)), 50)
         self.t_sim = 1000.0
@@ -165,30 +162,12 @@ class Harness:
         self.rgb = self.rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8)
         self.rgb[0, 0, 0] = 0  # not MATCHER_FAULT_MARKER
 
-    # -- ROS plumbing -----------------------------------------------------------------------
-    def spin_for(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=min(0.01, max(end - time.monotonic(), 0.0)))
+    # -- ROS plumbing (spin_for, wait_for_node, close, statuses: DdsHarness) ----------------------
+    def node_ready(self) -> bool:
+        return bool(self.pub_image.get_subscription_count() and self.node.count_publishers("pose"))
 
-    def wait_for_node(self, proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            if proc.poll() is not None:
-                raise AssertionError(f"node exited early:\n{proc.communicate()[0]}")
-            if self.pub_image.get_subscription_count() and self.node.count_publishers("pose"):
-                self.spin_for(0.3)
-                return
-            self.spin_for(0.1)
-        raise AssertionError("node did not appear on DDS")
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
-
-    def statuses(self, since_s: float, key: str) -> list[DiagnosticStatus]:
-        return [s for t, arr in self.diags if t >= since_s for s in arr.status if s.name == f"xview_localizer: {key}"]
+    def wait_for_node(self, proc: subprocess.Popen, timeout_s: float = 60.0, ready=None) -> None:
+        super().wait_for_node(proc, timeout_s, ready)
 
     def summary(self) -> dict:
         st = [s for _, arr in self.diags for s in arr.status if s.name == "xview_localizer: localization"]

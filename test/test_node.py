@@ -22,13 +22,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import rclpy
 import yaml
+from dds_harness import DdsHarness
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from localizer_doubles import write_tile_folder
 from nav_msgs.msg import Odometry
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix, NavSatStatus
@@ -86,15 +85,11 @@ def _stop_node(proc: subprocess.Popen) -> tuple[int, str]:
     return proc.returncode, out
 
 
-class Harness:
+class Harness(DdsHarness):
     """A test-side rclpy node: publishers for the node's inputs, recorders for its outputs."""
 
     def __init__(self, domain_id: int) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node("xview_test_harness", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        super().__init__(domain_id)
         n = self.node
         self.pub_clock = n.create_publisher(Clock, "/clock", 10)
         self.pub_image = n.create_publisher(Image, "image", 10)
@@ -107,41 +102,22 @@ class Harness:
         self.pub_tf_static = n.create_publisher(TFMessage, "/tf_static", static_qos)
         self.poses: list[tuple[float, PoseWithCovarianceStamped]] = []
         self.tfs: list = []
-        self.diags: list[tuple[float, DiagnosticArray]] = []
         self.debug_images: list[Image] = []
         n.create_subscription(Image, "debug_image", self.debug_images.append, 10)
         n.create_subscription(PoseWithCovarianceStamped, "pose", lambda m: self.poses.append((time.monotonic(), m)), 10)
         n.create_subscription(TFMessage, "/tf", lambda m: self.tfs.extend(m.transforms), 100)
         n.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self.diags.append((time.monotonic(), m)), 10)
 
-    def spin_for(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=min(0.02, max(end - time.monotonic(), 0.0)))
-
     def wait_for_node(self, proc: subprocess.Popen, timeout_s: float = 30.0,
                       image_topic: str | None = None) -> None:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            if proc.poll() is not None:
-                raise AssertionError(f"node exited early:\n{proc.communicate()[0]}")
+        def ready() -> bool:
             if image_topic is not None:
                 image_subs = self.node.count_subscribers(image_topic)
             else:
                 image_subs = self.pub_image.get_subscription_count() + self.pub_compressed.get_subscription_count()
-            if image_subs and self.node.count_publishers("pose"):
-                self.spin_for(0.3)
-                return
-            self.spin_for(0.1)
-        raise AssertionError("node did not appear on DDS")
+            return bool(image_subs and self.node.count_publishers("pose"))
 
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
-
-    def statuses(self, since_s: float, name: str) -> list[DiagnosticStatus]:
-        return [s for t, arr in self.diags if t >= since_s for s in arr.status if s.name == f"xview_localizer: {name}"]
+        super().wait_for_node(proc, timeout_s, ready)
 
 
 def _stamp(t_s: float):
