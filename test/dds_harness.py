@@ -8,8 +8,12 @@ say when the node under test is ready (:meth:`DdsHarness.node_ready`).
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 import rclpy
@@ -18,6 +22,41 @@ from rclpy.executors import SingleThreadedExecutor
 
 #: Name prefix of the node's diagnostic statuses.
 STATUS_PREFIX = "xview_localizer: "
+TEST_DIR = Path(__file__).resolve().parent
+PARAMS_FILE = TEST_DIR.parent / "config" / "localizer.yaml"
+
+
+def node_command() -> list[str]:
+    """The ``localizer_node`` console script of this interpreter, else ``python -m``."""
+    script = Path(sys.executable).parent / "localizer_node"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "xview_localizer.ros.node"]
+
+
+def start_node(domain_id: int, params: dict, remaps: Optional[dict] = None,
+               params_file: Path = PARAMS_FILE) -> subprocess.Popen:
+    """``localizer_node --ros-args --params-file params_file -p k:=v ... -r a:=b ...`` in its own
+    ROS domain, test/ on PYTHONPATH (for the test doubles), stdout+stderr piped as text."""
+    cmd = node_command() + ["--ros-args", "--params-file", str(params_file)]
+    for k, v in params.items():
+        cmd += ["-p", f"{k}:={v}"]
+    for k, v in (remaps or {}).items():
+        cmd += ["-r", f"{k}:={v}"]
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain_id), "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([str(TEST_DIR), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def stop_node(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout_s: float = 15.0) -> tuple[int, str]:
+    """Send ``sig`` (unless it has exited) and wait: (exit status, output). A hang fails."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:  # pragma: no cover - a hang is a failure, but clean up
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"node did not stop on {signal.Signals(sig).name}:\n{out}") from None
+    return proc.returncode, out
 
 
 class DdsHarness:

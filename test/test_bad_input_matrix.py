@@ -22,7 +22,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 import pytest
-from dds_harness import DdsHarness
+from dds_harness import DdsHarness, start_node, stop_node
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from fault_tile_server import FaultTileServer
 from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -63,30 +62,12 @@ def _domain_id(k: int) -> int:
     return 180 + (os.getpid() * 3 + k) % 20  # 180..199: this test's range
 
 
-def _node_command() -> list[str]:
-    script = Path(sys.executable).parent / "localizer_node"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "xview_localizer.ros.node"]
-
-
 def _start_node(domain_id: int, params: dict) -> subprocess.Popen:
-    cmd = _node_command() + ["--ros-args", "--params-file", str(PARAMS_FILE)]
-    for k, v in params.items():
-        cmd += ["-p", f"{k}:={v}"]
-    env = {**os.environ, "ROS_DOMAIN_ID": str(domain_id), "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO / "test"), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return start_node(domain_id, params, None, PARAMS_FILE)
 
 
 def _stop_node(proc: subprocess.Popen, sig: int) -> tuple[int, str]:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        out, _ = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:  # pragma: no cover - a hang is a failure, but clean up
-        proc.kill()
-        out, _ = proc.communicate()
-        raise AssertionError(f"node did not stop on {signal.Signals(sig).name}:\n{out}") from None
-    return proc.returncode, out
+    return stop_node(proc, sig, timeout_s=20.0)
 
 
 def _stamp(t_s: float):

@@ -15,7 +15,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from dds_harness import DdsHarness
+from dds_harness import DdsHarness, node_command, start_node, stop_node
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from localizer_doubles import write_tile_folder
@@ -57,32 +56,12 @@ def _domain_id(k: int) -> int:
     return 120 + (os.getpid() * 7 + k) % 100
 
 
-def _node_command() -> list[str]:
-    script = Path(sys.executable).parent / "localizer_node"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "xview_localizer.ros.node"]
-
-
 def _start_node(domain_id: int, params: dict, remaps: dict | None = None) -> subprocess.Popen:
-    cmd = _node_command() + ["--ros-args", "--params-file", str(PARAMS_FILE)]
-    for k, v in params.items():
-        cmd += ["-p", f"{k}:={v}"]
-    for k, v in (remaps or {}).items():
-        cmd += ["-r", f"{k}:={v}"]
-    env = {**os.environ, "ROS_DOMAIN_ID": str(domain_id), "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO / "test"), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return start_node(domain_id, params, remaps, PARAMS_FILE)
 
 
 def _stop_node(proc: subprocess.Popen) -> tuple[int, str]:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-    try:
-        out, _ = proc.communicate(timeout=15)
-    except subprocess.TimeoutExpired:  # pragma: no cover - a hang is a failure, but clean up
-        proc.kill()
-        out, _ = proc.communicate()
-        raise AssertionError(f"node did not stop on SIGINT:\n{out}") from None
-    return proc.returncode, out
+    return stop_node(proc, signal.SIGINT, timeout_s=15.0)
 
 
 class Harness(DdsHarness):
@@ -209,7 +188,7 @@ def test_help_prints_topics_and_every_parameter_without_starting_a_node(flag):
     topics and every parameter of the typed config, its default and range or choices."""
     env = {**os.environ, "ROS_DOMAIN_ID": "220"}
     t0 = time.monotonic()
-    proc = subprocess.run(_node_command() + [flag], env=env, capture_output=True, text=True, timeout=10)
+    proc = subprocess.run(node_command() + [flag], env=env, capture_output=True, text=True, timeout=10)
     assert time.monotonic() - t0 < 10.0
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
