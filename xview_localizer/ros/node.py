@@ -35,6 +35,7 @@ line naming the cause, unless ``allow_degraded_start`` keeps it up with a lastin
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -48,6 +49,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
 from rclpy.clock import Clock, ClockType
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy,
@@ -56,6 +58,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix
 
 from ..core.camera import T_base_camera_from_xyz_rpy
@@ -102,6 +105,8 @@ DEPTH_WAIT_S = 0.05
 #: before the first depth map has arrived, frames in this many seconds after the first image
 #: also wait (up to DEPTH_WAIT_S) for it: at start-up the depth stream may trail the images
 DEPTH_STARTUP_S = 2.0
+#: longest wait of one executor ``spin_once`` in :func:`main`: bounds how long SIGINT/SIGTERM take to be seen (s)
+SHUTDOWN_POLL_S = 0.1
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -363,7 +368,7 @@ class LocalizerNode(Node):
 
     def _end_if_fatal(self) -> None:
         """Timer: once the worker has set :attr:`fatal_error`, shut the context down so that
-        ``rclpy.spin`` returns and :func:`main` prints the one line and exits 1."""
+        the spin loop of :func:`main` ends and it prints the one line and exits 1."""
         if self.fatal_error:
             self.context.try_shutdown()
 
@@ -637,12 +642,31 @@ def main(argv: Optional[list[str]] = None) -> int:
     if wants_help(list(sys.argv[1:] if argv is None else argv[1:])):
         print(usage_text())
         return 0
-    rclpy.init(args=argv)
+    # SIGINT / SIGTERM only set a flag that the spin loop below checks between callbacks. (The
+    # default handlers raise KeyboardInterrupt at whatever bytecode runs, which can be inside
+    # rclpy's Task constructor - a half-built Task whose __del__ prints a traceback - or inside
+    # the shutdown path.) After the first one, further SIGINT / SIGTERM are ignored: shutdown is
+    # bounded (Node.stop waits at most 3 s for the worker), and SIG_IGN, unlike a Python handler,
+    # survives interpreter finalisation, where a second Ctrl-C would otherwise kill the process.
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        stop_requested.set()
+
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_stop)
     node = None
+    executor = None
     worker_finished = True
     try:
         node = LocalizerNode()
-        rclpy.spin(node)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok() and not stop_requested.is_set():
+            executor.spin_once(timeout_sec=SHUTDOWN_POLL_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ConfigError, InvalidParameterValueException) as exc:
@@ -651,6 +675,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     finally:
         if node is not None and node.fatal_error:
             print(f"localizer_node: error: {node.fatal_error}", file=sys.stderr, flush=True)
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
         if node is not None:
             worker_finished = node.stop()
             if not worker_finished:
