@@ -248,3 +248,72 @@ def test_per_depth_kind_scales_stored_and_chosen_by_the_frame(tmp_path):
                                           depth_kind="metric")
             for name, depth in (("metric", np.full((32, 64), 5.0, np.float32)), ("none", None))}
     assert np.allclose(covs["none"], 5.0 * covs["metric"], rtol=1e-6)
+
+
+def test_evidence_factor_inflates_only_below_the_reference_mass():
+    from xview_localizer.pipeline.solving import MAX_EVIDENCE_COV_FACTOR, evidence_covariance_factor
+
+    model = {"vote_mass_ref": 0.6, "exponent": 2.0}
+    assert evidence_covariance_factor({"vote_mass": 0.3}, model) == pytest.approx(4.0)
+    assert evidence_covariance_factor({"vote_mass": 0.9}, model) == 1.0
+    assert evidence_covariance_factor({"vote_mass": 0.0}, model) == MAX_EVIDENCE_COV_FACTOR
+    assert evidence_covariance_factor({"vote_mass": 1e-9}, model) == MAX_EVIDENCE_COV_FACTOR
+    # no model, no evidence, or invalid values: no inflation (never NaN)
+    for ev, mo in (({"vote_mass": 0.3}, None), (None, model), ({"vote_mass": math.nan}, model),
+                   ({"vote_mass": "x"}, model), ({"vote_mass": 0.3}, {"vote_mass_ref": 0.6, "exponent": math.inf}),
+                   ({"vote_mass": 0.3}, {"vote_mass_ref": -1.0, "exponent": 2.0}), ({}, model)):
+        assert evidence_covariance_factor(ev, mo) == 1.0
+
+
+def test_fit_evidence_inflation_recovers_the_exponent_and_leaves_consistent_frames_alone():
+    """Synthetic frames whose raw NEES grows like (0.6 / mass) ** 2 below the median mass 0.6:
+    the fit finds p = 2, the inflated low half is as consistent as the high half, and the scale
+    taken after inflation is the high half's (not pulled up by the low-mass frames)."""
+    from xview_localizer.evaluation.calibration import fit_evidence_inflation, inflate_frames
+
+    rng = np.random.default_rng(3)
+    mass = np.concatenate([rng.uniform(0.2, 0.6, 200), rng.uniform(0.6, 0.95, 200)])
+    base = 10.0 * rng.chisquare(3, size=400)  # raw covariance 10x too small everywhere
+    nees = base * np.where(mass < 0.6, (0.6 / mass) ** 2, 1.0)
+    frames = [FrameNees(str(i), 1.0, 1.0, float(e), float(m)) for i, (e, m) in enumerate(zip(nees, mass))]
+    model = fit_evidence_inflation(frames)
+    assert model is not None
+    assert model["vote_mass_ref"] == pytest.approx(0.6, abs=0.02)
+    assert model["exponent"] == pytest.approx(2.0, abs=0.5)
+    plain = summarize_nees(frames, 400).covariance_scale
+    inflated = summarize_nees(inflate_frames(frames, model), 400).covariance_scale
+    assert inflated < plain and inflated == pytest.approx(10.0, rel=0.25)
+    # frames whose NEES does not depend on the mass, or without a vote mass: no model
+    flat = [FrameNees(str(i), 1.0, 1.0, float(e), float(m)) for i, (e, m) in enumerate(zip(base, mass))]
+    flat_model = fit_evidence_inflation(flat)
+    assert flat_model is None or flat_model["exponent"] <= 0.5
+    assert fit_evidence_inflation([FrameNees(str(i), 1.0, 1.0, float(e)) for i, e in enumerate(nees)]) is None
+    assert inflate_frames(frames, None) == frames
+
+
+def test_evidence_model_stored_per_kind_and_applied_by_the_localizer(tmp_path):
+    from xview_localizer.matcher.sparse_depth import SparseDepthMatcher, sparse_preset
+
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "s.pt", SparseDepthMatcher(sparse_preset("compact")), half=True)
+    set_covariance_scale(path, 7.0, {"n": 1}, depth_kind="none", evidence_model={"vote_mass_ref": 0.5, "exponent": 1.5})
+    set_covariance_scale(path, 4.0, {"n": 2}, depth_kind="metric")
+    m = load_matcher(path)
+    assert m.covariance_evidence_for("none") == {"vote_mass_ref": 0.5, "exponent": 1.5}
+    assert m.covariance_evidence_for("metric") == {}
+    set_covariance_scale(path, 7.0, {"n": 1}, depth_kind="none")  # recalibrated without: removed
+    assert load_matcher(path).covariance_evidence_for("none") == {}
+    with pytest.raises(CheckpointError, match="exponent"):
+        set_covariance_scale(path, 7.0, depth_kind="none", evidence_model={"vote_mass_ref": 0.5, "exponent": math.nan})
+
+    class WithVote(NoisyTruthMatcher):  # TEST DOUBLE: a pose vote of fixed mass and a model
+        def __init__(self, mass, **kw):
+            super().__init__(**kw)
+            self.last_evidence = {"vote_peak": 0.1, "vote_margin": 0.1, "vote_mass": mass}
+
+        def covariance_evidence_for(self, depth_kind):
+            return {"vote_mass_ref": 0.6, "exponent": 2.0}
+
+    covs = {mass: _covariance_of_one_step(tmp_path, f"m{mass}", WithVote(mass, seed=4, noise_m=0.2, outlier_fraction=0.0))
+            for mass in (0.9, 0.3)}
+    assert np.allclose(covs[0.3], 4.0 * covs[0.9], rtol=1e-6)

@@ -96,7 +96,7 @@ def localize_pair(matcher: Any, rec: Any, cfg: LocalizerConfig, *, prior_yaw_rad
     if min_vote_mass > 0 and evidence and evidence.get("vote_mass", math.inf) < min_vote_mass:
         out.reason = "low_evidence"
         return out
-    scale = matcher_covariance_scale(matcher, depth_kind)
+    scale = matcher_covariance_scale(matcher, depth_kind, evidence)
     cov = floor_covariance(cfg.cov_inflation * scale * np.asarray(sol.cov_xyyaw, float),
                             cfg.cov_floor_xy_m2, cfg.cov_floor_yaw_rad2)
     d = np.array([est.x_m, est.y_m])  # the prior is the patch centre

@@ -14,6 +14,13 @@ gate would reject good frames. The fix is one scale factor per checkpoint, measu
   the median NEES is that of a consistent 3-dof estimator. The median, not the mean, so that a
   few gross failures (which the localizer's gates exist for) do not dominate.
 
+For a matcher with a pose vote (sparse-depth) the NEES also grows as the vote mass near the
+chosen pose falls (docs/styles.md), which one factor cannot follow: :func:`fit_evidence_inflation`
+fits an inflation ``(m_ref / vote_mass) ** p`` below the median vote mass ``m_ref`` so that the
+low-mass half of the frames is as consistent as the high-mass half, and the scale is then taken
+from the inflated NEES (``covariance_evidence_by_depth`` in the checkpoint, applied by
+:func:`~xview_localizer.pipeline.solving.matcher_covariance_scale`).
+
 The factor is stored in the checkpoint (``"covariance_scale"``); :class:`~xview_localizer.
 matcher.inference.Matcher` exposes it and the localizer multiplies the solver covariance by it
 (before the user's ``cov_inflation``). CLI: ``xview-localizer calibrate-covariance``.
@@ -22,7 +29,7 @@ matcher.inference.Matcher` exposes it and the localizer multiplies the solver co
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable
 
 import numpy as np
@@ -33,10 +40,11 @@ from ..core.errors import LocalizationRejected, XViewError
 from ..core.se2 import wrap_angle_rad
 from ..pipeline.config import LocalizerConfig
 from ..pipeline.localizer import min_weight_for, solution_from_camera_centred, solve_confident
+from ..pipeline.solving import evidence_covariance_factor
 from ..train.sparse_data import depth_for_kind
 
 __all__ = ["CHI2_3_MEDIAN", "CHI2_3_P95", "FrameNees", "NeesSummary", "frame_nees", "summarize_nees",
-           "collect_nees", "pair_depth_kwargs"]
+           "collect_nees", "pair_depth_kwargs", "fit_evidence_inflation", "inflate_frames"]
 
 #: Median and 95 % quantile of the chi-square distribution with 3 degrees of freedom.
 CHI2_3_MEDIAN = 2.365974
@@ -51,6 +59,8 @@ class FrameNees:
     err_xy_m: float
     err_yaw_deg: float
     nees_raw: float
+    #: pose-vote mass of the frame (sparse-depth ``last_evidence``), NaN without a vote
+    vote_mass: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -181,5 +191,71 @@ def collect_nees(matcher: Any, samples: Iterable[Any], config: LocalizerConfig |
             err_xy_m=math.hypot(T_est.x_m - T_true.x_m, T_est.y_m - T_true.y_m),
             err_yaw_deg=abs(math.degrees(float(wrap_angle_rad(T_est.yaw_rad - T_true.yaw_rad)))),
             nees_raw=frame_nees(T_est, T_true, sol.cov_xyyaw),
+            vote_mass=_vote_mass(getattr(matcher, "last_evidence", None)),
         ))
     return frames, n
+
+
+def _vote_mass(evidence: Any) -> float:
+    try:
+        value = float(evidence["vote_mass"])
+    except (TypeError, KeyError, ValueError):
+        return math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+#: Exponents :func:`fit_evidence_inflation` tries.
+EVIDENCE_EXPONENTS = tuple(np.round(np.arange(0.25, 8.01, 0.25), 2))
+#: Fewest frames with a vote mass (and in each half) for a fit.
+MIN_EVIDENCE_FRAMES = 20
+
+
+def fit_evidence_inflation(frames: list[FrameNees]) -> dict | None:
+    """Fit the low-vote-mass covariance inflation ``(m_ref / m) ** p`` (``m < m_ref``;
+    :func:`~xview_localizer.pipeline.solving.evidence_covariance_factor`).
+
+    ``m_ref`` is the median vote mass of the solved frames; ``p`` the exponent (from
+    :data:`EVIDENCE_EXPONENTS`) after which the median NEES of the frames below ``m_ref`` is
+    closest (in log) to that of the frames above it, which the inflation leaves alone. None
+    when fewer than :data:`MIN_EVIDENCE_FRAMES` frames carry a vote mass, or when the low half is
+    not less consistent than the high half (no inflation needed).
+
+    Returns:
+        ``{"vote_mass_ref": m_ref, "exponent": p, "median_nees_low_raw": ..,
+        "median_nees_low": .., "median_nees_high": .., "n_low": .., "n_high": ..}`` (NEES of the
+        raw solver covariance; only the first two keys are used at run time).
+    """
+    pts = [(f.vote_mass, f.nees_raw) for f in frames if math.isfinite(f.vote_mass) and f.vote_mass > 0
+           and math.isfinite(f.nees_raw)]
+    if len(pts) < MIN_EVIDENCE_FRAMES:
+        return None
+    mass = np.array([m for m, _ in pts])
+    nees = np.array([e for _, e in pts])
+    m_ref = float(np.median(mass))
+    low = mass < m_ref
+    if int(low.sum()) < MIN_EVIDENCE_FRAMES // 2 or int((~low).sum()) < MIN_EVIDENCE_FRAMES // 2:
+        return None
+    med_high = float(np.median(nees[~low]))
+    med_low_raw = float(np.median(nees[low]))
+    if not (med_high > 0 and med_low_raw > med_high):
+        return None
+    best_p, best_cost, best_med = None, math.inf, med_low_raw
+    for p in EVIDENCE_EXPONENTS:
+        med_low = float(np.median(nees[low] / (m_ref / mass[low]) ** float(p)))
+        cost = abs(math.log(med_low / med_high)) if med_low > 0 else math.inf
+        if cost < best_cost - 1e-12:
+            best_p, best_cost, best_med = float(p), cost, med_low
+    if best_p is None:
+        return None
+    return {"vote_mass_ref": m_ref, "exponent": best_p, "median_nees_low_raw": med_low_raw,
+            "median_nees_low": best_med, "median_nees_high": med_high,
+            "n_low": int(low.sum()), "n_high": int((~low).sum())}
+
+
+def inflate_frames(frames: list[FrameNees], model: dict | None) -> list[FrameNees]:
+    """The frames with ``nees_raw`` divided by the evidence inflation ``model`` gives each (the
+    NEES under the inflated raw covariance); unchanged for ``model`` None."""
+    if not model:
+        return list(frames)
+    return [replace(f, nees_raw=f.nees_raw / evidence_covariance_factor({"vote_mass": f.vote_mass}, model))
+            for f in frames]

@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depth-kind", default="metric", choices=["metric", "relative", "inverse", "none"],
                    help="sparse-depth checkpoints: the depth the matcher gets (the pairs' metric depth map, "
                         "used as is for relative/inverse; none = flat ground); ignored for dense-flow")
+    p.add_argument("--evidence-inflation", action=argparse.BooleanOptionalAction, default=True,
+                   help="sparse-depth: also fit the covariance inflation for frames with a low pose-vote "
+                        "mass (stored per depth kind; --no-evidence-inflation removes it)")
     p.set_defaults(handler=run)
 
 
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from ..matcher.factory import resolve_checkpoint_path
     from ..matcher.inference import load_matcher
     from ..train.pairs import PairDataset
-    from .calibration import collect_nees, summarize_nees
+    from .calibration import collect_nees, fit_evidence_inflation, inflate_frames, summarize_nees
 
     checkpoint = resolve_checkpoint_path(args.checkpoint, must_exist=True)  # '' / packaged name / path
     matcher = load_matcher(checkpoint, resolve_device(args.device))
@@ -58,19 +61,28 @@ def run(args: argparse.Namespace) -> int:
     n = min(len(pairs), int(args.max_samples))
     samples = (pairs[i] for i in range(n))
     frames, tried = collect_nees(matcher, tqdm(samples, total=n, desc="calibrate"), depth_kind=args.depth_kind)
-    summary = summarize_nees(frames, tried)
+    model = fit_evidence_inflation(frames) if args.evidence_inflation else None
+    summary = summarize_nees(inflate_frames(frames, model), tried)
     width = max(len(k) for k in summary.to_dict())
     for k, v in summary.to_dict().items():
         print(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    if model is not None:
+        print(f"{'evidence_inflation':<{width}}  (vote_mass_ref / vote_mass) ** {model['exponent']:g} below vote mass "
+              f"{model['vote_mass_ref']:.3f}: median raw NEES of the low-mass half {model['median_nees_low_raw']:.4g} "
+              f"-> {model['median_nees_low']:.4g} (high-mass half {model['median_nees_high']:.4g})")
+    elif args.evidence_inflation and getattr(matcher, "accepts_depth", False):
+        print(f"{'evidence_inflation':<{width}}  none (too few frames with a vote mass, or the low-mass half is not less consistent)")
     report = {"checkpoint": str(checkpoint), "dataset": str(args.dataset), **summary.to_dict(),
-              "frames": [f.__dict__ for f in frames]}
+              "evidence_inflation": model, "frames": [f.__dict__ for f in frames]}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2))
     if args.write:
         kind = args.depth_kind if getattr(matcher, "accepts_depth", False) else None
+        runtime_model = {k: model[k] for k in ("vote_mass_ref", "exponent")} if model and kind else None
         set_covariance_scale(checkpoint, summary.covariance_scale,
-                             {k: v for k, v in report.items() if k != "frames"}, depth_kind=kind)
+                             {k: v for k, v in report.items() if k != "frames"}, depth_kind=kind,
+                             evidence_model=runtime_model)
         where = f" for depth kind {kind!r}" if kind else ""
         print(f"stored covariance_scale {summary.covariance_scale:.4g}{where} in {checkpoint}")
     return 0

@@ -144,21 +144,37 @@ def save_checkpoint(
 
 
 def set_covariance_scale(path: str | os.PathLike, scale: float, report: dict | None = None,
-                         depth_kind: str | None = None) -> Path:
+                         depth_kind: str | None = None, evidence_model: dict | None = None) -> Path:
     """Store a calibrated covariance scale (``xview-localizer calibrate-covariance``) in a
     checkpoint, rewriting it atomically; the weights are untouched. With ``depth_kind``
     (sparse-depth: metric / relative / inverse / none) it goes to
     ``covariance_scale_by_depth[depth_kind]``; the checkpoint-wide ``covariance_scale`` is set
-    too for "metric" or when there is none yet.
+    too for "metric" or when there is none yet. With ``depth_kind``, ``evidence_model`` (the
+    low-vote-mass inflation ``{"vote_mass_ref", "exponent"}`` the scale was fitted with) goes to
+    ``covariance_evidence_by_depth[depth_kind]``; None removes a stale one for that kind.
 
     Raises:
-        CheckpointError: the file does not load, or ``scale`` is not finite and > 0.
+        CheckpointError: the file does not load, ``scale`` is not finite and > 0, or the
+            evidence model's values are not finite numbers > 0.
     """
     if not (math.isfinite(float(scale)) and float(scale) > 0.0):
         raise CheckpointError(f"covariance scale must be finite and > 0, got {scale!r}")
+    model = None
+    if evidence_model is not None:
+        model = {}
+        for key in ("vote_mass_ref", "exponent"):
+            value = evidence_model.get(key)
+            if not (isinstance(value, (int, float)) and math.isfinite(float(value)) and float(value) > 0.0):
+                raise CheckpointError(f"covariance evidence model {key} must be a finite number > 0, got {value!r}")
+            model[key] = float(value)
     path = resolve_checkpoint_path(path, must_exist=True)
     blob = load_checkpoint_dict(path)
     if depth_kind is not None:
+        by_kind = blob.setdefault("covariance_evidence_by_depth", {})
+        if model is None:
+            by_kind.pop(str(depth_kind), None)
+        else:
+            by_kind[str(depth_kind)] = model
         blob.setdefault("covariance_scale_by_depth", {})[str(depth_kind)] = float(scale)
         blob.setdefault("covariance_calibration_by_depth", {})[str(depth_kind)] = _plain(report or {})
         if depth_kind != "metric" and isinstance(blob.get("covariance_scale"), (int, float)):

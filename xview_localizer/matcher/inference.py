@@ -434,6 +434,14 @@ class SparseMatcher(_SatFeatureCache):
         scale = by_kind.get(depth_kind) if isinstance(by_kind, dict) else None
         return float(scale) if isinstance(scale, (int, float)) and scale > 0 else self.covariance_scale
 
+    def covariance_evidence_for(self, depth_kind: str) -> dict:
+        """The low-vote-mass covariance inflation calibrated for ``depth_kind``
+        (``{"vote_mass_ref": m_ref, "exponent": p}``, see
+        :func:`~xview_localizer.pipeline.solving.evidence_covariance_factor`), {} when none."""
+        by_kind = self.meta.get("covariance_evidence_by_depth") or {}
+        model = by_kind.get(depth_kind) if isinstance(by_kind, dict) else None
+        return dict(model) if isinstance(model, dict) else {}
+
     @staticmethod
     def _depth(depth_m: Any, depth_kind: str) -> tuple[torch.Tensor | None, str]:
         if depth_kind not in DEPTH_KINDS:
@@ -516,7 +524,8 @@ def load_matcher(checkpoint_path: str | os.PathLike, device: str | torch.device 
     """
     model, blob = load_model(checkpoint_path, device)
     meta = {k: blob.get(k) for k in ("preset", "metrics", "train_args", "epoch", "step", "covariance_scale",
-                                      "covariance_scale_by_depth", "evidence_gate")}
+                                      "covariance_scale_by_depth", "covariance_evidence_by_depth",
+                                      "evidence_gate")}
     meta["model"] = model_name_of(model)
     if isinstance(model, SparseDepthMatcher):
         return SparseMatcher(model, device, meta)

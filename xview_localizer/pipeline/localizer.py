@@ -503,7 +503,7 @@ class Localizer:
             n_confident = int(np.count_nonzero(corr.weight >= min_weight_for(self.matcher, cfg)))
             T_patch_base = sol.T_patch_base
             depth_used = cfg.depth_kind if match_kw.get("depth_m") is not None else "none"
-            T_map_base, cov_map, lat, lon = self._to_map(proj, georef, T_patch_base, sol.cov_xyyaw, depth_used)
+            T_map_base, cov_map, lat, lon = self._to_map(proj, georef, T_patch_base, sol.cov_xyyaw, depth_used, evidence)
 
             d = np.array([T_map_base.x_m - prior.x_m, T_map_base.y_m - prior.y_m])
             s = cov_map[:2, :2] + prior.cov_xy_m2
@@ -574,8 +574,11 @@ class Localizer:
         return gate_threshold(getattr(self.matcher, "evidence_gate", None), yaw_known)
 
     def _to_map(self, proj: MapProjection, georef: Any, T_patch_base: SE2,
-                cov_patch: np.ndarray, depth_kind: str = "none") -> tuple[SE2, np.ndarray, float, float]:
-        """Patch frame (true-north ENU about the patch centre) -> map frame, with covariance."""
+                cov_patch: np.ndarray, depth_kind: str = "none",
+                evidence: Optional[dict] = None) -> tuple[SE2, np.ndarray, float, float]:
+        """Patch frame (true-north ENU about the patch centre) -> map frame, with covariance
+        (scaled as calibrated for the depth kind and, given the pose-vote evidence, inflated for
+        a low vote mass: solving.matcher_covariance_scale)."""
         enu = georef.enu()  # the ENU plane the patch frame lives in (tiles.patch.PatchGeoref)
         lat, lon = enu.inverse(T_patch_base.x_m, T_patch_base.y_m)
         lat, lon = float(lat), float(lon)
@@ -583,7 +586,7 @@ class Localizer:
         yaw_map = T_patch_base.yaw_rad + proj.convergence_rad(lat, lon)
         J = np.eye(3)
         J[:2, :2] = jacobian_map_from_enu(proj, enu, T_patch_base.x_m, T_patch_base.y_m)
-        scale = self.config.cov_inflation * matcher_covariance_scale(self.matcher, depth_kind)
+        scale = self.config.cov_inflation * matcher_covariance_scale(self.matcher, depth_kind, evidence)
         cov = scale * (J @ np.asarray(cov_patch, float) @ J.T)
         cov = floor_covariance(cov, self.config.cov_floor_xy_m2, self.config.cov_floor_yaw_rad2)
         return SE2(x_m, y_m, yaw_map), cov, lat, lon

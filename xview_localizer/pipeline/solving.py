@@ -46,6 +46,35 @@ def gate_threshold(gate: Any, yaw_known: bool) -> float:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) and value > 0 else 0.0
 
 
+#: Largest factor :func:`evidence_covariance_factor` applies (a frame with almost no vote mass
+#: is gated as low_evidence anyway; the cap keeps the covariance finite and well conditioned).
+MAX_EVIDENCE_COV_FACTOR = 1000.0
+
+
+def evidence_covariance_factor(evidence: Any, model: Any) -> float:
+    """Covariance inflation for a frame with little pose-vote evidence (>= 1).
+
+    ``model`` is a calibrated ``{"vote_mass_ref": m_ref, "exponent": p}`` (stored per depth kind
+    by ``xview-localizer calibrate-covariance``, :func:`~xview_localizer.evaluation.calibration.
+    fit_evidence_inflation`); ``evidence`` the frame's ``{"vote_mass": m, ...}``. The factor is
+    ``(m_ref / m) ** p`` for ``m < m_ref``, else 1: the solver's covariance only sees how well
+    the chosen correspondences agree, while the NEES of frames whose vote mass is low is many
+    times higher (docs/styles.md). 1.0 without a valid model or a finite positive vote mass.
+    """
+    if not isinstance(model, dict) or not isinstance(evidence, dict):
+        return 1.0
+    m_ref, p, mass = model.get("vote_mass_ref"), model.get("exponent"), evidence.get("vote_mass")
+    try:
+        m_ref, p, mass = float(m_ref), float(p), float(mass)
+    except (TypeError, ValueError):
+        return 1.0
+    if not (math.isfinite(m_ref) and m_ref > 0 and math.isfinite(p) and p > 0 and math.isfinite(mass)):
+        return 1.0
+    if mass >= m_ref:
+        return 1.0
+    return MAX_EVIDENCE_COV_FACTOR if mass <= 0 else min(MAX_EVIDENCE_COV_FACTOR, (m_ref / mass) ** p)
+
+
 def min_weight_for(matcher: Any, cfg: LocalizerConfig) -> float:
     """The confidence threshold for ``matcher``'s weights: ``cfg.sparse_min_weight`` for a
     matcher whose weights are keypoint weights (``keypoint_weights = True``, the sparse-depth
@@ -238,16 +267,22 @@ def check_yaw_ambiguity(best: tuple, cands: list[tuple], cfg: LocalizerConfig) -
                 f"{cfg.unknown_yaw_min_support_ratio:g})")
 
 
-def matcher_covariance_scale(matcher: Any, depth_kind: str = "none") -> float:
+def matcher_covariance_scale(matcher: Any, depth_kind: str = "none", evidence: Any = None) -> float:
     """The matcher's calibrated covariance factor (``covariance_scale`` of its checkpoint, see
     :mod:`xview_localizer.evaluation.calibration`; a matcher with ``covariance_scale_for`` (sparse-depth)
     gives the one calibrated for the frame's depth kind, "none" = flat ground); 1.0 for matchers
-    without a valid one."""
+    without a valid one. With the frame's pose-vote ``evidence`` and a matcher with
+    ``covariance_evidence_for`` (a calibrated model for that depth kind), times
+    :func:`evidence_covariance_factor`."""
     scale_for = getattr(matcher, "covariance_scale_for", None)
     scale = scale_for(depth_kind) if callable(scale_for) else getattr(matcher, "covariance_scale", 1.0)
     try:
         scale = float(scale)
     except (TypeError, ValueError):
         return 1.0
-    return scale if math.isfinite(scale) and scale > 0.0 else 1.0
+    scale = scale if math.isfinite(scale) and scale > 0.0 else 1.0
+    model_for = getattr(matcher, "covariance_evidence_for", None)
+    if evidence is not None and callable(model_for):
+        scale *= evidence_covariance_factor(evidence, model_for(depth_kind))
+    return scale
 
