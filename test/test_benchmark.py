@@ -62,3 +62,12 @@ def test_benchmark_command_prints_the_side_by_side_table(sets, tmp_path):
 
     assert set(load_matcher(str(cand), "cpu").evidence_gate) == {"min_vote_mass", "min_vote_mass_unknown_yaw"}
     assert r["_meta"]["gate"]["matcher"] == "default"
+    # recalibrating one orientation keeps the checkpoint's threshold for the other
+    unknown_before = load_matcher(str(cand), "cpu").evidence_gate["min_vote_mass_unknown_yaw"]
+    cmd = [sys.executable, "-m", "xview_localizer.cli", "benchmark", "--set", f"train_styles={sets['train_styles']}",
+           "--matcher", f"default={cand}", "--orientation", "known", "--calibrate-gate", "default", "--write"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "kept from the checkpoint (orientation not run here)" in proc.stdout
+    gate = load_matcher(str(cand), "cpu").evidence_gate
+    assert gate["min_vote_mass_unknown_yaw"] == unknown_before and "min_vote_mass" in gate

@@ -97,8 +97,10 @@ def run(args: argparse.Namespace) -> int:
     total = sum(min(len(d), args.max_samples or len(d)) for d in sets.values()) * len(args.orientation) * len(matchers)
     bar = tqdm(total=total, desc="benchmark")
     t0 = time.perf_counter()
+    stored_gate: dict = {}
     if args.calibrate_gate:
         # gate-free run first: the threshold comes from the raw evidence of every pair
+        stored_gate = gates.get(args.calibrate_gate, {})
         gates[args.calibrate_gate] = {}
     result = bm.run_benchmark(matchers, sets, orientations=args.orientation, depth_kind=args.depth_kind,
                               max_samples=args.max_samples, seed=args.seed, gates=gates, progress=lambda: bar.update(1))
@@ -127,6 +129,11 @@ def run(args: argparse.Namespace) -> int:
             for r in rows:
                 print(f"| {key} | {r['min_vote_mass']:.3f} | {r['kept']} / {r['n']} | {r['precision']:.0%} | "
                       f"{r['recall']:.0%} | {r['bad_rejected']:.0%} | {r['kept_median_m']:.2f} / {r['kept_mean_m']:.2f} |")
+        # an orientation not benchmarked here keeps the threshold the checkpoint has for it
+        kept = {k: v for k, v in stored_gate.items() if k not in gate}
+        if kept:
+            print(f"kept from the checkpoint (orientation not run here): {kept}")
+            gate = {**kept, **gate}
         if args.write:
             from ..matcher.checkpoint import set_evidence_gate
 
