@@ -143,6 +143,32 @@ def test_presets_and_validation():
     assert SparseDepthConfig.from_dict(TINY.to_dict()) == TINY
     with pytest.raises(ConfigError, match="unknown field"):
         SparseDepthConfig.from_dict({**TINY.to_dict(), "bogus": 1})
+    with pytest.raises(ConfigError, match="input_mode"):
+        SparseDepthConfig(input_mode="hsv")
+    # checkpoints from before the field load as "rgb"
+    old = {k: v for k, v in TINY.to_dict().items() if k != "input_mode"}
+    assert SparseDepthConfig.from_dict(old).input_mode == "rgb"
+
+
+def test_gray_input_mode_sees_luminance_only():
+    """input_mode "gray": two images with the same luminance but different colours give the same
+    features (both encoders); "rgb" tells them apart."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    base = 0.3 + 0.4 * torch.rand(1, 3, 32, 64)
+    chroma = torch.tensor([0.587, -0.299, 0.0]).view(1, 3, 1, 1) * 0.2  # zero luma
+    other = base + chroma * torch.rand(1, 1, 32, 64)
+    sat = 0.3 + 0.4 * torch.rand(1, 3, 64, 64)
+    sat_other = sat + chroma * torch.rand(1, 1, 64, 64)
+    for mode, same in (("gray", True), ("rgb", False)):
+        torch.manual_seed(1)
+        net = SparseDepthMatcher(replace(TINY, input_mode=mode)).eval()
+        with torch.no_grad():
+            g1, g2 = net.encode_ground(base)[0], net.encode_ground(other)[0]
+            s1, s2 = net.encode_sat(sat), net.encode_sat(sat_other)
+        assert torch.allclose(g1, g2, atol=1e-5) == same, mode
+        assert torch.allclose(s1, s2, atol=1e-5) == same, mode
 
 
 # ----------------------------------------------------------------------------- lifting

@@ -22,10 +22,27 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
+import torch
+
 from ..core.errors import ConfigError
 from .norms import NORM_KINDS
 
-__all__ = ["DepthKind", "DEPTH_KINDS", "SparseDepthConfig", "SPARSE_PRESETS", "sparse_preset"]
+__all__ = ["DepthKind", "DEPTH_KINDS", "INPUT_MODES", "SparseDepthConfig", "SPARSE_PRESETS", "sparse_preset",
+           "encoder_input"]
+
+#: :attr:`SparseDepthConfig.input_mode` values.
+INPUT_MODES: tuple[str, ...] = ("rgb", "gray")
+#: ITU-R BT.601 luma weights of (R, G, B).
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def encoder_input(rgb: torch.Tensor, input_mode: str) -> torch.Tensor:
+    """What an encoder sees of (B, 3, H, W) images in [0, 1]: themselves ("rgb") or their
+    luminance repeated in the three channels ("gray")."""
+    if input_mode == "rgb":
+        return rgb
+    w = rgb.new_tensor(_LUMA).view(1, 3, 1, 1)
+    return (rgb * w).sum(dim=1, keepdim=True).expand(-1, 3, -1, -1)
 
 DepthKind = Literal["metric", "relative", "inverse", "none"]
 #: ``none`` = no depth: flat-ground fallback.
@@ -66,6 +83,10 @@ class SparseDepthConfig:
         init_vote_inv_temperature: initial sharpness of the vote softmax (learnt, in log).
         sat_norm: normalization of the satellite encoder, "instance" or "frozen" (fixed
             statistics: area feature maps cut exactly, :mod:`.norms`).
+        input_mode: what the encoders see of an image: "rgb" (as given, in [0, 1]) or "gray"
+            (its luminance ``0.299 R + 0.587 G + 0.114 B`` in all three channels, so that the
+            stem's weights still apply; pixel-local, so area features stay exact). An input
+            design choice of issue 14 (docs/styles.md, "Input design").
     """
 
     name: str = "compact"
@@ -94,6 +115,7 @@ class SparseDepthConfig:
     vote_scale_range: tuple[float, float] = (0.25, 4.0)
     init_vote_inv_temperature: float = 20.0
     sat_norm: str = "instance"
+    input_mode: str = "rgb"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ground_size_px", tuple(int(v) for v in self.ground_size_px))
@@ -103,6 +125,8 @@ class SparseDepthConfig:
             raise ConfigError("SparseDepthConfig.name must be a non-empty string")
         if self.sat_norm not in NORM_KINDS:
             raise ConfigError(f"SparseDepthConfig.sat_norm must be one of {NORM_KINDS}, got {self.sat_norm!r}")
+        if self.input_mode not in INPUT_MODES:
+            raise ConfigError(f"SparseDepthConfig.input_mode must be one of {INPUT_MODES}, got {self.input_mode!r}")
         for f in ("ground_stride", "sat_stride"):
             if getattr(self, f) not in (4, 8):
                 raise ConfigError(f"SparseDepthConfig.{f} must be 4 or 8, got {getattr(self, f)}")

@@ -54,7 +54,14 @@ from torch import nn
 from ..core.errors import GeometryError
 from .dense_blocks import ResNetEncoder
 from .sparse_blocks import ScoreHead, descriptor_similarity, match_descriptors, select_keypoints
-from .sparse_config import DEPTH_KINDS, SPARSE_PRESETS, DepthKind, SparseDepthConfig, sparse_preset
+from .sparse_config import (
+    DEPTH_KINDS,
+    SPARSE_PRESETS,
+    DepthKind,
+    SparseDepthConfig,
+    encoder_input,
+    sparse_preset,
+)
 from .sparse_geometry import (
     KeypointRays,
     KeypointRaysCache,
@@ -184,6 +191,7 @@ class SparseDepthMatcher(nn.Module):
 
         With ``sat_rotations = 4``: ``mean_k rot90^-k(E(rot90^k x))``, which is exactly
         equivariant to 90-degree rotations of the patch (tested)."""
+        sat_rgb = encoder_input(sat_rgb, self.cfg.input_mode)
         if self.cfg.sat_rotations == 1:
             feat = self.sat_encoder(sat_rgb)
         else:
@@ -194,7 +202,7 @@ class SparseDepthMatcher(nn.Module):
 
     def encode_ground(self, ground_rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, Hg, Wg) -> (descriptor map (B, D, Hf, Wf), score map (B, Hf, Wf))."""
-        feat = self.ground_encoder(ground_rgb)
+        feat = self.ground_encoder(encoder_input(ground_rgb, self.cfg.input_mode))
         return feat, self.score_head(feat)
 
     def forward(
