@@ -184,7 +184,8 @@ class LocalizerConfig:
                              "to have been the outlier and the newest is accepted ('odometry_contradiction' "
                              "stops locking the localizer out); 0 = never.", range=(0, 100))
     # --- covariance ----------------------------------------------------------------------------
-    cov_inflation: float = _p(1.0, "Factor applied to the solver's covariance before publishing.",
+    cov_inflation: float = _p(1.0, "Factor applied to the solver's covariance before publishing, after the "
+                              "checkpoint's calibrated scale (and, sparse matcher, its low-vote-mass inflation).",
                               range=(0.01, 1000.0))
     cov_floor_xy_m2: float = _p(0.0025, "Smallest published x/y variance (m^2).", range=(1e-6, 1e4))
     cov_floor_yaw_rad2: float = _p(7.6e-5, "Smallest published yaw variance (rad^2).", range=(1e-6, 10.0))
