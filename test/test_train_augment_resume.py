@@ -44,6 +44,37 @@ def test_augmentation_is_seeded_deterministic_and_in_range():
         TrainConfig(dataset="x", out_dir="y", augment={"no_such_field": 1})
 
 
+def test_hue_rotation_keeps_gray_rotates_primaries_and_leaves_other_runs_unchanged():
+    import math
+
+    from xview_localizer.train.augment import rotate_hue
+
+    red = torch.zeros(1, 3, 2, 2)
+    red[:, 0] = 1.0
+    assert torch.allclose(rotate_hue(red, torch.tensor([2 * math.pi / 3]))[0, :, 0, 0], torch.tensor([0.0, 1.0, 0.0]),
+                          atol=1e-6)
+    gray = torch.full((1, 3, 2, 2), 0.4)
+    assert torch.allclose(rotate_hue(gray, torch.tensor([1.0])), gray, atol=1e-6)
+    torch.manual_seed(0)
+    imgs = torch.rand(4, 3, 16, 16)
+    base = dict(p_colour=1, p_gray=0, p_gamma=1, p_noise=1, p_blur=0, p_cutout=0)
+    # off (the default): the stream of every other draw is what it was without the option
+    off = augment_images(imgs, PhotometricAugment(**base), torch.Generator().manual_seed(5))
+    off2 = augment_images(imgs, PhotometricAugment(**base, p_hue=0.0, hue_max_deg=90.0), torch.Generator().manual_seed(5))
+    assert torch.equal(off, off2)
+    hue = PhotometricAugment(p_colour=0, p_gray=0, p_gamma=0, p_noise=0, p_blur=0, p_cutout=0, p_hue=1.0,
+                             hue_max_deg=90.0)
+    a = augment_images(imgs, hue, torch.Generator().manual_seed(5))
+    assert torch.equal(a, augment_images(imgs, hue, torch.Generator().manual_seed(5)))
+    assert (a - imgs).abs().mean() > 0.02 and a.min() >= 0 and a.max() <= 1
+    # a hue rotation keeps the per-pixel channel mean (before clamping)
+    inner = 0.3 + 0.4 * imgs
+    b = augment_images(inner, PhotometricAugment(**{**hue.__dict__, "hue_max_deg": 30.0}), torch.Generator().manual_seed(2))
+    assert torch.allclose(b.mean(1), inner.mean(1), atol=1e-5)
+    with pytest.raises(ConfigError, match="hue_max_deg"):
+        PhotometricAugment(hue_max_deg=200.0)
+
+
 def test_epoch_sampler_resumes_mid_epoch():
     s = EpochSampler(10, seed=5)
     s.set_epoch(2)

@@ -31,7 +31,10 @@ class PhotometricAugment:
     brightness / contrast / saturation: multiplicative factors drawn in [1 - x, 1 + x];
     channel_gain: per-channel gains in [1 - x, 1 + x]; gamma: exponent exp(U(-x, x));
     noise_sigma_max: Gaussian noise sigma drawn in [0, x]; blur_sigma_max_px: blur sigma in
-    [0.3, x] px; cutouts_max: up to this many rectangles of up to ``cutout_frac`` of each side.
+    [0.3, x] px; cutouts_max: up to this many rectangles of up to ``cutout_frac`` of each side;
+    p_hue / hue_max_deg: rotate the colours about the gray axis by an angle in [-x, x] deg (a hue
+    shift that keeps luminance and saturation roughly; off by default, and when off no random
+    number is drawn for it, so runs without it keep their exact augmentation stream).
     """
 
     p_colour: float = 0.8
@@ -49,6 +52,8 @@ class PhotometricAugment:
     p_cutout: float = 0.3
     cutouts_max: int = 3
     cutout_frac: float = 0.2
+    p_hue: float = 0.0
+    hue_max_deg: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -56,9 +61,10 @@ class PhotometricAugment:
                 raise ConfigError(f"PhotometricAugment.{name} must be a finite number >= 0, got {value!r}")
             if name.startswith("p_") and value > 1:
                 raise ConfigError(f"PhotometricAugment.{name} is a probability, got {value!r}")
-        if self.blur_sigma_max_px > 5.0 or self.cutout_frac > 0.5 or self.brightness >= 1 or self.contrast >= 1:
+        if self.blur_sigma_max_px > 5.0 or self.cutout_frac > 0.5 or self.brightness >= 1 or self.contrast >= 1 \
+                or self.hue_max_deg > 180.0:
             raise ConfigError("PhotometricAugment: blur_sigma_max_px <= 5, cutout_frac <= 0.5, brightness and "
-                              "contrast < 1")
+                              "contrast < 1, hue_max_deg <= 180")
 
     @classmethod
     def off(cls) -> "PhotometricAugment":
@@ -82,6 +88,16 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     y = F.conv2d(F.pad(x[None], (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
     y = F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
     return y[0]
+
+
+def rotate_hue(images: torch.Tensor, angle_rad: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) colours rotated about the gray axis (1, 1, 1) / sqrt(3) by ``angle_rad``
+    (B,) (Rodrigues); gray pixels stay, 120 deg maps R -> G -> B -> R. Not clamped."""
+    c, s = torch.cos(angle_rad), torch.sin(angle_rad)
+    third, root = (1.0 - c) / 3.0, s / math.sqrt(3.0)
+    a, p, m = c + third, third - root, third + root  # c I + s [k]x + (1 - c) k k^T, k = (1, 1, 1) / sqrt(3)
+    rot = torch.stack([torch.stack([a, p, m], -1), torch.stack([m, a, p], -1), torch.stack([p, m, a], -1)], -2)
+    return torch.einsum("bij,bjhw->bihw", rot.to(images.dtype), images)
 
 
 def augment_images(images: torch.Tensor, aug: PhotometricAugment, gen: torch.Generator) -> torch.Tensor:
@@ -108,6 +124,10 @@ def augment_images(images: torch.Tensor, aug: PhotometricAugment, gen: torch.Gen
     jit = jit * gains
     out = col * jit + (1 - col) * out
     out = out.clamp(0, 1)
+    if aug.p_hue > 0 and aug.hue_max_deg > 0:  # drawn only when on: other runs keep their stream
+        hue_on = torch.rand(b, generator=gen) < aug.p_hue
+        angle = torch.where(hue_on, _u(gen, b, -aug.hue_max_deg, aug.hue_max_deg, "cpu"), torch.zeros(b))
+        out = rotate_hue(out, torch.deg2rad(angle).to(dev)).clamp(0, 1)
     # grayscale
     g = (coin[:, 1] < aug.p_gray).to(dev).float().view(b, 1, 1, 1)
     out = g * out.mean(1, keepdim=True).expand_as(out) + (1 - g) * out
