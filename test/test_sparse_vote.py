@@ -205,33 +205,6 @@ def test_vote_evidence_margin_is_small_for_a_rival_and_large_for_a_lone_peak():
     assert 0.0 < m <= 1.0
 
 
-def test_vote_spread_is_the_posterior_second_moment_about_the_best_pose():
-    """Two hypotheses with all the mass: the best at the centre, a rival 3 cells east and 2
-    south (v down) at -10 deg; m = 0.5 m/cell. The moments about the best pose are the rival's
-    probability times its squared metric offset (east = du m, north = -dv m), and a lone peak
-    spreads ~0."""
-    from xview_localizer.matcher.sparse_depth import PoseVote, vote_spread
-
-    offsets = torch.tensor([[0.0, 0.0], [3.0, 2.0], [-4.0, 0.0]])
-    yaws = torch.deg2rad(torch.tensor([[0.0, -10.0]]))
-    p_rival = 0.25
-    logits = torch.full((1, 2, 1, 3), -1e4)
-    logits[0, 0, 0, 0] = math.log(1 - p_rival)
-    logits[0, 1, 0, 1] = math.log(p_rival)
-    vote = PoseVote(logits, yaws, torch.ones(1), offsets, torch.zeros(1, 1, 2), torch.zeros(1), torch.ones(1),
-                    torch.tensor([0.5]), torch.zeros(1, 2))
-    sp = vote_spread(vote)
-    assert sp["vote_spread_ee_m2"][0] == pytest.approx(p_rival * 1.5 ** 2, rel=1e-4)
-    assert sp["vote_spread_nn_m2"][0] == pytest.approx(p_rival * 1.0 ** 2, rel=1e-4)
-    assert sp["vote_spread_en_m2"][0] == pytest.approx(p_rival * 1.5 * -1.0, rel=1e-4)
-    assert sp["vote_spread_yaw_rad2"][0] == pytest.approx(p_rival * math.radians(10.0) ** 2, rel=1e-4)
-    lone = logits.clone()
-    lone[0, 1, 0, 1] = -1e4
-    assert all(abs(float(v[0])) < 1e-6 for v in vote_spread(PoseVote(
-        lone, yaws, torch.ones(1), offsets, torch.zeros(1, 1, 2), torch.zeros(1), torch.ones(1), torch.tensor([0.5]),
-        torch.zeros(1, 2))).values())
-
-
 @pytest.mark.parametrize("r", [1, 2])
 def test_max_filter2d_equals_max_pool2d(r):
     from xview_localizer.matcher.sparse_depth import max_filter2d

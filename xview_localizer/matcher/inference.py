@@ -54,7 +54,6 @@ from .sparse_depth import (
     KeypointRaysCache,
     SparseDepthMatcher,
     vote_evidence,
-    vote_spread,
 )
 
 __all__ = ["MatchRequest", "Matcher", "SparseMatcher", "load_matcher", "RUNTIMES"]
@@ -414,10 +413,8 @@ class SparseMatcher(_SatFeatureCache):
         self._rays = KeypointRaysCache(model.cfg, size=8)
         #: (B,) in-network depth scales of the last call (diagnostics only; 1 for metric).
         self.last_scale: np.ndarray | None = None
-        #: the last call's pose-vote evidence (``vote_peak``, ``vote_margin``, ``vote_mass``
-        #: from :func:`~xview_localizer.matcher.sparse_depth.vote_evidence`, the ``vote_spread_*``
-        #: second moments from :func:`~xview_localizer.matcher.sparse_depth.vote_spread`; floats),
-        #: None without a vote
+        #: the last call's pose-vote evidence (``vote_peak``, ``vote_margin``, ``vote_mass``,
+        #: floats; :func:`~xview_localizer.matcher.sparse_depth.vote_evidence`), None without a vote
         self.last_evidence: dict[str, float] | None = None
 
     @property
@@ -502,7 +499,6 @@ class SparseMatcher(_SatFeatureCache):
         self.last_evidence = None
         if out.vote is not None:
             ev = vote_evidence(out.vote, self.model.log_vote_inv_temperature.exp(), cfg)
-            ev.update(vote_spread(out.vote))
             self.last_evidence = {k: float(v[0]) for k, v in ev.items()}
         keep = out.src_valid[0]
         corr = Correspondences(

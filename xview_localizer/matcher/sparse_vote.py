@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from .grids import cached_grid
 from .sparse_config import SparseDepthConfig
 
-__all__ = ["PoseVote", "yaw_hypotheses", "max_filter2d", "vote_pose", "vote_evidence", "vote_spread"]
+__all__ = ["PoseVote", "yaw_hypotheses", "max_filter2d", "vote_pose", "vote_evidence"]
 
 
 @dataclass
@@ -215,38 +215,3 @@ def vote_evidence(vote: PoseVote, inv_temperature: torch.Tensor, cfg: SparseDept
     prob = torch.softmax(logits.reshape(b, -1), dim=1)
     mass = (prob * near.float()).sum(1)
     return {"vote_peak": peak.cpu().numpy(), "vote_margin": margin.cpu().numpy(), "vote_mass": mass.cpu().numpy()}
-
-
-def vote_spread(vote: PoseVote) -> dict[str, np.ndarray]:
-    """Second moments of the vote's posterior about its best hypothesis, per batch item: how far
-    the trained vote (a categorical over poses, :func:`vote_pose`) spreads its belief.
-
-    ``p = softmax(logits)`` over all ``H`` hypotheses; with ``d_h`` the pose of ``h`` minus that
-    of the best one (translation in patch ENU metres, ``east = du * m``, ``north = -dv * m``; yaw
-    wrapped to (-pi, pi]), returns ``vote_spread_ee_m2`` = E[d_east^2], ``vote_spread_en_m2`` =
-    E[d_east d_north], ``vote_spread_nn_m2`` = E[d_north^2] and ``vote_spread_yaw_rad2`` =
-    E[d_yaw^2]. Rival poses far away carry their full squared distance, so a vote split between
-    two places gives a wide spread even when each peak is sharp. The translation grid is bounded
-    (±``vote_radius_cells``): the spread is too, at about the search radius squared.
-    Returns numpy arrays of shape (B,).
-    """
-    logits = vote.logits.detach().float()
-    b, j, s_n, t_n = logits.shape
-    prob = torch.softmax(logits.reshape(b, -1), dim=1).reshape(b, j, s_n, t_n)
-    best = logits.reshape(b, -1).argmax(dim=1)
-    bj, bt = best // (s_n * t_n), best % t_n
-    ar = torch.arange(b, device=logits.device)
-    m = vote.m_per_cell.reshape(b, 1).float()
-    d_cells = vote.offset_cells[None].float() - vote.offset_cells[bt].float()[:, None]  # (B, T, 2)
-    de = d_cells[..., 0] * m  # (B, T)
-    dn = -d_cells[..., 1] * m
-    p_t = prob.sum(dim=(1, 2))  # (B, T) marginal over yaw and scale
-    p_j = prob.sum(dim=(2, 3))  # (B, J)
-    dyaw = torch.remainder(vote.yaw_rad - vote.yaw_rad[ar, bj][:, None] + math.pi, 2 * math.pi) - math.pi
-    out = {
-        "vote_spread_ee_m2": (p_t * de * de).sum(1),
-        "vote_spread_en_m2": (p_t * de * dn).sum(1),
-        "vote_spread_nn_m2": (p_t * dn * dn).sum(1),
-        "vote_spread_yaw_rad2": (p_j * dyaw * dyaw).sum(1),
-    }
-    return {k: v.cpu().numpy() for k, v in out.items()}
