@@ -13,8 +13,8 @@ frame of :class:`~xview_localizer.pipeline.localizer.Localizer`:
   low-evidence gate (``low_evidence``, sparse-depth vote margin), the GNSS gate (Mahalanobis of
   estimate vs prior with the prior's covariance: the uniform +-``offset_range_m`` box has sigma
   ``offset / sqrt(3)`` per axis), the prior-yaw gate when the yaw is known;
-* covariance = solver covariance x the checkpoint's calibrated scale for the depth kind x
-  ``cov_inflation``, floored as published.
+* covariance = solver covariance x the checkpoint's calibrated scale for the depth kind (with
+  its evidence inflation) x ``cov_inflation``, floored as published.
 
 Errors are reported over ALL pairs (a rejected or failed frame counts with the prior's pose, as
 a filter would keep the GNSS) and over the ACCEPTED ones, next to the prior's error on the same
@@ -54,7 +54,8 @@ __all__ = ["PairOutcome", "localize_pair", "run_benchmark", "summarize", "format
 @dataclass
 class PairOutcome:
     """One pair through one matcher: the pose used (estimate, or prior when rejected), whether
-    the localizer would publish it, why not, the NEES of an accepted one, the vote evidence."""
+    the localizer would publish it, why not, the NEES and covariance of an accepted one, the vote
+    evidence."""
 
     sample_id: str
     T_true: tuple[float, float, float]
@@ -65,6 +66,7 @@ class PairOutcome:
     nees: float = float("nan")
     evidence: dict = field(default_factory=dict)
     T_est: Optional[tuple[float, float, float]] = None
+    cov_xyyaw: Optional[list] = None  # 3x3 (x, y, yaw) covariance as published, accepted ones only
 
 
 def localize_pair(matcher: Any, rec: Any, cfg: LocalizerConfig, *, prior_yaw_rad: Optional[float],
@@ -114,6 +116,7 @@ def localize_pair(matcher: Any, rec: Any, cfg: LocalizerConfig, *, prior_yaw_rad
         out.nees = float("inf")
     out.accepted = True
     out.T_used = out.T_est
+    out.cov_xyyaw = cov.tolist()
     return out
 
 
@@ -211,6 +214,7 @@ def apply_gate(result: dict[str, Any], matcher: str, gate: dict) -> dict[str, An
                                "T_est": None if p["T_est"] is None else tuple(p["T_est"])})
             if o.accepted and thr > 0 and o.evidence and o.evidence.get("vote_mass", math.inf) < thr:
                 o.accepted, o.reason, o.nees, o.T_used = False, "low_evidence", float("nan"), o.T_prior
+                o.cov_xyyaw = None
             new.append(o)
         out[sname] = {**out[sname], orient: {**out[sname][orient], mname: summarize(new)}}
         pairs[key] = [asdict(o) for o in new]
