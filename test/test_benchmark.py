@@ -71,3 +71,30 @@ def test_benchmark_command_prints_the_side_by_side_table(sets, tmp_path):
     assert "kept from the checkpoint (orientation not run here)" in proc.stdout
     gate = load_matcher(str(cand), "cpu").evidence_gate
     assert gate["min_vote_mass_unknown_yaw"] == unknown_before and "min_vote_mass" in gate
+
+
+def test_calibrate_covariance_solves_the_shifted_pairs_too(sets, tmp_path):
+    """The peak-inflation pass: the calibration pairs are solved a second time photometrically
+    shifted (their frames are in the report); two pairs are too few for a fit, which the command
+    says, and it still stores the scale. --no-peak-inflation skips the pass."""
+    cand = tmp_path / "sparse_copy.pt"
+    shutil.copy(packaged_checkpoint_dir() / "sparse_depth_compact.pt", cand)
+    base = [sys.executable, "-m", "xview_localizer.cli", "calibrate-covariance", "--checkpoint", str(cand),
+            "--dataset", str(sets["train_styles"]), "--depth-kind", "none"]
+    proc = subprocess.run(base + ["--out", str(tmp_path / "c.json"), "--write"], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "peak_inflation" in proc.stdout and "none (too few frames" in proc.stdout
+    assert "stored covariance_scale" in proc.stdout
+    rep = json.loads((tmp_path / "c.json").read_text())
+    assert len(rep["frames_shifted"]) == len(rep["frames"]) > 0
+    assert [f["sample_id"] for f in rep["frames_shifted"]] == [f["sample_id"] for f in rep["frames"]]
+    assert all(math.isfinite(f["vote_peak"]) for f in rep["frames_shifted"])
+    # the shift lowers how well the descriptors match
+    assert (sum(f["vote_peak"] for f in rep["frames_shifted"]) < sum(f["vote_peak"] for f in rep["frames"]))
+    proc = subprocess.run(base + ["--no-peak-inflation", "--out", str(tmp_path / "d.json")], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "peak_inflation" not in proc.stdout and json.loads((tmp_path / "d.json").read_text())["frames_shifted"] == []
+    bad = subprocess.run(base + ["--shift-json", '{"p_hue": 2.0}'], capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "PhotometricAugment" in (bad.stdout + bad.stderr)

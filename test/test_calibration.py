@@ -317,3 +317,106 @@ def test_evidence_model_stored_per_kind_and_applied_by_the_localizer(tmp_path):
     covs = {mass: _covariance_of_one_step(tmp_path, f"m{mass}", WithVote(mass, seed=4, noise_m=0.2, outlier_fraction=0.0))
             for mass in (0.9, 0.3)}
     assert np.allclose(covs[0.3], 4.0 * covs[0.9], rtol=1e-6)
+
+
+def test_evidence_factor_peak_term_multiplies_the_mass_term_and_is_capped():
+    from xview_localizer.pipeline.solving import MAX_EVIDENCE_COV_FACTOR, evidence_covariance_factor
+
+    model = {"vote_mass_ref": 0.6, "exponent": 2.0, "vote_peak_ref": 0.5, "peak_exponent": 3.0}
+    assert evidence_covariance_factor({"vote_mass": 0.9, "vote_peak": 0.25}, model) == pytest.approx(8.0)
+    assert evidence_covariance_factor({"vote_mass": 0.3, "vote_peak": 0.25}, model) == pytest.approx(32.0)
+    assert evidence_covariance_factor({"vote_mass": 0.3, "vote_peak": 0.7}, model) == pytest.approx(4.0)
+    assert evidence_covariance_factor({"vote_mass": 0.3}, model) == pytest.approx(4.0)  # no peak: that term is 1
+    peak_only = {"vote_peak_ref": 0.5, "peak_exponent": 3.0}
+    assert evidence_covariance_factor({"vote_mass": 0.01, "vote_peak": 0.25}, peak_only) == pytest.approx(8.0)
+    assert evidence_covariance_factor({"vote_mass": 1e-6, "vote_peak": 1e-6}, model) == MAX_EVIDENCE_COV_FACTOR
+    assert evidence_covariance_factor({"vote_mass": 0.9, "vote_peak": -0.1}, model) == MAX_EVIDENCE_COV_FACTOR
+    assert evidence_covariance_factor({"vote_mass": 0.9, "vote_peak": math.nan}, model) == 1.0
+
+
+def test_fit_peak_inflation_recovers_the_exponent_from_shifted_frames_and_ignores_gated_ones():
+    """Unshifted frames with peaks in [0.5, 0.8] and consistent NEES; shifted copies whose peaks
+    fall to [0.25, 0.5] and whose raw NEES grows like (q_ref / peak) ** 3 below the unshifted
+    10 % quantile: the fit finds q_ref there and r = 3, and frames below the gate's vote mass
+    (whatever their NEES) do not move it."""
+    from xview_localizer.evaluation.calibration import PEAK_REF_QUANTILE, fit_peak_inflation, inflate_frames
+
+    rng = np.random.default_rng(5)
+    peak_c = rng.uniform(0.5, 0.8, 300)
+    q_ref = float(np.quantile(peak_c, PEAK_REF_QUANTILE))
+    nees_c = 10.0 * rng.chisquare(3, 300) * np.where(peak_c < q_ref, (q_ref / peak_c) ** 3, 1.0)
+    clean = [FrameNees(str(i), 1.0, 1.0, float(e), 0.9, float(p)) for i, (e, p) in enumerate(zip(nees_c, peak_c))]
+    peak_s = rng.uniform(0.25, 0.55, 200)
+    nees_s = 10.0 * rng.chisquare(3, 200) * np.where(peak_s < q_ref, (q_ref / peak_s) ** 3, 1.0)
+    shifted = [FrameNees(f"s{i}", 1.0, 1.0, float(e), 0.9, float(p)) for i, (e, p) in enumerate(zip(nees_s, peak_s))]
+    gated = [FrameNees(f"g{i}", 50.0, 30.0, 1e6, 0.1, 0.3) for i in range(100)]  # wild, but never published
+    model = fit_peak_inflation(clean, shifted + gated, None, min_vote_mass=0.3)
+    assert model is not None
+    assert model["vote_peak_ref"] == pytest.approx(q_ref)
+    assert model["peak_exponent"] == pytest.approx(3.0, abs=0.75)
+    assert model["n_low_shifted"] > 100
+    after = inflate_frames(clean + shifted, model)
+    low = [f.nees_raw for f in after if f.vote_peak < q_ref]
+    high = [f.nees_raw for f in after if f.vote_peak >= q_ref]
+    assert np.median(low) == pytest.approx(np.median(high), rel=0.3)
+    # peaks that say nothing about the NEES, or too few frames: no model
+    flat = [FrameNees(f.sample_id, 1.0, 1.0, 10.0 * float(rng.chisquare(3)), 0.9, f.vote_peak) for f in clean + shifted]
+    flat_model = fit_peak_inflation(flat[:300], flat[300:])
+    assert flat_model is None or flat_model["peak_exponent"] <= 1.0
+    assert fit_peak_inflation(clean[:10], shifted) is None
+
+
+def test_shift_record_changes_the_pixels_deterministically_and_keeps_the_geometry():
+    import dataclasses
+
+    from xview_localizer.evaluation.calibration import DEFAULT_SHIFT, shift_record
+    from xview_localizer.train.augment import PhotometricAugment
+
+    @dataclasses.dataclass(frozen=True)
+    class Rec:  # the fields shift_record touches, plus one it must leave alone
+        id: str
+        ground_rgb: np.ndarray
+        sat_rgb: np.ndarray
+        T_patch_base: tuple
+
+    rng = np.random.default_rng(0)
+    rec = Rec("000007", rng.integers(0, 256, (32, 64, 3), dtype=np.uint8), rng.integers(0, 256, (48, 48, 3), dtype=np.uint8),
+              (1.0, 2.0, 0.3))
+    shift = PhotometricAugment(**DEFAULT_SHIFT)
+    a, b = shift_record(rec, shift, seed=1), shift_record(rec, shift, seed=1)
+    assert np.array_equal(a.ground_rgb, b.ground_rgb) and np.array_equal(a.sat_rgb, b.sat_rgb)
+    assert a.ground_rgb.dtype == np.uint8 and a.ground_rgb.shape == rec.ground_rgb.shape
+    assert np.abs(a.ground_rgb.astype(int) - rec.ground_rgb).mean() > 5.0
+    assert np.abs(a.sat_rgb.astype(int) - rec.sat_rgb).mean() > 5.0
+    assert a.T_patch_base == rec.T_patch_base
+    assert not np.array_equal(shift_record(rec, shift, seed=2).ground_rgb, a.ground_rgb)
+
+
+def test_peak_inflation_model_stored_and_validated(tmp_path):
+    from xview_localizer.matcher.sparse_depth import SparseDepthMatcher, sparse_preset
+
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "s.pt", SparseDepthMatcher(sparse_preset("compact")), half=True)
+    both = {"vote_mass_ref": 0.5, "exponent": 1.5, "vote_peak_ref": 0.52, "peak_exponent": 6.0}
+    set_covariance_scale(path, 7.0, {"n": 1}, depth_kind="none", evidence_model=both)
+    assert load_matcher(path).covariance_evidence_for("none") == both
+    set_covariance_scale(path, 7.0, {"n": 1}, depth_kind="none", evidence_model={"vote_peak_ref": 0.52, "peak_exponent": 6.0})
+    assert load_matcher(path).covariance_evidence_for("none") == {"vote_peak_ref": 0.52, "peak_exponent": 6.0}
+    for bad in ({"vote_peak_ref": 0.52}, {"vote_mass_ref": 0.5, "exponent": 1.5, "peak_exponent": 6.0},
+                {"vote_peak_ref": 0.52, "peak_exponent": -1.0}, {"median_nees_low": 3.0}):
+        with pytest.raises(CheckpointError):
+            set_covariance_scale(path, 7.0, depth_kind="none", evidence_model=bad)
+
+
+def test_localizer_applies_the_peak_inflation(tmp_path):
+    class WithPeak(NoisyTruthMatcher):  # TEST DOUBLE: a pose vote of fixed peak, a peak-only model
+        def __init__(self, peak, **kw):
+            super().__init__(**kw)
+            self.last_evidence = {"vote_peak": peak, "vote_margin": 0.1, "vote_mass": 0.9}
+
+        def covariance_evidence_for(self, depth_kind):
+            return {"vote_peak_ref": 0.5, "peak_exponent": 2.0}
+
+    covs = {peak: _covariance_of_one_step(tmp_path, f"p{peak}", WithPeak(peak, seed=4, noise_m=0.2, outlier_fraction=0.0))
+            for peak in (0.6, 0.25)}
+    assert np.allclose(covs[0.25], 4.0 * covs[0.6], rtol=1e-6)

@@ -28,9 +28,10 @@ matcher.inference.Matcher` exposes it and the localizer multiplies the solver co
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -40,11 +41,12 @@ from ..core.errors import LocalizationRejected, XViewError
 from ..core.se2 import wrap_angle_rad
 from ..pipeline.config import LocalizerConfig
 from ..pipeline.localizer import min_weight_for, solution_from_camera_centred, solve_confident
-from ..pipeline.solving import evidence_covariance_factor
+from ..pipeline.solving import MAX_EVIDENCE_COV_FACTOR, evidence_covariance_factor
 from ..train.sparse_data import depth_for_kind
 
 __all__ = ["CHI2_3_MEDIAN", "CHI2_3_P95", "FrameNees", "NeesSummary", "frame_nees", "summarize_nees",
-           "collect_nees", "pair_depth_kwargs", "fit_evidence_inflation", "inflate_frames"]
+           "collect_nees", "pair_depth_kwargs", "fit_evidence_inflation", "inflate_frames", "shift_record",
+           "fit_peak_inflation", "DEFAULT_SHIFT"]
 
 #: Median and 95 % quantile of the chi-square distribution with 3 degrees of freedom.
 CHI2_3_MEDIAN = 2.365974
@@ -61,6 +63,8 @@ class FrameNees:
     nees_raw: float
     #: pose-vote mass of the frame (sparse-depth ``last_evidence``), NaN without a vote
     vote_mass: float = math.nan
+    #: pose-vote peak score of the frame (``last_evidence``), NaN without a vote
+    vote_peak: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,8 @@ def pair_depth_kwargs(matcher: Any, rec: Any, depth_kind: str) -> dict:
 
 def collect_nees(matcher: Any, samples: Iterable[Any], config: LocalizerConfig | None = None,
                  procrustes_config: procrustes.ProcrustesConfig | None = None,
-                 depth_kind: str | None = None) -> tuple[list[FrameNees], int]:
+                 depth_kind: str | None = None,
+                 transform: Callable[[Any], Any] | None = None) -> tuple[list[FrameNees], int]:
     """Match and solve each pair like :class:`~xview_localizer.pipeline.localizer.Localizer` does.
 
     Args:
@@ -164,6 +169,8 @@ def collect_nees(matcher: Any, samples: Iterable[Any], config: LocalizerConfig |
             metric ``depth_m``), "relative" (the same map, scale unknown to the matcher),
             "inverse" (1 / that map), "none" (flat ground), or None = ``config.depth_kind``.
             Relative kinds are turned into base_link poses as the localizer does.
+        transform: applied to each record before matching (:func:`shift_record`: the
+            calibration pairs with a photometric shift).
     Returns:
         (solved frames, number of frames tried). Frames the localizer would reject for too few
         matches or a degenerate solve are left out.
@@ -175,6 +182,8 @@ def collect_nees(matcher: Any, samples: Iterable[Any], config: LocalizerConfig |
     kind = depth_kind or cfg.depth_kind
     for rec in samples:
         n += 1
+        if transform is not None:
+            rec = transform(rec)
         depth_kw = pair_depth_kwargs(matcher, rec, kind)
         corr = matcher.match(rec.ground_rgb, rec.camera, rec.T_base_camera, rec.sat_rgb, rec.georef,
                              float(rec.prior_yaw_rad), **depth_kw)
@@ -192,13 +201,14 @@ def collect_nees(matcher: Any, samples: Iterable[Any], config: LocalizerConfig |
             err_yaw_deg=abs(math.degrees(float(wrap_angle_rad(T_est.yaw_rad - T_true.yaw_rad)))),
             nees_raw=frame_nees(T_est, T_true, sol.cov_xyyaw),
             vote_mass=_vote_mass(getattr(matcher, "last_evidence", None)),
+            vote_peak=_vote_mass(getattr(matcher, "last_evidence", None), "vote_peak"),
         ))
     return frames, n
 
 
-def _vote_mass(evidence: Any) -> float:
+def _vote_mass(evidence: Any, key: str = "vote_mass") -> float:
     try:
-        value = float(evidence["vote_mass"])
+        value = float(evidence[key])
     except (TypeError, KeyError, ValueError):
         return math.nan
     return value if math.isfinite(value) else math.nan
@@ -257,5 +267,90 @@ def inflate_frames(frames: list[FrameNees], model: dict | None) -> list[FrameNee
     NEES under the inflated raw covariance); unchanged for ``model`` None."""
     if not model:
         return list(frames)
-    return [replace(f, nees_raw=f.nees_raw / evidence_covariance_factor({"vote_mass": f.vote_mass}, model))
-            for f in frames]
+    return [replace(f, nees_raw=f.nees_raw / evidence_covariance_factor(
+        {"vote_mass": f.vote_mass, "vote_peak": f.vote_peak}, model)) for f in frames]
+
+
+#: The photometric shift :func:`shift_record` applies by default: every colour transform of the
+#: training augmentation at full probability and more than training strength, hue rotated up
+#: to 120 deg; independently drawn for the ground image and the aerial patch. The calibration
+#: frames' vote peak falls like that of unseen looks (docs/styles.md).
+DEFAULT_SHIFT = {"p_colour": 1.0, "saturation": 0.6, "p_hue": 1.0, "hue_max_deg": 120.0, "p_gamma": 0.8,
+                 "p_noise": 0.5, "p_blur": 0.5}
+#: Quantile of the unshifted calibration frames' vote peaks below which the peak inflation acts.
+PEAK_REF_QUANTILE = 0.10
+#: Exponents :func:`fit_peak_inflation` tries.
+PEAK_EXPONENTS = tuple(np.round(np.arange(0.5, 16.01, 0.5), 2))
+
+
+def shift_record(rec: Any, shift: Any, seed: int = 0) -> Any:
+    """``rec`` (a :class:`~xview_localizer.train.pairs.PairSample`) with its ground image and
+    aerial patch photometrically shifted by ``shift`` (a :class:`~xview_localizer.train.augment.
+    PhotometricAugment`), each with its own generator seeded from ``(seed, rec.id)``:
+    deterministic, geometry untouched."""
+    from ..train.augment import augment_images
+
+    key = int(hashlib.sha256(f"{seed}/{rec.id}".encode()).hexdigest()[:8], 16)
+
+    def one(img: np.ndarray, view: int) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
+        out = augment_images(t, shift, torch.Generator().manual_seed(key * 2 + view))
+        return (out[0].permute(1, 2, 0).clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
+
+    return replace(rec, ground_rgb=one(rec.ground_rgb, 0), sat_rgb=one(rec.sat_rgb, 1))
+
+
+def fit_peak_inflation(frames: list[FrameNees], shifted: list[FrameNees], model: dict | None = None,
+                       min_vote_mass: float = 0.0) -> dict | None:
+    """Fit the low-vote-peak covariance inflation ``(q_ref / q) ** r`` (``q < q_ref``;
+    :func:`~xview_localizer.pipeline.solving.evidence_covariance_factor`).
+
+    An unseen look makes every descriptor match worse, so the vote's peak score ``q`` falls
+    for good and bad frames alike, while the NEES of those frames rises many times (the
+    held-out styles, docs/styles.md). The calibration pairs in the training styles barely show
+    it, so the fit also uses them photometrically shifted (``shifted``, :func:`shift_record`):
+    ``q_ref`` is the :data:`PEAK_REF_QUANTILE` quantile of the unshifted frames' peaks (so it
+    leaves ~90 % of in-distribution frames alone), ``r`` (from :data:`PEAK_EXPONENTS`) the
+    exponent after which the median NEES of all frames below ``q_ref`` is closest (in log) to
+    that of the frames above it. Only frames the low-evidence gate passes
+    (``vote_mass >= min_vote_mass``) count: the others are never published. ``model`` is the
+    vote-mass inflation already fitted (applied first), or None.
+
+    Returns:
+        ``{"vote_peak_ref": q_ref, "peak_exponent": r, "median_nees_low_raw": ..,
+        "median_nees_low": .., "median_nees_high": .., "n_low": .., "n_low_shifted": ..,
+        "n_high": ..}`` (only the first two keys are used at run time), or None when fewer than
+        :data:`MIN_EVIDENCE_FRAMES` unshifted frames carry a peak, either side has fewer than
+        half that many frames, or the low side is not less consistent.
+    """
+    def usable(fs: list[FrameNees]) -> list[FrameNees]:
+        return [f for f in fs if math.isfinite(f.vote_peak) and math.isfinite(f.nees_raw)
+                and not (math.isfinite(f.vote_mass) and f.vote_mass < min_vote_mass)]
+
+    clean, shift = usable(frames), usable(shifted)
+    if len(clean) < MIN_EVIDENCE_FRAMES:
+        return None
+    q_ref = float(np.quantile([f.vote_peak for f in clean], PEAK_REF_QUANTILE))
+    both = inflate_frames(clean + shift, model)
+    peak = np.array([f.vote_peak for f in both])
+    nees = np.array([f.nees_raw for f in both])
+    low = peak < q_ref
+    if int(low.sum()) < MIN_EVIDENCE_FRAMES // 2 or int((~low).sum()) < MIN_EVIDENCE_FRAMES // 2:
+        return None
+    med_high = float(np.median(nees[~low]))
+    med_low_raw = float(np.median(nees[low]))
+    if not (med_high > 0 and med_low_raw > med_high):
+        return None
+    factor_base = q_ref / np.maximum(peak[low], 1e-6)
+    best_r, best_cost, best_med = None, math.inf, med_low_raw
+    for r in PEAK_EXPONENTS:
+        med_low = float(np.median(nees[low] / np.minimum(factor_base ** float(r), MAX_EVIDENCE_COV_FACTOR)))
+        cost = abs(math.log(med_low / med_high)) if med_low > 0 else math.inf
+        if cost < best_cost - 1e-12:
+            best_r, best_cost, best_med = float(r), cost, med_low
+    if best_r is None:
+        return None
+    n_shift_low = int(sum(1 for f in shift if f.vote_peak < q_ref))
+    return {"vote_peak_ref": q_ref, "peak_exponent": best_r, "median_nees_low_raw": med_low_raw,
+            "median_nees_low": best_med, "median_nees_high": med_high, "n_low": int(low.sum()),
+            "n_low_shifted": n_shift_low, "n_high": int((~low).sum())}

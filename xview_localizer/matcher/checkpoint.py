@@ -143,6 +143,11 @@ def save_checkpoint(
     return _save_atomic(blob, path)
 
 
+#: The covariance evidence model's terms (``pipeline.solving.evidence_covariance_factor``): the
+#: vote-mass inflation and the vote-peak inflation; a model has either or both, each complete.
+EVIDENCE_MODEL_TERMS = (("vote_mass_ref", "exponent"), ("vote_peak_ref", "peak_exponent"))
+
+
 def set_covariance_scale(path: str | os.PathLike, scale: float, report: dict | None = None,
                          depth_kind: str | None = None, evidence_model: dict | None = None) -> Path:
     """Store a calibrated covariance scale (``xview-localizer calibrate-covariance``) in a
@@ -150,7 +155,8 @@ def set_covariance_scale(path: str | os.PathLike, scale: float, report: dict | N
     (sparse-depth: metric / relative / inverse / none) it goes to
     ``covariance_scale_by_depth[depth_kind]``; the checkpoint-wide ``covariance_scale`` is set
     too for "metric" or when there is none yet. With ``depth_kind``, ``evidence_model`` (the
-    low-vote-mass inflation ``{"vote_mass_ref", "exponent"}`` the scale was fitted with) goes to
+    low-vote-mass inflation ``{"vote_mass_ref", "exponent"}``, optionally with the low-vote-peak
+    inflation ``{"vote_peak_ref", "peak_exponent"}``, the scale was fitted with) goes to
     ``covariance_evidence_by_depth[depth_kind]``; None removes a stale one for that kind.
 
     Raises:
@@ -162,11 +168,17 @@ def set_covariance_scale(path: str | os.PathLike, scale: float, report: dict | N
     model = None
     if evidence_model is not None:
         model = {}
-        for key in ("vote_mass_ref", "exponent"):
-            value = evidence_model.get(key)
-            if not (isinstance(value, (int, float)) and math.isfinite(float(value)) and float(value) > 0.0):
-                raise CheckpointError(f"covariance evidence model {key} must be a finite number > 0, got {value!r}")
-            model[key] = float(value)
+        for pair in EVIDENCE_MODEL_TERMS:
+            if not any(k in evidence_model for k in pair):
+                continue  # a term the model does not have
+            for key in pair:
+                value = evidence_model.get(key)
+                if not (isinstance(value, (int, float)) and math.isfinite(float(value)) and float(value) > 0.0):
+                    raise CheckpointError(f"covariance evidence model {key} must be a finite number > 0, got {value!r}")
+                model[key] = float(value)
+        if not model:
+            raise CheckpointError(f"covariance evidence model has none of the terms {EVIDENCE_MODEL_TERMS}: "
+                                  f"{sorted(evidence_model)}")
     path = resolve_checkpoint_path(path, must_exist=True)
     blob = load_checkpoint_dict(path)
     if depth_kind is not None:

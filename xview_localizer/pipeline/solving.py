@@ -51,28 +51,44 @@ def gate_threshold(gate: Any, yaw_known: bool) -> float:
 MAX_EVIDENCE_COV_FACTOR = 1000.0
 
 
-def evidence_covariance_factor(evidence: Any, model: Any) -> float:
-    """Covariance inflation for a frame with little pose-vote evidence (>= 1).
+def _power_factor(value: Any, ref: Any, exponent: Any) -> float:
+    """``(ref / value) ** exponent`` for ``value < ref`` (capped), 1 above or for bad inputs."""
+    try:
+        ref, exponent, value = float(ref), float(exponent), float(value)
+    except (TypeError, ValueError):
+        return 1.0
+    if not (math.isfinite(ref) and ref > 0 and math.isfinite(exponent) and exponent > 0 and math.isfinite(value)):
+        return 1.0
+    if value >= ref:
+        return 1.0
+    return MAX_EVIDENCE_COV_FACTOR if value <= 0 else min(MAX_EVIDENCE_COV_FACTOR, (ref / value) ** exponent)
 
-    ``model`` is a calibrated ``{"vote_mass_ref": m_ref, "exponent": p}`` (stored per depth kind
-    by ``xview-localizer calibrate-covariance``, :func:`~xview_localizer.evaluation.calibration.
-    fit_evidence_inflation`); ``evidence`` the frame's ``{"vote_mass": m, ...}``. The factor is
-    ``(m_ref / m) ** p`` for ``m < m_ref``, else 1: the solver's covariance only sees how well
-    the chosen correspondences agree, while the NEES of frames whose vote mass is low is many
-    times higher (docs/styles.md). 1.0 without a valid model or a finite positive vote mass.
+
+def evidence_covariance_factor(evidence: Any, model: Any) -> float:
+    """Covariance inflation for a frame with little or unfamiliar pose-vote evidence (>= 1).
+
+    ``model`` is calibrated per depth kind by ``xview-localizer calibrate-covariance``
+    (:mod:`~xview_localizer.evaluation.calibration`); ``evidence`` the frame's ``{"vote_mass":
+    m, "vote_peak": q, ...}``. The factor is the product, capped at
+    :data:`MAX_EVIDENCE_COV_FACTOR`, of
+
+    * ``(m_ref / m) ** p`` for ``m < m_ref`` (``"vote_mass_ref"``, ``"exponent"``): a flat vote,
+      other places fit almost as well (:func:`~xview_localizer.evaluation.calibration.
+      fit_evidence_inflation`);
+    * ``(q_ref / q) ** r`` for ``q < q_ref`` (``"vote_peak_ref"``, ``"peak_exponent"``): the
+      best pose's descriptors match worse than on nearly all calibration frames, the sign of a
+      look the matcher was not trained on (:func:`~xview_localizer.evaluation.calibration.
+      fit_peak_inflation`).
+
+    The solver's covariance only sees how well the chosen correspondences agree, while the NEES
+    of both kinds of frame is many times higher (docs/styles.md). A term whose keys or input are
+    missing or invalid contributes 1.
     """
     if not isinstance(model, dict) or not isinstance(evidence, dict):
         return 1.0
-    m_ref, p, mass = model.get("vote_mass_ref"), model.get("exponent"), evidence.get("vote_mass")
-    try:
-        m_ref, p, mass = float(m_ref), float(p), float(mass)
-    except (TypeError, ValueError):
-        return 1.0
-    if not (math.isfinite(m_ref) and m_ref > 0 and math.isfinite(p) and p > 0 and math.isfinite(mass)):
-        return 1.0
-    if mass >= m_ref:
-        return 1.0
-    return MAX_EVIDENCE_COV_FACTOR if mass <= 0 else min(MAX_EVIDENCE_COV_FACTOR, (m_ref / mass) ** p)
+    f = _power_factor(evidence.get("vote_mass"), model.get("vote_mass_ref"), model.get("exponent"))
+    f *= _power_factor(evidence.get("vote_peak"), model.get("vote_peak_ref"), model.get("peak_exponent"))
+    return min(MAX_EVIDENCE_COV_FACTOR, f)
 
 
 def min_weight_for(matcher: Any, cfg: LocalizerConfig) -> float:
