@@ -7,7 +7,8 @@
 # 2. fine-tunes the packaged sparse-depth matcher (the default) on them with photometric
 #    augmentation, mixed depth kinds and orientations (scripts/train_styled.sh settings), resumable,
 #    time-boxed by TRAIN_MINUTES;
-# 3. calibrates the covariance per depth kind (flat ground and metric) and the low-evidence gate,
+# 3. calibrates the covariance per depth kind (flat ground and metric), the low-evidence gate and
+#    the covariance again (its vote-peak inflation counts only frames the gate passes),
 #    and evaluates it beside the packaged default, dense-flow and the prior (xview-localizer benchmark);
 # 4. writes OUT_DIR/model.pt (the candidate), OUT_DIR/benchmark.json + benchmark.md (the status
 #    table), OUT_DIR/train/ (log, last.pt), OUT_DIR/timings.json.
@@ -49,15 +50,23 @@ WORK=$WORK OUT=$OUT/train STEPS=$STEPS BATCH=$BATCH LR=$LR DEVICE=$DEVICE MAX_MI
 t2=$(date +%s)
 cp "$OUT/train/model.pt" "$OUT/model.pt"
 dev=$DEVICE; [ "$dev" = cuda ] || dev=cpu
-for kind in none metric; do
-  $PY -m xview_localizer.cli calibrate-covariance --checkpoint "$OUT/model.pt" \
-      --dataset "$WORK/pairs_test_train_styles" --depth-kind "$kind" --max-samples "$CAL_SAMPLES" --write \
-      --device "$dev" --out "$OUT/calibration_$kind.json" > /dev/null
-done
+calibrate_covariance() {
+  for kind in none metric; do
+    $PY -m xview_localizer.cli calibrate-covariance --checkpoint "$OUT/model.pt" \
+        --dataset "$WORK/pairs_test_train_styles" --depth-kind "$kind" --max-samples "$CAL_SAMPLES" --write \
+        --device "$dev" --out "$OUT/calibration_$kind.json" > /dev/null
+  done
+}
+# covariance, then the low-evidence gate, then the covariance again: its vote-peak inflation
+# counts only the frames the gate passes
+calibrate_covariance
+$PY -m xview_localizer.cli benchmark --device "$dev" --max-samples "$EVAL_SAMPLES" \
+    --set "train_styles=$WORK/pairs_test_train_styles" --matcher "candidate=$OUT/model.pt" \
+    --calibrate-gate candidate --gate-set train_styles --write --out "$OUT/gate.json" > "$OUT/gate.log"
+calibrate_covariance
 $PY -m xview_localizer.cli benchmark --device "$dev" --max-samples "$EVAL_SAMPLES" \
     --set "train_styles=$WORK/pairs_test_train_styles" --set "heldout_styles=$WORK/pairs_test_heldout_styles" \
     --matcher "candidate=$OUT/model.pt" --matcher "default=" --matcher "dense_flow=dense_flow" \
-    --calibrate-gate candidate --gate-set train_styles --write \
     --out "$OUT/benchmark.json" --markdown "$OUT/benchmark.md" > "$OUT/benchmark.log"
 t3=$(date +%s)
 cat "$OUT/benchmark.md"
