@@ -56,7 +56,21 @@ from .sparse_depth import (
     vote_evidence,
 )
 
-__all__ = ["MatchRequest", "Matcher", "SparseMatcher", "load_matcher", "RUNTIMES"]
+__all__ = ["MatchRequest", "Matcher", "SparseMatcher", "load_matcher", "RUNTIMES", "position_information"]
+
+
+def position_information(cov_xy_m2: Any) -> np.ndarray:
+    """The inverse (float32 (2, 2), 1 / m^2) of a position prior's covariance, checked.
+
+    Raises:
+        GeometryError: not a finite symmetric (2, 2) matrix with both eigenvalues > 0."""
+    c = np.asarray(cov_xy_m2, dtype=float)
+    if c.shape != (2, 2) or not np.isfinite(c).all() or abs(c[0, 1] - c[1, 0]) > 1e-6 * (1.0 + abs(c).max()):
+        raise GeometryError(f"prior_cov_xy_m2 must be a finite symmetric (2, 2) matrix, got {c.tolist()}")
+    w = np.linalg.eigvalsh(c)
+    if not w.min() > 0:
+        raise GeometryError(f"prior_cov_xy_m2 must be positive definite, eigenvalues {w.tolist()}")
+    return np.linalg.inv(c).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -403,6 +417,8 @@ class SparseMatcher(_SatFeatureCache):
 
     accepts_depth = True
     needs_yaw_prior = False
+    #: ``match`` takes a Gaussian position prior (``prior_cov_xy_m2``, ``prior_xy_m``) for its vote
+    accepts_position_prior = True
     #: weights are keypoint score x match probability mass: the localizer thresholds them with
     #: ``sparse_min_weight`` instead of ``min_weight`` (localizer.min_weight_for)
     keypoint_weights = True
@@ -456,13 +472,23 @@ class SparseMatcher(_SatFeatureCache):
     @torch.no_grad()
     def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad: float | None = None, *,
               depth_m: np.ndarray | None = None, depth_kind: str = "metric",
-              sat_features: Optional[torch.Tensor] = None) -> Correspondences:
+              sat_features: Optional[torch.Tensor] = None,
+              prior_cov_xy_m2: np.ndarray | None = None,
+              prior_xy_m: tuple[float, float] | None = None) -> Correspondences:
         """Match one frame: keypoints lifted with ``depth_m`` of ``depth_kind`` (flat ground
         without depth) against the whole patch; the pose vote searches around ``prior_yaw_rad``
         (true-north patch frame) or, when it is None, the whole circle (one pass: the vote
         searches every yaw). ``sat_features`` (D, C, C) of ``sat_rgb`` (an area window,
-        matcher/area.py) skip the satellite encoder. Returns the valid keypoints'
-        correspondences (``scale_known`` False for relative / inverse depth)."""
+        matcher/area.py) skip the satellite encoder. ``prior_cov_xy_m2`` (2, 2), the covariance
+        of a Gaussian prior on the base_link position (patch ENU, m^2) about ``prior_xy_m``
+        (patch ENU metres, default the patch centre), makes the pose vote a posterior (a rival
+        pose far from the GNSS fix loses to one near it); None = a flat prior over the search
+        window, as in training. Returns the valid
+        keypoints' correspondences (``scale_known`` False for relative / inverse depth).
+
+        Raises:
+            GeometryError: bad images, yaw, depth or a prior covariance that is not a finite,
+                symmetric positive-definite (2, 2) matrix, a non-finite prior mean."""
         cfg = self.cfg
         timer = _StageTimer(self.device)
         g = _rgb("ground_rgb", ground_rgb)
@@ -475,6 +501,10 @@ class SparseMatcher(_SatFeatureCache):
         if prior_yaw_rad is not None and not math.isfinite(float(prior_yaw_rad)):
             raise GeometryError(f"prior_yaw_rad must be finite or None (unknown), got {prior_yaw_rad}")
         depth, kind = self._depth(depth_m, depth_kind)
+        info = None if prior_cov_xy_m2 is None else position_information(prior_cov_xy_m2)
+        mean = np.zeros(2, np.float32) if prior_xy_m is None else np.asarray(prior_xy_m, np.float32).reshape(-1)
+        if mean.shape != (2,) or not np.isfinite(mean).all():
+            raise GeometryError(f"prior_xy_m must be two finite numbers (patch ENU metres), got {prior_xy_m!r}")
         kr = self._rays_for(camera, T_base_camera)
         sat_m_per_px = float(georef.m_per_px) * georef.width_px / cfg.sat_size_px
         dev = self.device
@@ -493,6 +523,8 @@ class SparseMatcher(_SatFeatureCache):
                 depth=None if depth is None else depth.to(dev), depth_kind=kind, sat_features=sat_feat,
                 prior_yaw_rad=None if prior_yaw_rad is None else torch.tensor([float(prior_yaw_rad)], device=dev),
                 on_stage=timer,
+                prior_info_xy=None if info is None else torch.from_numpy(info)[None].to(dev),
+                prior_xy_m=None if info is None else torch.from_numpy(mean)[None].to(dev),
             )
         self.last_T_patch_base = out.T_patch_base.float().cpu().numpy()
         self.last_scale = out.scale.float().cpu().numpy()

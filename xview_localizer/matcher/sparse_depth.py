@@ -219,6 +219,8 @@ class SparseDepthMatcher(nn.Module):
         sat_features: torch.Tensor | None = None,
         prior_yaw_rad: torch.Tensor | None = None,
         on_stage: Callable[[str], None] | None = None,
+        prior_info_xy: torch.Tensor | None = None,
+        prior_xy_m: torch.Tensor | None = None,
     ) -> SparseDepthOutput:
         """Match a batch of ground images against satellite patches (no yaw prior needed).
 
@@ -241,6 +243,10 @@ class SparseDepthMatcher(nn.Module):
             on_stage: optional callback called with a stage name after each stage
                 ("ground_encoder", "matching" = similarity + pose vote + sub-cell matches,
                 "procrustes"); the inference wrapper times stages with it.
+            prior_info_xy: optional (B, 2, 2) inverse covariance (1 / m^2) of a Gaussian prior on
+                the base_link position about the patch centre (patch ENU): the pose vote becomes
+                a posterior (:func:`~.sparse_vote.vote_pose`); None = flat, as in training.
+            prior_xy_m: optional (B, 2) that prior's mean in the patch frame (None = the centre).
         Returns:
             :class:`SparseDepthOutput` (keypoints, lifted points, matches, weights, pose, scale).
         Raises:
@@ -302,9 +308,13 @@ class SparseDepthMatcher(nn.Module):
         if cfg.vote_radius_cells > 0:
             if prior_yaw_rad is not None and tuple(prior_yaw_rad.shape) != (b,):
                 raise GeometryError(f"prior_yaw_rad must have shape ({b},), got {tuple(prior_yaw_rad.shape)}")
+            if prior_info_xy is not None and tuple(prior_info_xy.shape) != (b, 2, 2):
+                raise GeometryError(f"prior_info_xy must have shape ({b}, 2, 2), got {tuple(prior_info_xy.shape)}")
+            if prior_xy_m is not None and tuple(prior_xy_m.shape) != (b, 2):
+                raise GeometryError(f"prior_xy_m must have shape ({b}, 2), got {tuple(prior_xy_m.shape)}")
             vote = vote_pose(sim.reshape(b, -1, hs, hs), src, kp_score * src_valid.float(), scale_known,
                              m_per_cell, prior_yaw_rad, cfg, self.log_vote_inv_temperature.exp(),
-                             cam_xyz_base_m[:, :2])
+                             cam_xyz_base_m[:, :2], prior_info_xy, prior_xy_m)
         uv, conf, logits = match_descriptors(desc, sat_features, self.log_inv_temperature.exp(), cfg.refine_radius_cells,
                                              None if vote is None else vote.best_centre_cells, sim)
         dst = sat_cell_to_patch_m(uv, hs, m_per_cell)

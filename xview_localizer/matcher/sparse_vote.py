@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from .grids import cached_grid
 from .sparse_config import SparseDepthConfig
 
-__all__ = ["PoseVote", "yaw_hypotheses", "max_filter2d", "vote_pose", "vote_evidence"]
+__all__ = ["PoseVote", "yaw_hypotheses", "max_filter2d", "vote_pose", "vote_evidence", "position_log_prior"]
 
 
 @dataclass
@@ -51,6 +51,8 @@ class PoseVote:
         m_per_cell: (B,) metres per satellite cell (to place a metric pose on the grid).
         origin_xy_base_m: (B, 2) the base_link point the translation hypotheses place: the
             origin (0, 0) for metric depth / flat ground, the camera centre for relative depth.
+        log_prior: (B, J, 1, T) the position prior's log density added to ``logits`` (0 at the
+            patch centre), or None without one; ``logits - log_prior`` is the appearance alone.
     """
 
     logits: torch.Tensor
@@ -62,6 +64,7 @@ class PoseVote:
     best_scale: torch.Tensor
     m_per_cell: torch.Tensor
     origin_xy_base_m: torch.Tensor
+    log_prior: torch.Tensor | None = None
 
 
 def yaw_hypotheses(prior_yaw_rad: torch.Tensor | None, batch: int, cfg: SparseDepthConfig,
@@ -115,6 +118,8 @@ def vote_pose(
     cfg: SparseDepthConfig,
     inv_temperature: torch.Tensor,
     cam_xy_base_m: torch.Tensor | None = None,
+    prior_info_xy: torch.Tensor | None = None,
+    prior_xy_m: torch.Tensor | None = None,
 ) -> PoseVote:
     """Pose vote over (yaw, depth scale, translation) hypotheses: the consensus of all keypoints
     before any keypoint commits to a match (one ambiguous descriptor cannot).
@@ -127,11 +132,22 @@ def vote_pose(
     (nearest cell; outside the map counts 0); logits = score x ``inv_temperature``.
     ``t`` is the base_link origin for metric depth and the camera centre otherwise.
 
+    With ``prior_info_xy`` the vote is a posterior: each hypothesis' logit gets the log density
+    ``-0.5 d^T Lambda d`` of a Gaussian position prior, ``d`` the base_link position the
+    hypothesis implies (``t``, minus ``R(yaw) cam_xy`` for relative depth; patch ENU metres)
+    minus the prior's mean ``prior_xy_m`` (default the patch centre), and the best hypothesis is
+    the most probable one. Without it (or with
+    Lambda = 0) the prior is flat over the search window, as in training (the KITTI protocol's
+    uniform offsets).
+
     Args:
         similarity: (B, K, Hs, Ws) cosine similarity of each keypoint descriptor to each cell.
         src_xy: (B, K, 2) lifted keypoints. weight: (B, K) >= 0 (0 = ignored).
         m_per_cell: (B,) metres per satellite cell. prior_yaw_rad: (B,) or None (unknown).
         cam_xy_base_m: (B, 2) camera centre in base_link (relative depth; recorded in the result).
+        prior_info_xy: (B, 2, 2) inverse covariance (1 / m^2) of the prior on the base_link
+            position in the patch frame (east, north), or None (flat prior).
+        prior_xy_m: (B, 2) the prior's mean in the patch frame (None = the centre, 0).
     """
     b, k, hs, ws = similarity.shape
     dev = similarity.device
@@ -174,15 +190,48 @@ def vote_pose(
     score = torch.bmm(picked, w[..., None])[..., 0] / w.sum(1, keepdim=True).clamp_min(1e-6)  # (B, H)
     j, s_n, t_n = yaws.shape[1], scales.shape[0], offsets.shape[0]
     logits = (score * inv_temperature.float()).reshape(b, j, s_n, t_n)
-    best = score.detach().argmax(dim=1)
-    bj, bs, bt = best // (s_n * t_n), (best // t_n) % s_n, best % t_n
-    ar = torch.arange(b, device=dev)
-    centre = torch.stack([c + du[ar, bj, bs] + offsets[bt, 0, None], c + dv[ar, bj, bs] + offsets[bt, 1, None]], -1)
     origin = torch.zeros(b, 2, device=dev)
     if not scale_known and cam_xy_base_m is not None:
         origin = cam_xy_base_m.reshape(b, 2).float()
+    log_prior = None
+    if prior_info_xy is not None:
+        log_prior = position_log_prior(prior_info_xy, yaws, offsets, m_per_cell, origin, prior_xy_m)  # (B, J, 1, T)
+        logits = logits + log_prior
+    best = logits.detach().reshape(b, -1).argmax(dim=1)
+    bj, bs, bt = best // (s_n * t_n), (best // t_n) % s_n, best % t_n
+    ar = torch.arange(b, device=dev)
+    centre = torch.stack([c + du[ar, bj, bs] + offsets[bt, 0, None], c + dv[ar, bj, bs] + offsets[bt, 1, None]], -1)
     return PoseVote(logits, yaws, scales, offsets, centre, yaws[ar, bj], scales[bs], m_per_cell.reshape(b).float(),
-                    origin)
+                    origin, log_prior)
+
+
+def position_log_prior(prior_info_xy: torch.Tensor, yaw_rad: torch.Tensor, offset_cells: torch.Tensor,
+                       m_per_cell: torch.Tensor, origin_xy_base_m: torch.Tensor,
+                       prior_xy_m: torch.Tensor | None = None) -> torch.Tensor:
+    """Log density (up to a constant, 0 at the prior's mean) of a Gaussian prior on the base_link
+    position for every (yaw, translation) hypothesis of :func:`vote_pose`.
+
+    Hypothesis ``(yaw, t)`` places the point ``origin`` of base_link at ``t`` (patch ENU metres:
+    ``east = du * m``, ``north = -dv * m``), so base_link sits at ``t - R(yaw) origin``; ``d`` is
+    that minus the mean. Args: prior_info_xy (B, 2, 2) inverse covariance (1 / m^2); yaw_rad
+    (B, J); offset_cells (T, 2) (du, dv); m_per_cell (B,); origin_xy_base_m (B, 2); prior_xy_m
+    (B, 2) or None (the patch centre). Returns (B, J, 1, T).
+    """
+    b = yaw_rad.shape[0]
+    m = m_per_cell.reshape(b, 1, 1).float()
+    east_t = offset_cells[None, None, :, 0].float() * m  # (B, 1, T)
+    north_t = -offset_cells[None, None, :, 1].float() * m
+    cy, sy = torch.cos(yaw_rad.float()), torch.sin(yaw_rad.float())  # (B, J)
+    ox, oy = origin_xy_base_m[:, 0:1].float(), origin_xy_base_m[:, 1:2].float()  # (B, 1)
+    de = east_t - (cy * ox - sy * oy)[..., None]  # (B, J, T)
+    dn = north_t - (sy * ox + cy * oy)[..., None]
+    if prior_xy_m is not None:
+        de = de - prior_xy_m[:, 0, None, None].float()
+        dn = dn - prior_xy_m[:, 1, None, None].float()
+    info = prior_info_xy.float()
+    q = info[:, 0, 0, None, None] * de * de + 2.0 * info[:, 0, 1, None, None] * de * dn \
+        + info[:, 1, 1, None, None] * dn * dn
+    return (-0.5 * q)[:, :, None, :]
 
 
 def vote_evidence(vote: PoseVote, inv_temperature: torch.Tensor, cfg: SparseDepthConfig) -> dict[str, np.ndarray]:
@@ -192,14 +241,17 @@ def vote_evidence(vote: PoseVote, inv_temperature: torch.Tensor, cfg: SparseDept
     at the cells it predicts). ``vote_margin``: that score minus the best score of a *rival*, a
     hypothesis more than two translation steps or two yaw steps away (another place or heading
     the scene would fit almost as well: a repeated pattern, or features that match nothing).
-    ``vote_mass``: softmax probability of the hypotheses near the best one (sharpness).
+    ``vote_mass``: softmax probability of the hypotheses near the best one (sharpness). With a
+    position prior (:func:`vote_pose`) the best hypothesis and the mass are the posterior's,
+    the peak and margin the appearance scores alone.
     Returns numpy arrays of shape (B,).
     """
     logits = vote.logits.detach().float()
     b, j, s_n, t_n = logits.shape
-    score = logits / inv_temperature.detach().float().clamp_min(1e-6)
+    appearance = logits if vote.log_prior is None else logits - vote.log_prior.detach().float()
+    score = appearance / inv_temperature.detach().float().clamp_min(1e-6)
     flat = score.reshape(b, -1)
-    best = flat.argmax(dim=1)
+    best = logits.reshape(b, -1).argmax(dim=1)
     bj, bt = best // (s_n * t_n), best % t_n
     ar = torch.arange(b, device=logits.device)
     d_cells = (vote.offset_cells[None] - vote.offset_cells[bt][:, None]).norm(dim=-1)  # (B, T)

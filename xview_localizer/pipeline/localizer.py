@@ -141,6 +141,19 @@ def _make_area_provider(cfg: LocalizerConfig, matcher: Any, tile_cache: Any) -> 
 # ----------------------------------------------------------------------------------------------
 # The localizer
 # ----------------------------------------------------------------------------------------------
+def position_prior_in_patch(proj: MapProjection, georef: Any, prior: Prior, sigma_scale: float) -> dict:
+    """The GNSS prior as the sparse matcher's vote prior: ``{"prior_xy_m": mean, "prior_cov_xy_m2":
+    cov}`` in the patch frame (true-north ENU about the patch centre, metres) of ``georef``, the
+    map-frame covariance carried over by the map-from-ENU Jacobian and scaled by
+    ``sigma_scale ** 2``."""
+    enu = georef.enu()
+    x_m, y_m = enu.forward(prior.lat_deg, prior.lon_deg)
+    J = jacobian_map_from_enu(proj, enu, float(x_m), float(y_m))
+    Ji = np.linalg.inv(J)
+    cov = (sigma_scale ** 2) * (Ji @ np.asarray(prior.cov_xy_m2, float) @ Ji.T)
+    return {"prior_xy_m": (float(x_m), float(y_m)), "prior_cov_xy_m2": 0.5 * (cov + cov.T)}
+
+
 class Localizer:
     """Per-frame cross-view localization (see the module docstring).
 
@@ -480,6 +493,8 @@ class Localizer:
         yaws = yaw_tries(self.matcher, prior_yaw_true, cfg)
         # what the matcher gets besides the image (one decision per frame, for every hypothesis)
         match_kw = {"depth_m": frame.depth_m, "depth_kind": cfg.depth_kind} if accepts_depth(self.matcher) else {}
+        if cfg.vote_prior_sigma_scale > 0 and getattr(self.matcher, "accepts_position_prior", False):
+            match_kw.update(position_prior_in_patch(proj, georef, prior, cfg.vote_prior_sigma_scale))
         if sat_features is not None:
             match_kw["sat_features"] = sat_features
         cands, first_reject = match_and_solve_all(self.matcher, frame.image_rgb, frame.camera, frame.T_base_camera,
