@@ -579,3 +579,64 @@ def test_stamp_reference_follows_the_streams_not_a_few_bad_stamps():
     for _ in range(5):  # five messages a day ahead do not move it
         ref.observe(int((51.0 + DAY_S) * NS_PER_S), clock + NS_PER_S)
     assert abs(ref.reference_ns(clock + NS_PER_S) - int(51.0 * NS_PER_S)) < NS_PER_S
+
+
+def test_gnss_fix_goes_to_a_matcher_that_takes_a_position_prior(tile_cache):
+    """vote_prior_sigma_scale: the fix's covariance (east / north) reaches the matcher in the
+    patch frame (true-north ENU) unrotated, although the prior holds it in the UTM map frame,
+    rotated by the grid convergence (~-1.27 deg here); scaled by the factor squared, with the
+    fix's position as the mean (the patch is centred on it); 0 or a matcher without
+    ``accepts_position_prior`` gets nothing."""
+
+    class WithPrior(NoisyTruthMatcher):  # TEST DOUBLE: records the prior keywords
+        accepts_position_prior = True
+
+        def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad, **kw):
+            self.kw = kw
+            return super().match(ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad)
+
+    cov_map = np.diag([16.0, 4.0])
+    for scale, matcher_cls in ((1.5, WithPrior), (0.0, WithPrior), (1.5, NoisyTruthMatcher)):
+        m = matcher_cls(seed=2)
+        m.truth = (*_latlon(1.0, 2.0), 0.3)
+        loc = Localizer(_config(vote_prior_sigma_scale=scale, max_gnss_mahalanobis=50.0), m, tile_cache)
+        lat, lon = _latlon(1.0, 2.0)
+        loc.add_fix(FixSample(NS_PER_S, lat, lon, 40.0, cov_map))
+        res = loc.step(_frame(1.0))
+        assert res.ok, res.detail
+        kw = getattr(m, "kw", None)
+        if scale == 0.0 or matcher_cls is NoisyTruthMatcher:
+            assert not kw
+            continue
+        assert set(kw) == {"prior_xy_m", "prior_cov_xy_m2"}
+        assert math.hypot(*kw["prior_xy_m"]) < 0.5  # the patch is cut around the fix
+        cov = np.asarray(kw["prior_cov_xy_m2"])
+        assert np.allclose(cov, cov.T)
+        assert np.allclose(cov, 2.25 * cov_map, rtol=0.01, atol=0.01)
+        prior_map = loc._prior_locked(NS_PER_S).cov_xy_m2  # the map frame: rotated by the convergence
+        assert abs(prior_map[0, 1]) > 0.2
+
+
+def test_a_fix_with_a_degenerate_covariance_still_gives_the_vote_a_usable_prior(tile_cache):
+    """A receiver that reports a covariance of a few mm (or a nearly rank-one one; FixSample
+    refuses zero variances): the vote prior is floored at
+    MIN_VOTE_PRIOR_STD_M per axis, positive definite, and the frame localizes."""
+    from xview_localizer.matcher.inference import position_information
+    from xview_localizer.pipeline.localizer import MIN_VOTE_PRIOR_STD_M
+
+    class WithPrior(NoisyTruthMatcher):  # TEST DOUBLE: checks the prior the real matcher would get
+        accepts_position_prior = True
+
+        def match(self, ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad, **kw):
+            self.info = position_information(kw["prior_cov_xy_m2"])  # raises for a bad one
+            self.cov = kw["prior_cov_xy_m2"]
+            return super().match(ground_rgb, camera, T_base_camera, sat_rgb, georef, prior_yaw_rad)
+
+    for cov_map in (np.eye(2) * 1e-6, np.array([[9.0, 3.0], [3.0, 1.0 + 1e-9]])):
+        m = WithPrior(seed=3)
+        m.truth = (*_latlon(0.0, 0.0), 0.1)
+        loc = Localizer(_config(max_gnss_mahalanobis=50.0), m, tile_cache)
+        loc.add_fix(FixSample(NS_PER_S, *_latlon(0.0, 0.0), 40.0, cov_map))
+        res = loc.step(_frame(1.0))
+        assert res.ok, res.detail
+        assert np.linalg.eigvalsh(m.cov).min() >= MIN_VOTE_PRIOR_STD_M ** 2 * (1 - 1e-9)

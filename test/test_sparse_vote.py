@@ -255,3 +255,50 @@ def test_vote_index_arithmetic_equals_the_plain_formula(scale_known, known_yaw):
     vote = vote_pose(sim, src, w, scale_known, mpc, prior, cfg, torch.tensor(1.0), torch.zeros(2, 2))
     want = _reference_scores(sim, src, w, scale_known, mpc, prior, cfg)
     assert torch.allclose(vote.logits.reshape(2, -1), want, atol=1e-5)
+
+
+def test_position_prior_picks_the_place_near_the_fix_of_two_equal_ones():
+    """The same scene fits two places 16 m apart equally well (a repeated street): with a flat
+    prior the vote cannot tell them apart; a Gaussian prior (sigma 4 m) about either place makes
+    that one win, and the evidence keeps the appearance's mass (the prior does not make the
+    vote confident) while the posterior mass near the winner grows."""
+    from xview_localizer.matcher.sparse_depth import vote_evidence
+
+    gen = torch.Generator().manual_seed(3)
+    src = _src(gen)
+    places = ((6.4, -9.6), (6.4, 6.4))
+    sim = torch.maximum(_oracle_similarity(src, 0.2, places[0], 1.0, gen, 0),
+                        _oracle_similarity(src, 0.2, places[1], 1.0, gen, 0))
+    args = (sim, src, torch.ones(1, src.shape[1]), True, torch.tensor([M_CELL]), torch.tensor([0.2]), CFG,
+            torch.tensor(20.0))
+    inv_t = torch.tensor(20.0)
+    flat = vote_pose(*args)
+    flat_ev = vote_evidence(flat, inv_t, CFG)
+    info = torch.eye(2)[None] / 4.0 ** 2
+    for want in places:
+        vote = vote_pose(*args, None, info, torch.tensor([want]))
+        t = vote.offset_cells[vote.logits.reshape(-1).argmax() % vote.logits.shape[-1]] * M_CELL
+        assert math.hypot(float(t[0]) - want[0], float(-t[1]) - want[1]) < 2 * M_CELL, (t, want)
+        ev = vote_evidence(vote, inv_t, CFG)
+        assert ev["vote_peak"][0] == pytest.approx(flat_ev["vote_peak"][0], abs=0.05)
+        assert ev["vote_mass"][0] < 0.75  # half the appearance's mass is at the other place
+        assert ev["vote_mass_posterior"][0] > ev["vote_mass"][0] + 0.2
+    assert "vote_mass_posterior" not in flat_ev
+
+
+def test_position_log_prior_places_base_link_for_relative_depth():
+    """For relative depth the translation places the camera centre: base_link is at t - R(yaw)
+    cam_xy, and the log density is -0.5 d^T Lambda d about the mean."""
+    from xview_localizer.matcher.sparse_depth import position_log_prior
+
+    info = torch.tensor([[[0.25, 0.0], [0.0, 1.0]]])
+    yaws = torch.tensor([[0.0, math.pi / 2]])
+    offsets = torch.tensor([[0.0, 0.0], [2.0, -1.0]])  # (du, dv) cells
+    lp = position_log_prior(info, yaws, offsets, torch.tensor([1.5]), torch.tensor([[1.0, 0.0]]),
+                            torch.tensor([[0.5, 0.5]]))
+    assert lp.shape == (1, 2, 1, 2)
+    for j, yaw in enumerate((0.0, math.pi / 2)):
+        for k, (du, dv) in enumerate(((0.0, 0.0), (2.0, -1.0))):
+            east, north = du * 1.5 - math.cos(yaw) * 1.0, -dv * 1.5 - math.sin(yaw) * 1.0
+            de, dn = east - 0.5, north - 0.5
+            assert float(lp[0, j, 0, k]) == pytest.approx(-0.5 * (0.25 * de * de + dn * dn), abs=1e-5)

@@ -251,6 +251,17 @@ def test_sparse_matcher_match_with_and_without_depth(sparse_ckpt):
         matcher.match(ground[:40], CAM, T_CAM, sat, geo, 0.0)
     with pytest.raises(GeometryError, match="prior_yaw_rad"):
         matcher.match(ground, CAM, T_CAM, sat, geo, float("nan"))
+    # a Gaussian position prior for the vote: runs with a good one, a clear error for a bad one
+    assert matcher.accepts_position_prior
+    corr = matcher.match(ground, CAM, T_CAM, sat, geo, 0.3, prior_cov_xy_m2=np.eye(2) * 9.0, prior_xy_m=(1.0, -2.0))
+    assert isinstance(corr, Correspondences) and len(corr) > 0
+    assert "vote_mass_posterior" in matcher.last_evidence
+    for bad in (np.eye(3), np.array([[1.0, 0.0], [0.0, -1.0]]), np.array([[1.0, 2.0], [0.0, 1.0]]),
+                np.full((2, 2), np.nan)):
+        with pytest.raises(GeometryError, match="prior_cov_xy_m2"):
+            matcher.match(ground, CAM, T_CAM, sat, geo, 0.3, prior_cov_xy_m2=bad)
+    with pytest.raises(GeometryError, match="prior_xy_m"):
+        matcher.match(ground, CAM, T_CAM, sat, geo, 0.3, prior_cov_xy_m2=np.eye(2), prior_xy_m=(float("inf"), 0.0))
 
 
 # ----------------------------------------------------------------------------- localizer

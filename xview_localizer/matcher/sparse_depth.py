@@ -70,7 +70,7 @@ from .sparse_geometry import (
     sample_depth_nearest,
     sat_cell_to_patch_m,
 )
-from .sparse_vote import PoseVote, max_filter2d, vote_evidence, vote_pose, yaw_hypotheses
+from .sparse_vote import PoseVote, max_filter2d, position_log_prior, vote_evidence, vote_pose, yaw_hypotheses
 
 __all__ = [
     "DepthKind",
@@ -93,6 +93,7 @@ __all__ = [
     "yaw_hypotheses",
     "vote_pose",
     "vote_evidence",
+    "position_log_prior",
     "pose_from_correspondences",
     "SparseDepthOutput",
     "SparseDepthMatcher",

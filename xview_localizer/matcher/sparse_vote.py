@@ -242,8 +242,11 @@ def vote_evidence(vote: PoseVote, inv_temperature: torch.Tensor, cfg: SparseDept
     hypothesis more than two translation steps or two yaw steps away (another place or heading
     the scene would fit almost as well: a repeated pattern, or features that match nothing).
     ``vote_mass``: softmax probability of the hypotheses near the best one (sharpness). With a
-    position prior (:func:`vote_pose`) the best hypothesis and the mass are the posterior's,
-    the peak and margin the appearance scores alone.
+    position prior (:func:`vote_pose`) the best hypothesis is the posterior's, while peak, margin
+    and mass are those of the appearance alone (the prior picks among the places the images
+    support; it cannot make a flat vote confident, so the low-evidence gate and the covariance
+    inflations keep their calibrated meaning); ``vote_mass_posterior`` is then the posterior's
+    mass near the best hypothesis (diagnostics).
     Returns numpy arrays of shape (B,).
     """
     logits = vote.logits.detach().float()
@@ -264,6 +267,9 @@ def vote_evidence(vote: PoseVote, inv_temperature: torch.Tensor, cfg: SparseDept
     rival = flat.masked_fill(near, float("-inf")).max(dim=1).values
     peak = flat[ar, best]
     margin = torch.where(torch.isfinite(rival), peak - rival, peak)
-    prob = torch.softmax(logits.reshape(b, -1), dim=1)
+    prob = torch.softmax(appearance.reshape(b, -1), dim=1)
     mass = (prob * near.float()).sum(1)
-    return {"vote_peak": peak.cpu().numpy(), "vote_margin": margin.cpu().numpy(), "vote_mass": mass.cpu().numpy()}
+    out = {"vote_peak": peak, "vote_margin": margin, "vote_mass": mass}
+    if vote.log_prior is not None:
+        out["vote_mass_posterior"] = (torch.softmax(logits.reshape(b, -1), dim=1) * near.float()).sum(1)
+    return {k: v.cpu().numpy() for k, v in out.items()}

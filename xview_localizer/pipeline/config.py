@@ -163,7 +163,7 @@ class LocalizerConfig:
     max_gnss_mahalanobis: float = _p(5.0, "Largest Mahalanobis distance between the estimate and the GNSS "
                                      "prior under their summed covariances; larger -> 'gnss_inconsistent'.",
                                      range=(0.1, 1000.0))
-    vote_prior_sigma_scale: float = _p(1.0, "Sparse-depth matcher: weight its pose vote by the GNSS fix as a "
+    vote_prior_sigma_scale: float = _p(1.5, "Sparse-depth matcher: weight its pose vote by the GNSS fix as a "
                                        "Gaussian prior with this many times the fix's standard deviation (a rival "
                                        "place along the road far from the fix then loses to one near it); 0 = off "
                                        "(a flat prior over the search window, as in training).", range=(0.0, 100.0))

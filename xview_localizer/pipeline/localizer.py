@@ -144,14 +144,22 @@ def _make_area_provider(cfg: LocalizerConfig, matcher: Any, tile_cache: Any) -> 
 def position_prior_in_patch(proj: MapProjection, georef: Any, prior: Prior, sigma_scale: float) -> dict:
     """The GNSS prior as the sparse matcher's vote prior: ``{"prior_xy_m": mean, "prior_cov_xy_m2":
     cov}`` in the patch frame (true-north ENU about the patch centre, metres) of ``georef``, the
-    map-frame covariance carried over by the map-from-ENU Jacobian and scaled by
-    ``sigma_scale ** 2``."""
+    map-frame covariance carried over by the map-from-ENU Jacobian, scaled by ``sigma_scale ** 2``
+    and floored at :data:`MIN_VOTE_PRIOR_STD_M` per axis."""
     enu = georef.enu()
     x_m, y_m = enu.forward(prior.lat_deg, prior.lon_deg)
     J = jacobian_map_from_enu(proj, enu, float(x_m), float(y_m))
     Ji = np.linalg.inv(J)
     cov = (sigma_scale ** 2) * (Ji @ np.asarray(prior.cov_xy_m2, float) @ Ji.T)
+    w, v = np.linalg.eigh(0.5 * (cov + cov.T))
+    cov = (v * np.maximum(w, MIN_VOTE_PRIOR_STD_M ** 2)) @ v.T  # a fix claiming cm accuracy cannot pin the vote
     return {"prior_xy_m": (float(x_m), float(y_m)), "prior_cov_xy_m2": 0.5 * (cov + cov.T)}
+
+
+#: Smallest standard deviation (m) of the vote's position prior (:func:`position_prior_in_patch`):
+#: about a vote translation step, so that a (near-)singular fix covariance still leaves the vote a
+#: choice between neighbouring cells.
+MIN_VOTE_PRIOR_STD_M = 1.0
 
 
 class Localizer:
