@@ -420,3 +420,12 @@ def test_localizer_applies_the_peak_inflation(tmp_path):
     covs = {peak: _covariance_of_one_step(tmp_path, f"p{peak}", WithPeak(peak, seed=4, noise_m=0.2, outlier_fraction=0.0))
             for peak in (0.6, 0.25)}
     assert np.allclose(covs[0.25], 4.0 * covs[0.6], rtol=1e-6)
+
+
+def test_evidence_factor_uses_the_posterior_mass_when_the_vote_had_a_position_prior():
+    from xview_localizer.pipeline.solving import evidence_covariance_factor
+
+    model = {"vote_mass_ref": 0.6, "exponent": 2.0}
+    # two equal places, the GNSS prior ruled one out: appearance mass 0.3, posterior mass 0.6
+    assert evidence_covariance_factor({"vote_mass": 0.3, "vote_mass_posterior": 0.6}, model) == 1.0
+    assert evidence_covariance_factor({"vote_mass": 0.3}, model) == pytest.approx(4.0)

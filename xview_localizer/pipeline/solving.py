@@ -74,7 +74,8 @@ def evidence_covariance_factor(evidence: Any, model: Any) -> float:
 
     * ``(m_ref / m) ** p`` for ``m < m_ref`` (``"vote_mass_ref"``, ``"exponent"``): a flat vote,
       other places fit almost as well (:func:`~xview_localizer.evaluation.calibration.
-      fit_evidence_inflation`);
+      fit_evidence_inflation`); ``m`` is ``vote_mass_posterior`` when the vote had a position
+      prior (the ambiguity left once the GNSS fix has ruled out far places), else ``vote_mass``;
     * ``(q_ref / q) ** r`` for ``q < q_ref`` (``"vote_peak_ref"``, ``"peak_exponent"``): the
       best pose's descriptors match worse than on nearly all calibration frames, the sign of a
       look the matcher was not trained on (:func:`~xview_localizer.evaluation.calibration.
@@ -86,7 +87,8 @@ def evidence_covariance_factor(evidence: Any, model: Any) -> float:
     """
     if not isinstance(model, dict) or not isinstance(evidence, dict):
         return 1.0
-    f = _power_factor(evidence.get("vote_mass"), model.get("vote_mass_ref"), model.get("exponent"))
+    mass = evidence.get("vote_mass_posterior", evidence.get("vote_mass"))
+    f = _power_factor(mass, model.get("vote_mass_ref"), model.get("exponent"))
     f *= _power_factor(evidence.get("vote_peak"), model.get("vote_peak_ref"), model.get("peak_exponent"))
     return min(MAX_EVIDENCE_COV_FACTOR, f)
 
