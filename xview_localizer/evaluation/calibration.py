@@ -243,23 +243,35 @@ def fit_evidence_inflation(frames: list[FrameNees]) -> dict | None:
     nees = np.array([e for _, e in pts])
     m_ref = float(np.median(mass))
     low = mass < m_ref
+    fit = _fit_split_exponent(nees, low, m_ref / np.maximum(mass, 1e-12), EVIDENCE_EXPONENTS)
+    if fit is None:
+        return None
+    best_p, med_low_raw, best_med, med_high = fit
+    return {"vote_mass_ref": m_ref, "exponent": best_p, "median_nees_low_raw": med_low_raw,
+            "median_nees_low": best_med, "median_nees_high": med_high,
+            "n_low": int(low.sum()), "n_high": int((~low).sum())}
+
+
+def _fit_split_exponent(nees: np.ndarray, low: np.ndarray, ratio: np.ndarray,
+                        exponents: Iterable[float]) -> tuple[float, float, float, float] | None:
+    """The exponent ``p`` (of ``exponents``) after which the median of ``nees / ratio ** p``
+    (capped at MAX_EVIDENCE_COV_FACTOR) over the ``low`` frames is closest in log to the median
+    NEES of the others: ``(p, low median before, low median after, others' median)``. None when
+    either side has fewer than half of MIN_EVIDENCE_FRAMES frames or the low side is not less
+    consistent."""
     if int(low.sum()) < MIN_EVIDENCE_FRAMES // 2 or int((~low).sum()) < MIN_EVIDENCE_FRAMES // 2:
         return None
     med_high = float(np.median(nees[~low]))
     med_low_raw = float(np.median(nees[low]))
     if not (med_high > 0 and med_low_raw > med_high):
         return None
-    best_p, best_cost, best_med = None, math.inf, med_low_raw
-    for p in EVIDENCE_EXPONENTS:
-        med_low = float(np.median(nees[low] / (m_ref / mass[low]) ** float(p)))
+    best, best_cost, best_med = None, math.inf, med_low_raw
+    for p in exponents:
+        med_low = float(np.median(nees[low] / np.minimum(ratio[low] ** float(p), MAX_EVIDENCE_COV_FACTOR)))
         cost = abs(math.log(med_low / med_high)) if med_low > 0 else math.inf
         if cost < best_cost - 1e-12:
-            best_p, best_cost, best_med = float(p), cost, med_low
-    if best_p is None:
-        return None
-    return {"vote_mass_ref": m_ref, "exponent": best_p, "median_nees_low_raw": med_low_raw,
-            "median_nees_low": best_med, "median_nees_high": med_high,
-            "n_low": int(low.sum()), "n_high": int((~low).sum())}
+            best, best_cost, best_med = float(p), cost, med_low
+    return None if best is None else (best, med_low_raw, best_med, med_high)
 
 
 def inflate_frames(frames: list[FrameNees], model: dict | None) -> list[FrameNees]:
@@ -335,21 +347,10 @@ def fit_peak_inflation(frames: list[FrameNees], shifted: list[FrameNees], model:
     peak = np.array([f.vote_peak for f in both])
     nees = np.array([f.nees_raw for f in both])
     low = peak < q_ref
-    if int(low.sum()) < MIN_EVIDENCE_FRAMES // 2 or int((~low).sum()) < MIN_EVIDENCE_FRAMES // 2:
+    fit = _fit_split_exponent(nees, low, q_ref / np.maximum(peak, 1e-6), PEAK_EXPONENTS)
+    if fit is None:
         return None
-    med_high = float(np.median(nees[~low]))
-    med_low_raw = float(np.median(nees[low]))
-    if not (med_high > 0 and med_low_raw > med_high):
-        return None
-    factor_base = q_ref / np.maximum(peak[low], 1e-6)
-    best_r, best_cost, best_med = None, math.inf, med_low_raw
-    for r in PEAK_EXPONENTS:
-        med_low = float(np.median(nees[low] / np.minimum(factor_base ** float(r), MAX_EVIDENCE_COV_FACTOR)))
-        cost = abs(math.log(med_low / med_high)) if med_low > 0 else math.inf
-        if cost < best_cost - 1e-12:
-            best_r, best_cost, best_med = float(r), cost, med_low
-    if best_r is None:
-        return None
+    best_r, med_low_raw, best_med, med_high = fit
     n_shift_low = int(sum(1 for f in shift if f.vote_peak < q_ref))
     return {"vote_peak_ref": q_ref, "peak_exponent": best_r, "median_nees_low_raw": med_low_raw,
             "median_nees_low": best_med, "median_nees_high": med_high, "n_low": int(low.sum()),
