@@ -90,6 +90,10 @@ def test_calibrate_covariance_solves_the_shifted_pairs_too(sets, tmp_path):
     assert len(rep["frames_shifted"]) == len(rep["frames"]) > 0
     assert [f["sample_id"] for f in rep["frames_shifted"]] == [f["sample_id"] for f in rep["frames"]]
     assert all(math.isfinite(f["vote_peak"]) for f in rep["frames_shifted"])
+    import torch  # the checkpoint keeps the summary, not the per-frame lists
+
+    stored = torch.load(cand, weights_only=True)["covariance_calibration_by_depth"]["none"]
+    assert "frames" not in stored and "frames_shifted" not in stored and "peak_inflation" in stored
     # the shift lowers how well the descriptors match
     assert (sum(f["vote_peak"] for f in rep["frames_shifted"]) < sum(f["vote_peak"] for f in rep["frames"]))
     proc = subprocess.run(base + ["--no-peak-inflation", "--out", str(tmp_path / "d.json")], capture_output=True,

@@ -116,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         kind = args.depth_kind if getattr(matcher, "accepts_depth", False) else None
         runtime_model = full if kind else None
         set_covariance_scale(checkpoint, summary.covariance_scale,
-                             {k: v for k, v in report.items() if k != "frames"}, depth_kind=kind,
+                             {k: v for k, v in report.items() if k not in ("frames", "frames_shifted")},
+                             depth_kind=kind,
                              evidence_model=runtime_model)
         where = f" for depth kind {kind!r}" if kind else ""
         print(f"stored covariance_scale {summary.covariance_scale:.4g}{where} in {checkpoint}")
