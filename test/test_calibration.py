@@ -185,6 +185,19 @@ def test_scale_stored_in_checkpoint_and_loaded(tmp_path):
         set_covariance_scale(tmp_path / "missing.pt", 2.0)
 
 
+class FixedEvidenceMatcher(NoisyTruthMatcher):
+    """TEST DOUBLE: a NoisyTruthMatcher whose pose vote always reports ``evidence`` and whose
+    checkpoint holds the covariance evidence ``model``."""
+
+    def __init__(self, evidence: dict, model: dict, **kw):
+        super().__init__(**kw)
+        self.last_evidence = dict(evidence)
+        self._model = dict(model)
+
+    def covariance_evidence_for(self, depth_kind):
+        return dict(self._model)
+
+
 def _covariance_of_one_step(tmp_path, name: str, matcher, depth_m=None, **cfg_overrides) -> np.ndarray:
     """One localizer step with ``matcher`` (a NoisyTruthMatcher) on a synthetic tile folder;
     the estimate's (x, y, yaw) covariance in the map frame."""
@@ -306,16 +319,10 @@ def test_evidence_model_stored_per_kind_and_applied_by_the_localizer(tmp_path):
     with pytest.raises(CheckpointError, match="exponent"):
         set_covariance_scale(path, 7.0, depth_kind="none", evidence_model={"vote_mass_ref": 0.5, "exponent": math.nan})
 
-    class WithVote(NoisyTruthMatcher):  # TEST DOUBLE: a pose vote of fixed mass and a model
-        def __init__(self, mass, **kw):
-            super().__init__(**kw)
-            self.last_evidence = {"vote_peak": 0.1, "vote_margin": 0.1, "vote_mass": mass}
-
-        def covariance_evidence_for(self, depth_kind):
-            return {"vote_mass_ref": 0.6, "exponent": 2.0}
-
-    covs = {mass: _covariance_of_one_step(tmp_path, f"m{mass}", WithVote(mass, seed=4, noise_m=0.2, outlier_fraction=0.0))
-            for mass in (0.9, 0.3)}
+    model = {"vote_mass_ref": 0.6, "exponent": 2.0}
+    covs = {mass: _covariance_of_one_step(tmp_path, f"m{mass}", FixedEvidenceMatcher(
+        {"vote_peak": 0.1, "vote_margin": 0.1, "vote_mass": mass}, model, seed=4, noise_m=0.2, outlier_fraction=0.0))
+        for mass in (0.9, 0.3)}
     assert np.allclose(covs[0.3], 4.0 * covs[0.9], rtol=1e-6)
 
 
@@ -409,16 +416,10 @@ def test_peak_inflation_model_stored_and_validated(tmp_path):
 
 
 def test_localizer_applies_the_peak_inflation(tmp_path):
-    class WithPeak(NoisyTruthMatcher):  # TEST DOUBLE: a pose vote of fixed peak, a peak-only model
-        def __init__(self, peak, **kw):
-            super().__init__(**kw)
-            self.last_evidence = {"vote_peak": peak, "vote_margin": 0.1, "vote_mass": 0.9}
-
-        def covariance_evidence_for(self, depth_kind):
-            return {"vote_peak_ref": 0.5, "peak_exponent": 2.0}
-
-    covs = {peak: _covariance_of_one_step(tmp_path, f"p{peak}", WithPeak(peak, seed=4, noise_m=0.2, outlier_fraction=0.0))
-            for peak in (0.6, 0.25)}
+    model = {"vote_peak_ref": 0.5, "peak_exponent": 2.0}  # peak-only
+    covs = {peak: _covariance_of_one_step(tmp_path, f"p{peak}", FixedEvidenceMatcher(
+        {"vote_peak": peak, "vote_margin": 0.1, "vote_mass": 0.9}, model, seed=4, noise_m=0.2, outlier_fraction=0.0))
+        for peak in (0.6, 0.25)}
     assert np.allclose(covs[0.25], 4.0 * covs[0.6], rtol=1e-6)
 
 

@@ -200,13 +200,13 @@ def collect_nees(matcher: Any, samples: Iterable[Any], config: LocalizerConfig |
             err_xy_m=math.hypot(T_est.x_m - T_true.x_m, T_est.y_m - T_true.y_m),
             err_yaw_deg=abs(math.degrees(float(wrap_angle_rad(T_est.yaw_rad - T_true.yaw_rad)))),
             nees_raw=frame_nees(T_est, T_true, sol.cov_xyyaw),
-            vote_mass=_vote_mass(getattr(matcher, "last_evidence", None)),
-            vote_peak=_vote_mass(getattr(matcher, "last_evidence", None), "vote_peak"),
+            vote_mass=_evidence_value(getattr(matcher, "last_evidence", None), "vote_mass"),
+            vote_peak=_evidence_value(getattr(matcher, "last_evidence", None), "vote_peak"),
         ))
     return frames, n
 
 
-def _vote_mass(evidence: Any, key: str = "vote_mass") -> float:
+def _evidence_value(evidence: Any, key: str) -> float:
     try:
         value = float(evidence[key])
     except (TypeError, KeyError, ValueError):

@@ -52,7 +52,7 @@ class PoseVote:
         origin_xy_base_m: (B, 2) the base_link point the translation hypotheses place: the
             origin (0, 0) for metric depth / flat ground, the camera centre for relative depth.
         log_prior: (B, J, 1, T) the position prior's log density added to ``logits`` (0 at the
-            patch centre), or None without one; ``logits - log_prior`` is the appearance alone.
+            prior's mean), or None without one; ``logits - log_prior`` is the appearance alone.
     """
 
     logits: torch.Tensor
